@@ -1,0 +1,52 @@
+//! Reading the keyring file: the one piece of I/O in this crate.
+
+use std::path::Path;
+
+use crate::{Keyring, KeyringError};
+
+/// Permission bits that must be clear on a keyring file: any access by group or others.
+const FORBIDDEN_MODE_BITS: u32 = 0o077;
+
+impl Keyring {
+    /// Reads and parses the keyring file at `path`.
+    ///
+    /// Refuses a file that group or others may access at all, before reading
+    /// its contents: the secrets in it sign every download link.
+    pub fn load(path: &Path) -> Result<Keyring, KeyringError> {
+        let shown = path.display().to_string();
+        let io = |source| KeyringError::Io {
+            path: shown.clone(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        check_mode(&file, &shown)?;
+        let text = std::io::read_to_string(file).map_err(io)?;
+        Keyring::from_toml(&text)
+    }
+}
+
+#[cfg(unix)]
+fn check_mode(file: &std::fs::File, shown: &str) -> Result<(), KeyringError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = file
+        .metadata()
+        .map_err(|source| KeyringError::Io {
+            path: shown.to_owned(),
+            source,
+        })?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & FORBIDDEN_MODE_BITS != 0 {
+        return Err(KeyringError::Permissions {
+            path: shown.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_mode(_: &std::fs::File, _: &str) -> Result<(), KeyringError> {
+    Ok(())
+}

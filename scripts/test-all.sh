@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project on a fresh machine: installs what
+# the tests need, then formatting, lints, docs, unit and end-to-end tests and a
+# short run of each fuzz target. `.ci/run` calls exactly this.
+#
+# Environment knobs (all optional):
+#   FUZZ_SECONDS   seconds per fuzz target (default 20; 0 skips fuzzing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain"
+cargo --version
+rustc --version
+
+step "format"
+cargo fmt --all --check
+(cd fuzz && cargo fmt --check)
+
+step "lint"
+cargo clippy --workspace --all-targets --profile ci -- -D warnings
+
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --profile ci --quiet
+
+step "tests"
+# One profile (ci: optimised, with overflow checks) builds everything the tests run.
+cargo test --workspace --profile ci
+
+if [ "$FUZZ_SECONDS" -gt 0 ]; then
+  step "fuzz (${FUZZ_SECONDS}s per target)"
+  if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked --quiet
+  fi
+  (
+    cd fuzz
+    cargo clippy --all-targets -- -D warnings
+    for target in $(cargo fuzz list); do
+      mkdir -p "corpus/$target"
+      seeds=()
+      [ -d "seeds/$target" ] && seeds=("seeds/$target")
+      # cargo-fuzz needs nightly-only flags; the stable toolchain accepts them
+      # under RUSTC_BOOTSTRAP for this build only.
+      RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "corpus/$target" "${seeds[@]}" -- \
+        -max_total_time="$FUZZ_SECONDS" -max_len=4096 -print_final_stats=1 2>&1 | tail -n 12
+    done
+  )
+fi
+
+step "all checks passed"
