@@ -1,0 +1,336 @@
+//! One client connection: read request heads (with limits and timeouts),
+//! route them, write responses, keep the connection alive while allowed.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use monoio::buf::IoBufMut as _;
+use monoio::io::{AsyncReadRent as _, AsyncWriteRentExt as _};
+use monoio::net::TcpStream;
+
+use crate::http::{self, Body, HeadError, Parsed, ResponseHead};
+use crate::metrics::CoreMetrics;
+use crate::server::Shared;
+use crate::{image, sys};
+
+/// How often a connection waiting for a request checks for shutdown.
+const IDLE_SLICE: Duration = Duration::from_secs(1);
+
+/// The uniform body of every refused link.
+pub const FORBIDDEN_BODY: &str = "403 Forbidden: this link is not valid.\n";
+
+/// A connection's state, owned by its task.
+struct Conn {
+    /// Bytes read and not yet consumed (at most one head plus pipelined bytes).
+    buf: Vec<u8>,
+    /// Everything else: the socket and the response side.
+    io: Io,
+}
+
+/// The socket and what responses need; split from the read buffer so a
+/// parsed head (borrowing the buffer) can be answered through it.
+pub struct Io {
+    /// The client socket (non-blocking).
+    pub stream: TcpStream,
+    /// The peer address.
+    pub peer: SocketAddr,
+    /// The response head being built, reused between requests.
+    pub out: Vec<u8>,
+    /// State shared by every worker.
+    pub shared: Arc<Shared>,
+    /// This worker's index.
+    pub core: usize,
+}
+
+/// Counts a connection as active for as long as it lives, however its task ends.
+struct Active {
+    shared: Arc<Shared>,
+    core: usize,
+}
+
+impl Active {
+    fn new(shared: &Arc<Shared>, core: usize) -> Active {
+        shared.metrics.core(core).connection(true);
+        Active {
+            shared: Arc::clone(shared),
+            core,
+        }
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.shared.metrics.core(self.core).connection(false);
+    }
+}
+
+/// Serves one connection until the client leaves, an error, a timeout or shutdown.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, core: usize) {
+    let _active = Active::new(&shared, core);
+    // Body bytes go out with sendfile, which needs a non-blocking socket to
+    // give way when the client is slow.
+    if let Err(e) = sys::set_nonblocking(stream.as_raw_fd()) {
+        tracing::warn!(%peer, error = %e, "cannot make the socket non-blocking");
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let cap = shared.config.http.max_header_bytes;
+    let mut conn = Conn {
+        buf: Vec::with_capacity(cap),
+        io: Io {
+            stream,
+            peer,
+            out: Vec::with_capacity(512),
+            shared,
+            core,
+        },
+    };
+    loop {
+        match conn.next_request().await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "connection closed");
+                break;
+            }
+        }
+    }
+}
+
+/// What waiting for a request head ended with.
+enum Wait {
+    /// Bytes are there to read.
+    Readable,
+    /// The client sent nothing in time, or the server is shutting down.
+    Close,
+}
+
+impl Conn {
+    /// Reads, routes and answers one request. `Ok(false)` closes the connection.
+    async fn next_request(&mut self) -> std::io::Result<bool> {
+        let limits = self.io.shared.config.http.clone();
+        let idle_deadline = Instant::now() + limits.idle_timeout;
+        let mut head_deadline =
+            (!self.buf.is_empty()).then(|| Instant::now() + limits.header_timeout);
+        let head_len = loop {
+            if !self.buf.is_empty() {
+                match http::parse(&self.buf, limits.max_headers, limits.max_header_bytes) {
+                    Parsed::Complete(head) => break head.len,
+                    Parsed::Partial => {}
+                    Parsed::Error(e) => {
+                        let status = match e {
+                            HeadError::TooLarge => 431,
+                            HeadError::Malformed => 400,
+                        };
+                        self.io
+                            .simple(status, "the request head is not acceptable\n", false)
+                            .await?;
+                        return Ok(false);
+                    }
+                }
+            }
+            let deadline = head_deadline.unwrap_or(idle_deadline);
+            match self.wait_readable(deadline).await {
+                Wait::Readable => {}
+                Wait::Close if head_deadline.is_some() && !self.io.shutting_down() => {
+                    // A head that trickles in too slowly (slowloris): 408 and close.
+                    let _ = self
+                        .io
+                        .simple(408, "request head not received in time\n", false)
+                        .await;
+                    return Ok(false);
+                }
+                Wait::Close => return Ok(false),
+            }
+            if !self.fill().await? {
+                return Ok(false);
+            }
+            head_deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
+        };
+        let keep_alive = self.respond().await?;
+        self.buf.drain(..head_len);
+        Ok(keep_alive && !self.io.shutting_down())
+    }
+
+    /// Waits until the socket is readable, the deadline passes or shutdown starts.
+    async fn wait_readable(&self, deadline: Instant) -> Wait {
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Wait::Close;
+            }
+            // While no request has started, shutdown closes the connection.
+            if self.buf.is_empty() && self.io.shutting_down() {
+                return Wait::Close;
+            }
+            let slice = (deadline - now).min(IDLE_SLICE);
+            // Waiting for readiness (not reading) can be cancelled without losing bytes.
+            match monoio::time::timeout(slice, self.io.stream.readable(false)).await {
+                Ok(Ok(())) => return Wait::Readable,
+                Ok(Err(_)) => return Wait::Close,
+                Err(_elapsed) => {}
+            }
+        }
+    }
+
+    /// Reads what the socket has into the free part of the buffer.
+    /// `Ok(false)` when the client closed the connection.
+    async fn fill(&mut self) -> std::io::Result<bool> {
+        let buf = std::mem::take(&mut self.buf);
+        let len = buf.len();
+        let cap = buf.capacity();
+        if len == cap {
+            // `parse` refuses a head as long as the buffer before it gets here.
+            self.buf = buf;
+            return Ok(false);
+        }
+        let (res, slice) = self.io.stream.read(buf.slice_mut(len..cap)).await;
+        self.buf = slice.into_inner();
+        match res {
+            Ok(0) => Ok(false),
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Routes the complete head at the start of the buffer and answers it.
+    /// Returns whether the connection may stay open.
+    async fn respond(&mut self) -> std::io::Result<bool> {
+        let limits = &self.io.shared.config.http;
+        let Parsed::Complete(head) =
+            http::parse(&self.buf, limits.max_headers, limits.max_header_bytes)
+        else {
+            return Ok(false);
+        };
+        let io = &mut self.io;
+        let keep_alive = head.keep_alive;
+        match head.body {
+            Body::None => {}
+            Body::Length(_) => {
+                io.simple(413, "this server accepts no request bodies\n", false)
+                    .await?;
+                return Ok(false);
+            }
+            Body::Chunked | Body::Invalid => {
+                io.simple(400, "this server accepts no request bodies\n", false)
+                    .await?;
+                return Ok(false);
+            }
+        }
+        let is_head = head.method == "HEAD";
+        let route = route(head.path);
+        if !(is_head || head.method == "GET") {
+            ResponseHead::new(&mut io.out, 405)
+                .header("Allow", "GET, HEAD")
+                .header("Content-Type", "text/plain; charset=utf-8")
+                .header("Content-Length", 0)
+                .finish(keep_alive);
+            io.metrics().response(405);
+            io.write_out().await?;
+            return Ok(keep_alive);
+        }
+        match route {
+            Route::Image => image::serve(io, &head).await,
+            Route::Health => {
+                io.text(200, "ok\n", is_head, keep_alive).await?;
+                Ok(keep_alive)
+            }
+            Route::Metrics => {
+                let text = io.shared.metrics.render();
+                ResponseHead::new(&mut io.out, 200)
+                    .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                    .header("Content-Length", text.len())
+                    .finish(keep_alive);
+                if !is_head {
+                    io.out.extend_from_slice(text.as_bytes());
+                }
+                io.metrics().response(200);
+                io.write_out().await?;
+                Ok(keep_alive)
+            }
+            Route::NotFound => {
+                io.simple(404, "no such resource\n", keep_alive).await?;
+                Ok(keep_alive)
+            }
+        }
+    }
+}
+
+impl Io {
+    /// This worker's counters.
+    pub fn metrics(&self) -> &CoreMetrics {
+        self.shared.metrics.core(self.core)
+    }
+
+    /// Whether the server is draining.
+    pub fn shutting_down(&self) -> bool {
+        self.shared.shutdown.load(Ordering::Relaxed)
+    }
+
+    /// Sends a short plain-text answer.
+    pub async fn simple(
+        &mut self,
+        status: u16,
+        body: &str,
+        keep_alive: bool,
+    ) -> std::io::Result<()> {
+        self.text(status, body, false, keep_alive).await
+    }
+
+    /// Sends a plain-text answer (headers only when `head_only`).
+    pub async fn text(
+        &mut self,
+        status: u16,
+        body: &str,
+        head_only: bool,
+        keep_alive: bool,
+    ) -> std::io::Result<()> {
+        ResponseHead::new(&mut self.out, status)
+            .header("Content-Type", "text/plain; charset=utf-8")
+            .header("Content-Length", body.len())
+            .finish(keep_alive);
+        if !head_only {
+            self.out.extend_from_slice(body.as_bytes());
+        }
+        self.metrics().response(status);
+        self.write_out().await
+    }
+
+    /// Writes the whole output buffer, giving up after the send timeout.
+    pub async fn write_out(&mut self) -> std::io::Result<()> {
+        let out = std::mem::take(&mut self.out);
+        let timeout = self.shared.config.http.send_timeout;
+        match monoio::time::timeout(timeout, self.stream.write_all(out)).await {
+            Ok((res, out)) => {
+                self.out = out;
+                res.map(|_| ())
+            }
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        }
+    }
+}
+
+/// Where a path leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Image,
+    Health,
+    Metrics,
+    NotFound,
+}
+
+fn route(path: &str) -> Route {
+    if path.starts_with(glance_link::PATH_PREFIX) {
+        Route::Image
+    } else if path == "/healthz" {
+        Route::Health
+    } else if path == "/metrics" {
+        Route::Metrics
+    } else {
+        Route::NotFound
+    }
+}

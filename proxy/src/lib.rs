@@ -1,0 +1,21 @@
+//! glance-stream: the data plane. A thread-per-core HTTP/1.1 server (monoio)
+//! that verifies signed links (`glance-link`) and streams image bytes from
+//! the page cache to the socket with `sendfile`.
+//!
+//! Boundaries: never depends on the control plane; all `unsafe` lives in
+//! [`sys`]; per-core state crosses threads only through [`server::Shared`];
+//! Keystone tokens a client re-sends are ignored and never logged.
+
+pub mod clock;
+pub mod config;
+pub mod conn;
+pub mod http;
+pub mod image;
+pub mod isolate;
+pub mod metrics;
+pub mod mint;
+pub mod range;
+pub mod server;
+pub mod signals;
+pub mod store;
+pub mod sys;

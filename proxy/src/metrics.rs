@@ -1,0 +1,217 @@
+//! Prometheus metrics. Each worker thread updates only its own slot (relaxed
+//! atomics, no sharing of cache lines between cores); `/metrics` sums them.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use glance_link::Rejection;
+
+/// Status codes counted by name; any other lands in `other`.
+pub const STATUSES: [u16; 16] = [
+    200, 204, 206, 400, 403, 404, 405, 408, 411, 413, 416, 431, 500, 501, 502, 503,
+];
+
+/// How response bytes left the process.
+#[derive(Debug, Clone, Copy)]
+pub enum SendPath {
+    /// Page cache to socket with no copy through user space (`sendfile`).
+    ZeroCopy,
+    /// Read into a buffer, then written (the fallback).
+    Copy,
+}
+
+/// One worker thread's counters.
+#[derive(Default)]
+#[repr(align(128))]
+pub struct CoreMetrics {
+    requests: [AtomicU64; STATUSES.len() + 1],
+    bytes_zero_copy: AtomicU64,
+    bytes_copy: AtomicU64,
+    active_connections: AtomicU64,
+    refused_connections: AtomicU64,
+    rejections: [AtomicU64; Rejection::ALL.len()],
+    panics: AtomicU64,
+}
+
+impl CoreMetrics {
+    /// Counts one response with `status`.
+    pub fn response(&self, status: u16) {
+        let i = STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(STATUSES.len());
+        self.requests[i].fetch_add(1, Relaxed);
+    }
+
+    /// Counts body bytes sent along `path`.
+    pub fn sent(&self, path: SendPath, bytes: u64) {
+        match path {
+            SendPath::ZeroCopy => self.bytes_zero_copy.fetch_add(bytes, Relaxed),
+            SendPath::Copy => self.bytes_copy.fetch_add(bytes, Relaxed),
+        };
+    }
+
+    /// A connection opened (`true`) or closed (`false`).
+    pub fn connection(&self, opened: bool) {
+        if opened {
+            self.active_connections.fetch_add(1, Relaxed);
+        } else {
+            self.active_connections.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Open connections on this thread.
+    pub fn active(&self) -> u64 {
+        self.active_connections.load(Relaxed)
+    }
+
+    /// A connection refused because the thread was at its cap.
+    pub fn refused(&self) {
+        self.refused_connections.fetch_add(1, Relaxed);
+    }
+
+    /// A link that failed verification.
+    pub fn rejected(&self, reason: Rejection) {
+        let i = Rejection::ALL
+            .iter()
+            .position(|&r| r == reason)
+            .unwrap_or(0);
+        self.rejections[i].fetch_add(1, Relaxed);
+    }
+
+    /// A connection task that panicked (and was contained).
+    pub fn panicked(&self) {
+        self.panics.fetch_add(1, Relaxed);
+    }
+}
+
+/// Every thread's counters, plus process-wide facts.
+pub struct Metrics {
+    cores: Vec<CoreMetrics>,
+    driver: std::sync::OnceLock<&'static str>,
+}
+
+impl Metrics {
+    /// Counters for `threads` workers (at least one slot).
+    pub fn new(threads: usize) -> Metrics {
+        Metrics {
+            cores: (0..threads.max(1))
+                .map(|_| CoreMetrics::default())
+                .collect(),
+            driver: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Records the I/O driver the workers run (`io_uring` or `legacy`), once.
+    pub fn set_driver(&self, driver: &'static str) {
+        let _ = self.driver.set(driver);
+    }
+
+    /// The slot of worker `i`.
+    pub fn core(&self, i: usize) -> &CoreMetrics {
+        &self.cores[i % self.cores.len()]
+    }
+
+    /// Open connections across all threads.
+    pub fn active_connections(&self) -> u64 {
+        self.cores.iter().map(CoreMetrics::active).sum()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let sum = |f: &dyn Fn(&CoreMetrics) -> &AtomicU64| -> u64 {
+            self.cores.iter().map(|c| f(c).load(Relaxed)).sum()
+        };
+        let _ = writeln!(
+            out,
+            "# HELP glance_stream_requests_total Responses sent, by status code."
+        );
+        let _ = writeln!(out, "# TYPE glance_stream_requests_total counter");
+        for (i, status) in STATUSES.iter().enumerate() {
+            let n = sum(&|c| &c.requests[i]);
+            let _ = writeln!(
+                out,
+                "glance_stream_requests_total{{status=\"{status}\"}} {n}"
+            );
+        }
+        let n = sum(&|c| &c.requests[STATUSES.len()]);
+        let _ = writeln!(out, "glance_stream_requests_total{{status=\"other\"}} {n}");
+
+        let _ = writeln!(
+            out,
+            "# HELP glance_stream_sent_bytes_total Body bytes sent, by path (zero_copy: sendfile; copy: through a buffer)."
+        );
+        let _ = writeln!(out, "# TYPE glance_stream_sent_bytes_total counter");
+        let _ = writeln!(
+            out,
+            "glance_stream_sent_bytes_total{{path=\"zero_copy\"}} {}",
+            sum(&|c| &c.bytes_zero_copy)
+        );
+        let _ = writeln!(
+            out,
+            "glance_stream_sent_bytes_total{{path=\"copy\"}} {}",
+            sum(&|c| &c.bytes_copy)
+        );
+
+        let _ = writeln!(
+            out,
+            "# HELP glance_stream_active_connections Open client connections, by worker thread."
+        );
+        let _ = writeln!(out, "# TYPE glance_stream_active_connections gauge");
+        for (i, c) in self.cores.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "glance_stream_active_connections{{core=\"{i}\"}} {}",
+                c.active()
+            );
+        }
+
+        let _ = writeln!(
+            out,
+            "# HELP glance_stream_refused_connections_total Connections answered 503 because their thread was at its connection cap."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE glance_stream_refused_connections_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "glance_stream_refused_connections_total {}",
+            sum(&|c| &c.refused_connections)
+        );
+
+        let _ = writeln!(
+            out,
+            "# HELP glance_stream_link_rejections_total Signed links refused, by reason (clients all get the same 403)."
+        );
+        let _ = writeln!(out, "# TYPE glance_stream_link_rejections_total counter");
+        for (i, reason) in Rejection::ALL.iter().enumerate() {
+            let n = sum(&|c| &c.rejections[i]);
+            let _ = writeln!(
+                out,
+                "glance_stream_link_rejections_total{{reason=\"{}\"}} {n}",
+                reason.label()
+            );
+        }
+
+        let _ = writeln!(
+            out,
+            "# HELP glance_stream_panics_total Connection tasks that panicked; each closed only its own connection."
+        );
+        let _ = writeln!(out, "# TYPE glance_stream_panics_total counter");
+        let _ = writeln!(out, "glance_stream_panics_total {}", sum(&|c| &c.panics));
+
+        let _ = writeln!(
+            out,
+            "# HELP glance_stream_io_driver The I/O driver the worker threads run (1 for the one in use)."
+        );
+        let _ = writeln!(out, "# TYPE glance_stream_io_driver gauge");
+        let _ = writeln!(
+            out,
+            "glance_stream_io_driver{{driver=\"{}\"}} 1",
+            self.driver.get().copied().unwrap_or("starting")
+        );
+        out
+    }
+}

@@ -1,0 +1,345 @@
+//! Starting and stopping the server: one worker thread per core, each with its
+//! own monoio runtime (io_uring, or epoll where io_uring is refused) and its
+//! own `SO_REUSEPORT` listener, so the kernel spreads connections across
+//! cores and no state is shared between them but this `Shared`.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use glance_link::{Keyring, KeyringError, StoreId};
+use monoio::net::TcpListener;
+
+use crate::config::{Config, IoDriver};
+use crate::isolate::{CatchUnwind, panic_message};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// io_uring submission queue entries per worker.
+const RING_ENTRIES: u32 = 1024;
+
+/// State every worker thread reads.
+pub struct Shared {
+    /// The checked configuration.
+    pub config: Config,
+    /// The keyring, swapped whole on reload.
+    pub keyring: ArcSwap<Keyring>,
+    /// Backend stores by id.
+    pub stores: BTreeMap<StoreId, Store>,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Set when the server starts draining.
+    pub shutdown: AtomicBool,
+    /// Duplicates of the workers' listening sockets: shutting them down wakes
+    /// every pending accept, so no accept is ever cancelled (a cancelled
+    /// io_uring accept can still take a connection and lose it).
+    listeners: Vec<StdListener>,
+}
+
+impl Shared {
+    /// Starts draining: workers stop accepting, in-flight requests finish up
+    /// to the drain timeout, idle connections close.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        for l in &self.listeners {
+            let _ = socket2::SockRef::from(l).shutdown(std::net::Shutdown::Read);
+        }
+    }
+
+    /// Re-reads the keyring file; on failure the old keyring stays in use.
+    pub fn reload_keyring(&self) -> Result<(), KeyringError> {
+        let keyring = Keyring::load(&self.config.keyring)?;
+        let ids: Vec<String> = keyring.key_ids().map(|k| k.to_string()).collect();
+        self.keyring.store(Arc::new(keyring));
+        tracing::info!(keys = ?ids, "keyring reloaded");
+        Ok(())
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The keyring could not be loaded.
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A store directory is missing.
+    #[error("store {store}: directory {path} does not exist")]
+    StoreMissing {
+        /// The store id.
+        store: String,
+        /// Its directory.
+        path: String,
+    },
+    /// A worker thread could not start its runtime.
+    #[error("worker {worker} cannot start: {message}")]
+    Worker {
+        /// Worker index.
+        worker: usize,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    driver: &'static str,
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds the listeners and starts the worker threads; returns once every
+    /// worker is accepting.
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        let keyring = Keyring::load(&config.keyring)?;
+        let mut stores = BTreeMap::new();
+        for (id, sc) in &config.stores {
+            let crate::config::StoreConfig::File { path } = sc;
+            if !path.is_dir() {
+                return Err(StartError::StoreMissing {
+                    store: id.to_string(),
+                    path: path.display().to_string(),
+                });
+            }
+            stores.insert(*id, Store::new(sc));
+        }
+        let threads = config.threads.get();
+        let listeners = bind_all(config.listen, threads)?;
+        let addr = listeners[0]
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let driver_choice = config.io_driver;
+        let duplicates = listeners
+            .iter()
+            .map(StdListener::try_clone)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| StartError::Listen { addr, source })?;
+        let shared = Arc::new(Shared {
+            config,
+            keyring: ArcSwap::from_pointee(keyring),
+            stores,
+            metrics: Metrics::new(threads),
+            shutdown: AtomicBool::new(false),
+            listeners: duplicates,
+        });
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut workers = Vec::with_capacity(threads);
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let shared = Arc::clone(&shared);
+            let ready = ready_tx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("glance-stream-{i}"))
+                .spawn(move || worker(i, listener, shared, driver_choice, ready))
+                .map_err(|e| StartError::Worker {
+                    worker: i,
+                    message: e.to_string(),
+                })?;
+            workers.push(handle);
+        }
+        drop(ready_tx);
+        let mut driver = "legacy";
+        for _ in 0..threads {
+            match ready_rx.recv() {
+                Ok((_, Ok(d))) => driver = d,
+                Ok((worker, Err(message))) => {
+                    shared.begin_shutdown();
+                    return Err(StartError::Worker { worker, message });
+                }
+                Err(_) => {
+                    return Err(StartError::Worker {
+                        worker: 0,
+                        message: "worker exited".into(),
+                    });
+                }
+            }
+        }
+        shared.metrics.set_driver(driver);
+        Ok(Server {
+            addr,
+            driver,
+            shared,
+            workers,
+        })
+    }
+
+    /// The address the listeners are bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The I/O driver the workers run (`io_uring` or `legacy`).
+    pub fn driver(&self) -> &'static str {
+        self.driver
+    }
+
+    /// State shared with the workers (for signal handling).
+    pub fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
+    }
+
+    /// Starts draining: stop accepting, finish in-flight requests up to the
+    /// drain timeout, close idle connections.
+    pub fn shutdown(&self) {
+        self.shared.begin_shutdown();
+    }
+
+    /// Waits for every worker to finish (after [`Server::shutdown`]).
+    pub fn join(self) {
+        for w in self.workers {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Binds `threads` listeners on one address with `SO_REUSEPORT`; with port 0,
+/// the first picks the port and the others join it.
+fn bind_all(addr: SocketAddr, threads: usize) -> Result<Vec<StdListener>, StartError> {
+    let mut out = Vec::with_capacity(threads);
+    let mut at = addr;
+    for _ in 0..threads {
+        let l = bind_one(at).map_err(|source| StartError::Listen { addr: at, source })?;
+        if let Ok(bound) = l.local_addr() {
+            at = bound;
+        }
+        out.push(l);
+    }
+    Ok(out)
+}
+
+fn bind_one(addr: SocketAddr) -> std::io::Result<StdListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+type Ready = mpsc::Sender<(usize, Result<&'static str, String>)>;
+
+/// One worker thread: build its runtime, report, serve until shutdown.
+fn worker(i: usize, listener: StdListener, shared: Arc<Shared>, choice: IoDriver, ready: Ready) {
+    if choice != IoDriver::Legacy {
+        let built = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(RING_ENTRIES)
+            .enable_timer()
+            .build();
+        match built {
+            Ok(mut rt) => {
+                rt.block_on(run(i, listener, shared, "io_uring", ready));
+                return;
+            }
+            Err(e) if choice == IoDriver::Auto => {
+                if i == 0 {
+                    tracing::warn!(error = %e, "io_uring is not available; falling back to the epoll (legacy) driver");
+                }
+            }
+            Err(e) => {
+                let _ = ready.send((i, Err(format!("io_uring driver: {e}"))));
+                return;
+            }
+        }
+    }
+    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+    {
+        Ok(mut rt) => rt.block_on(run(i, listener, shared, "legacy", ready)),
+        Err(e) => {
+            let _ = ready.send((i, Err(format!("legacy driver: {e}"))));
+        }
+    }
+}
+
+/// The accept loop, then the drain.
+async fn run(
+    i: usize,
+    listener: StdListener,
+    shared: Arc<Shared>,
+    driver: &'static str,
+    ready: Ready,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send((i, Err(format!("listener: {e}"))));
+            return;
+        }
+    };
+    let _ = ready.send((i, Ok(driver)));
+    drop(ready);
+    let limits = shared.config.http.clone();
+    let metrics = shared.metrics.core(i);
+    loop {
+        let accepted = listener.accept().await;
+        if shared.shutdown.load(Ordering::SeqCst) {
+            break;
+        }
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                // Out of descriptors or memory: give in-flight work room.
+                monoio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if metrics.active() >= limits.max_connections_per_thread as u64 {
+            metrics.refused();
+            monoio::spawn(refuse(stream));
+            continue;
+        }
+        let task_shared = Arc::clone(&shared);
+        monoio::spawn(async move {
+            let result = CatchUnwind::new(crate::conn::serve(
+                stream,
+                peer,
+                Arc::clone(&task_shared),
+                i,
+            ))
+            .await;
+            if let Err(payload) = result {
+                task_shared.metrics.core(i).panicked();
+                tracing::error!(%peer, panic = panic_message(payload.as_ref()), "connection task panicked; only this connection was closed");
+            }
+        });
+    }
+    drop(listener);
+    let deadline = Instant::now() + limits.drain_timeout;
+    while metrics.active() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if metrics.active() > 0 {
+        tracing::warn!(
+            worker = i,
+            open = metrics.active(),
+            "drain timeout: closing the remaining connections"
+        );
+    }
+}
+
+/// Answers a connection over the cap with 503 and closes it.
+async fn refuse(mut stream: monoio::net::TcpStream) {
+    use monoio::io::AsyncWriteRentExt as _;
+    let msg: &'static [u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 22\r\nRetry-After: 1\r\nConnection: close\r\n\r\nserver is at capacity\n";
+    let _ = monoio::time::timeout(Duration::from_secs(1), stream.write_all(msg)).await;
+}

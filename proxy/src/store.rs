@@ -1,0 +1,73 @@
+//! Backend stores, as far as serving needs them: open one image's object.
+
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+
+use uuid::Uuid;
+
+use crate::config::StoreConfig;
+
+/// A configured backend store.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// A directory of objects named by image id.
+    File {
+        /// The directory.
+        dir: PathBuf,
+    },
+}
+
+/// Why an object could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The store has no object for the image.
+    #[error("no object for the image in the store")]
+    NotFound,
+    /// The object's size differs from the size the link binds.
+    #[error("object has {actual} bytes, the link says {expected}")]
+    SizeMismatch {
+        /// Size bound by the link.
+        expected: u64,
+        /// Size found.
+        actual: u64,
+    },
+    /// Any other failure.
+    #[error("cannot open object: {0}")]
+    Io(io::Error),
+}
+
+impl Store {
+    /// The store for a configuration entry.
+    pub fn new(config: &StoreConfig) -> Store {
+        match config {
+            StoreConfig::File { path } => Store::File { dir: path.clone() },
+        }
+    }
+
+    /// Opens the object of `image` and checks it has `size` bytes.
+    ///
+    /// The image id is a parsed UUID, so the file name is 36 safe characters:
+    /// no path from the request reaches the file system.
+    pub fn open(&self, image: &Uuid, size: u64) -> Result<File, OpenError> {
+        let Store::File { dir } = self;
+        let mut name = Uuid::encode_buffer();
+        let path = dir.join(image.hyphenated().encode_lower(&mut name));
+        let file = File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => OpenError::NotFound,
+            _ => OpenError::Io(e),
+        })?;
+        let meta = file.metadata().map_err(OpenError::Io)?;
+        if !meta.is_file() {
+            return Err(OpenError::NotFound);
+        }
+        if meta.len() != size {
+            return Err(OpenError::SizeMismatch {
+                expected: size,
+                actual: meta.len(),
+            });
+        }
+        Ok(file)
+    }
+}
