@@ -200,7 +200,7 @@ mod tests {
         assert!(h.keep_alive);
         assert_eq!(h.range, Some(&b"bytes=0-1"[..]));
         assert_eq!(h.body, Body::None);
-        assert_eq!(h.len, 65);
+        assert_eq!(&buf[h.len..], b"NEXT");
         assert!(!complete(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
         assert!(!complete(b"GET / HTTP/1.0\r\n\r\n").keep_alive);
         assert!(complete(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
