@@ -190,9 +190,8 @@ mod tests {
 
     #[test]
     fn splits_path_and_query_and_reads_keep_alive() {
-        let h = complete(
-            b"GET /v1/images/x?a=1&b=2 HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1\r\n\r\nNEXT",
-        );
+        let buf = b"GET /v1/images/x?a=1&b=2 HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1\r\n\r\nNEXT";
+        let h = complete(buf);
         assert_eq!(
             (h.method, h.path, h.query),
             ("GET", "/v1/images/x", "a=1&b=2")
