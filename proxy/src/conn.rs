@@ -90,12 +90,58 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, cor
     };
     loop {
         match conn.next_request().await {
-            Ok(true) => {}
-            Ok(false) => break,
+            Ok(Next::KeepAlive) => {}
+            Ok(Next::Close) => break,
+            Ok(Next::CloseUnread) => {
+                linger(&mut conn.io.stream).await;
+                break;
+            }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "connection closed");
                 break;
             }
+        }
+    }
+}
+
+/// What to do with the connection after a request.
+enum Next {
+    /// Read the next request.
+    KeepAlive,
+    /// Close it.
+    Close,
+    /// Close it, but the client may still be sending what we did not read.
+    CloseUnread,
+}
+
+/// How long a connection closed with unread input waits for the client to stop sending.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Closes gracefully after an error answer to a request not read in full:
+/// send FIN, then read and drop what the client still sends (briefly), so
+/// closing does not reset the connection before the client reads the answer.
+pub async fn linger(stream: &mut TcpStream) {
+    use monoio::io::AsyncWriteRent as _;
+    let _ = stream.shutdown().await;
+    let deadline = Instant::now() + LINGER;
+    let mut scratch = vec![0u8; 16 << 10];
+    let mut drained = 0usize;
+    while drained < (1 << 20) {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        match monoio::time::timeout(deadline - now, stream.readable(false)).await {
+            Ok(Ok(())) => {}
+            _ => break,
+        }
+        let (res, buf) = stream.read(scratch).await;
+        scratch = buf;
+        match res {
+            Ok(0) => break,
+            Ok(n) => drained += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break,
         }
     }
 }
@@ -109,8 +155,8 @@ enum Wait {
 }
 
 impl Conn {
-    /// Reads, routes and answers one request. `Ok(false)` closes the connection.
-    async fn next_request(&mut self) -> std::io::Result<bool> {
+    /// Reads, routes and answers one request.
+    async fn next_request(&mut self) -> std::io::Result<Next> {
         let limits = self.io.shared.config.http.clone();
         let idle_deadline = Instant::now() + limits.idle_timeout;
         let mut head_deadline =
@@ -128,7 +174,7 @@ impl Conn {
                         self.io
                             .simple(status, "the request head is not acceptable\n", false)
                             .await?;
-                        return Ok(false);
+                        return Ok(Next::CloseUnread);
                     }
                 }
             }
@@ -141,18 +187,22 @@ impl Conn {
                         .io
                         .simple(408, "request head not received in time\n", false)
                         .await;
-                    return Ok(false);
+                    return Ok(Next::CloseUnread);
                 }
-                Wait::Close => return Ok(false),
+                Wait::Close => return Ok(Next::Close),
             }
             if !self.fill().await? {
-                return Ok(false);
+                return Ok(Next::Close);
             }
             head_deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
         };
         let keep_alive = self.respond().await?;
         self.buf.drain(..head_len);
-        Ok(keep_alive && !self.io.shutting_down())
+        Ok(match keep_alive {
+            Some(true) if !self.io.shutting_down() => Next::KeepAlive,
+            Some(_) => Next::Close,
+            None => Next::CloseUnread,
+        })
     }
 
     /// Waits until the socket is readable, the deadline passes or shutdown starts.
@@ -198,13 +248,14 @@ impl Conn {
     }
 
     /// Routes the complete head at the start of the buffer and answers it.
-    /// Returns whether the connection may stay open.
-    async fn respond(&mut self) -> std::io::Result<bool> {
+    /// Returns whether the connection may stay open, or `None` when it must
+    /// close with a request body left unread.
+    async fn respond(&mut self) -> std::io::Result<Option<bool>> {
         let limits = &self.io.shared.config.http;
         let Parsed::Complete(head) =
             http::parse(&self.buf, limits.max_headers, limits.max_header_bytes)
         else {
-            return Ok(false);
+            return Ok(Some(false));
         };
         let io = &mut self.io;
         let keep_alive = head.keep_alive;
@@ -213,12 +264,12 @@ impl Conn {
             Body::Length(_) => {
                 io.simple(413, "this server accepts no request bodies\n", false)
                     .await?;
-                return Ok(false);
+                return Ok(None);
             }
             Body::Chunked | Body::Invalid => {
                 io.simple(400, "this server accepts no request bodies\n", false)
                     .await?;
-                return Ok(false);
+                return Ok(None);
             }
         }
         let is_head = head.method == "HEAD";
@@ -231,13 +282,13 @@ impl Conn {
                 .finish(keep_alive);
             io.metrics().response(405);
             io.write_out().await?;
-            return Ok(keep_alive);
+            return Ok(Some(keep_alive));
         }
         match route {
-            Route::Image => image::serve(io, &head).await,
+            Route::Image => image::serve(io, &head).await.map(Some),
             Route::Health => {
                 io.text(200, "ok\n", is_head, keep_alive).await?;
-                Ok(keep_alive)
+                Ok(Some(keep_alive))
             }
             Route::Metrics => {
                 let text = io.shared.metrics.render();
@@ -250,11 +301,11 @@ impl Conn {
                 }
                 io.metrics().response(200);
                 io.write_out().await?;
-                Ok(keep_alive)
+                Ok(Some(keep_alive))
             }
             Route::NotFound => {
                 io.simple(404, "no such resource\n", keep_alive).await?;
-                Ok(keep_alive)
+                Ok(Some(keep_alive))
             }
         }
     }

@@ -51,3 +51,43 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
         "non-string panic payload"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn panic_beside_a_survivor() {
+        let survivor = monoio::spawn(async {
+            monoio::time::sleep(Duration::from_millis(30)).await;
+            42
+        });
+        let crashed = monoio::spawn(CatchUnwind::new(async {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+            panic!("boom in one connection");
+        }));
+        let payload = crashed.await.expect_err("the panic is caught");
+        assert_eq!(panic_message(payload.as_ref()), "boom in one connection");
+        // The other task on the same thread runs on to its end.
+        assert_eq!(survivor.await, 42);
+    }
+
+    #[test]
+    fn a_panicking_task_leaves_the_thread_and_its_other_tasks_running_on_io_uring() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("io_uring runtime");
+        rt.block_on(panic_beside_a_survivor());
+    }
+
+    #[test]
+    fn a_panicking_task_leaves_the_thread_and_its_other_tasks_running_on_legacy() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("legacy runtime");
+        rt.block_on(panic_beside_a_survivor());
+    }
+}

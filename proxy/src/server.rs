@@ -342,4 +342,5 @@ async fn refuse(mut stream: monoio::net::TcpStream) {
     use monoio::io::AsyncWriteRentExt as _;
     let msg: &'static [u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 22\r\nRetry-After: 1\r\nConnection: close\r\n\r\nserver is at capacity\n";
     let _ = monoio::time::timeout(Duration::from_secs(1), stream.write_all(msg)).await;
+    crate::conn::linger(&mut stream).await;
 }

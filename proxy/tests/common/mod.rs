@@ -1,0 +1,278 @@
+//! A glance-stream process on a port of its own, and a raw HTTP/1.1 client.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use glance_link::{Keyring, LinkParams, SignedLink, StoreId};
+use md5::Digest as _;
+
+/// The drivers every I/O test runs on.
+pub const DRIVERS: [&str; 2] = ["io_uring", "legacy"];
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn sha512(bytes: &[u8]) -> [u8; 64] {
+    sha2::Sha512::digest(bytes).into()
+}
+
+pub fn md5(bytes: &[u8]) -> [u8; 16] {
+    md5::Md5::digest(bytes).into()
+}
+
+pub fn secret_b64(seed: u64) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pseudo_random(32, seed))
+}
+
+/// One running glance-stream process with its own directory.
+pub struct Node {
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub child: Child,
+    pub stderr: Arc<Mutex<String>>,
+    pub driver: String,
+}
+
+pub struct Image {
+    pub params: LinkParams,
+    pub bytes: Vec<u8>,
+}
+
+impl Node {
+    /// Starts a node on `driver` with extra config lines `extra` (top-level
+    /// keys first, then tables).
+    pub fn start(driver: &str, top: &str, tables: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("images")).unwrap();
+        std::fs::create_dir(dir.path().join("cache")).unwrap();
+        write_keyring(dir.path(), "k1", &[("k1", 1)]);
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:1\"\nkeyring = \"keyring.toml\"\n\
+             io_driver = \"{driver}\"\n{top}\n[cache]\ndir = \"cache\"\nmax_bytes = 1000000000\n\
+             [stores.local]\nkind = \"file\"\npath = \"images\"\n{tables}\n"
+        );
+        std::fs::write(dir.path().join("stream.toml"), config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_glance-stream"))
+            .arg("--config")
+            .arg(dir.path().join("stream.toml"))
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().unwrap();
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split_whitespace()
+            .nth(3)
+            .unwrap_or_else(|| panic!("no ready line: {line:?} {}", stderr.lock().unwrap()))
+            .parse()
+            .unwrap();
+        assert!(line.contains(&format!("driver {driver}")), "{line}");
+        Node {
+            dir,
+            addr,
+            child,
+            stderr,
+            driver: driver.into(),
+        }
+    }
+
+    pub fn keyring(&self) -> Keyring {
+        Keyring::load(&self.dir.path().join("keyring.toml")).unwrap()
+    }
+
+    /// Stores `bytes` as a new image and returns its link parameters.
+    pub fn add_image(&self, bytes: Vec<u8>, seed: u64) -> Image {
+        let id = uuid::Uuid::from_u128(
+            0xabcd_ef00_0000_4000_8000_0000_0000_0000 | u128::from(seed) << 80 | u128::from(seed),
+        );
+        std::fs::write(self.dir.path().join("images").join(id.to_string()), &bytes).unwrap();
+        Image {
+            params: LinkParams {
+                image_id: id,
+                store: StoreId::new("local").unwrap(),
+                size: bytes.len() as u64,
+                md5: md5(&bytes),
+                sha512: sha512(&bytes),
+                expires: now() + 300,
+                client_cidr: None,
+            },
+            bytes,
+        }
+    }
+
+    /// A signed path and query for `params`.
+    pub fn link(&self, params: &LinkParams) -> String {
+        let link: SignedLink = self.keyring().sign(params.clone());
+        format!("{}?{}", link.path(), link.query())
+    }
+
+    pub fn get(&self, target: &str, headers: &[(&str, &str)]) -> Response {
+        request(self.addr, "GET", target, headers)
+    }
+
+    pub fn metric(&self, line_prefix: &str) -> u64 {
+        let body = String::from_utf8(self.get("/metrics", &[]).body).unwrap();
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(line_prefix)
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no metric {line_prefix} in\n{body}"))
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn write_keyring(dir: &Path, primary: &str, keys: &[(&str, u64)]) -> PathBuf {
+    let mut text = format!("primary = \"{primary}\"\n[keys]\n");
+    for (id, seed) in keys {
+        text.push_str(&format!("{id} = \"{}\"\n", secret_b64(*seed)));
+    }
+    let path = dir.join("keyring.toml");
+    let tmp = dir.join("keyring.toml.new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Header names in order, lowercased, for exact-set checks.
+    pub fn header_names(&self) -> Vec<String> {
+        self.headers
+            .iter()
+            .map(|(n, _)| n.to_ascii_lowercase())
+            .collect()
+    }
+}
+
+/// Sends one request with `Connection: close` and reads the whole answer.
+pub fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Response {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    parse_response(&raw, method == "HEAD").0
+}
+
+/// Parses one response from `raw`; returns it and the bytes left after it.
+pub fn parse_response(raw: &[u8], head_only: bool) -> (Response, &[u8]) {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let n = match resp.parse(raw).unwrap() {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => panic!("partial response: {:?}", String::from_utf8_lossy(raw)),
+    };
+    let headers: Vec<(String, String)> = resp
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let status = resp.code.unwrap();
+    let len = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .map_or(0, |(_, v)| v.parse::<usize>().unwrap());
+    let body_len = if head_only || status == 204 { 0 } else { len };
+    let rest = &raw[n..];
+    assert!(
+        rest.len() >= body_len,
+        "short body: {} of {body_len}",
+        rest.len()
+    );
+    (
+        Response {
+            status,
+            headers,
+            body: rest[..body_len].to_vec(),
+        },
+        &rest[body_len..],
+    )
+}
