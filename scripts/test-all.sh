@@ -11,9 +11,16 @@ cd "$(dirname "$0")/.."
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 step() { printf '\n== %s\n' "$*"; }
 
-step "toolchain"
+step "toolchain and system packages"
 cargo --version
 rustc --version
+# Debian packages the tests drive: curl (the operator's client in proxy/tests/curl.rs).
+need=()
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
+fi
 
 step "format"
 cargo fmt --all --check

@@ -261,8 +261,11 @@ fn check_http(raw: &RawHttp) -> Result<HttpLimits, String> {
     if !(1024..=1 << 20).contains(&raw.max_header_bytes) {
         return Err("[http] max_header_bytes must be between 1024 and 1048576".into());
     }
-    if !(8..=1024).contains(&raw.max_headers) {
-        return Err("[http] max_headers must be between 8 and 1024".into());
+    if !(8..=crate::http::MAX_HEADERS_CAP).contains(&raw.max_headers) {
+        return Err(format!(
+            "[http] max_headers must be between 8 and {}",
+            crate::http::MAX_HEADERS_CAP
+        ));
     }
     if raw.max_connections_per_thread == 0 {
         return Err("[http] max_connections_per_thread must be at least 1".into());
