@@ -26,6 +26,8 @@ pub const FORBIDDEN_BODY: &str = "403 Forbidden: this link is not valid.\n";
 struct Conn {
     /// Bytes read and not yet consumed (at most one head plus pipelined bytes).
     buf: Vec<u8>,
+    /// Requests answered on this connection so far.
+    served: u64,
     /// Everything else: the socket and the response side.
     io: Io,
 }
@@ -43,6 +45,8 @@ pub struct Io {
     pub shared: Arc<Shared>,
     /// This worker's index.
     pub core: usize,
+    /// The request being answered is a HEAD: answers carry no body.
+    pub head_only: bool,
 }
 
 /// Counts a connection as active for as long as it lives, however its task ends.
@@ -80,12 +84,14 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, cor
     let cap = shared.config.http.max_header_bytes;
     let mut conn = Conn {
         buf: Vec::with_capacity(cap),
+        served: 0,
         io: Io {
             stream,
             peer,
             out: Vec::with_capacity(512),
             shared,
             core,
+            head_only: false,
         },
     };
     loop {
@@ -157,10 +163,15 @@ enum Wait {
 impl Conn {
     /// Reads, routes and answers one request.
     async fn next_request(&mut self) -> std::io::Result<Next> {
+        self.io.head_only = false;
         let limits = self.io.shared.config.http.clone();
         let idle_deadline = Instant::now() + limits.idle_timeout;
+        // The first request must start within the header timeout too: a
+        // connection that sends nothing holds a slot no longer than one that
+        // sends slowly. Between keep-alive requests the idle timeout applies.
+        let first = self.served == 0;
         let mut head_deadline =
-            (!self.buf.is_empty()).then(|| Instant::now() + limits.header_timeout);
+            (first || !self.buf.is_empty()).then(|| Instant::now() + limits.header_timeout);
         let head_len = loop {
             if !self.buf.is_empty() {
                 match http::parse(&self.buf, limits.max_headers, limits.max_header_bytes) {
@@ -197,11 +208,15 @@ impl Conn {
             head_deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
         };
         let keep_alive = self.respond().await?;
+        self.served += 1;
+        let pipelined = self.buf.len() > head_len;
         self.buf.drain(..head_len);
         Ok(match keep_alive {
-            Some(true) if !self.io.shutting_down() => Next::KeepAlive,
-            Some(_) => Next::Close,
-            None => Next::CloseUnread,
+            Some(true) => Next::KeepAlive,
+            // Bytes the client already sent after this request would make the
+            // close a reset that can cut the answer short: linger instead.
+            Some(false) if !pipelined => Next::Close,
+            _ => Next::CloseUnread,
         })
     }
 
@@ -258,7 +273,9 @@ impl Conn {
             return Ok(Some(false));
         };
         let io = &mut self.io;
-        let keep_alive = head.keep_alive;
+        // While draining, every answer says it closes the connection.
+        let keep_alive = head.keep_alive && !io.shutting_down();
+        io.head_only = head.method == "HEAD";
         match head.body {
             Body::None => {}
             Body::Length(_) => {
@@ -285,7 +302,7 @@ impl Conn {
             return Ok(Some(keep_alive));
         }
         match route {
-            Route::Image => image::serve(io, &head).await.map(Some),
+            Route::Image => image::serve(io, &head, keep_alive).await.map(Some),
             Route::Health => {
                 io.text(200, "ok\n", is_head, keep_alive).await?;
                 Ok(Some(keep_alive))
@@ -322,14 +339,14 @@ impl Io {
         self.shared.shutdown.load(Ordering::Relaxed)
     }
 
-    /// Sends a short plain-text answer.
+    /// Sends a short plain-text answer (its body left out for a HEAD request).
     pub async fn simple(
         &mut self,
         status: u16,
         body: &str,
         keep_alive: bool,
     ) -> std::io::Result<()> {
-        self.text(status, body, false, keep_alive).await
+        self.text(status, body, self.head_only, keep_alive).await
     }
 
     /// Sends a plain-text answer (headers only when `head_only`).

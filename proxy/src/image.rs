@@ -26,8 +26,7 @@ const FAIR_SHARE: u64 = 4 << 20;
 const COPY_BUF: usize = 256 << 10;
 
 /// Answers one image request. Returns whether the connection may stay open.
-pub async fn serve(io: &mut Io, head: &RequestHead<'_>) -> io::Result<bool> {
-    let keep_alive = head.keep_alive;
+pub async fn serve(io: &mut Io, head: &RequestHead<'_>, keep_alive: bool) -> io::Result<bool> {
     let request = LinkRequest {
         method: head.method,
         path: head.path,

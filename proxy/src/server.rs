@@ -19,6 +19,8 @@ use crate::isolate::{CatchUnwind, panic_message};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+/// Connections over the cap answered 503 at once per worker; more are closed.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 /// io_uring submission queue entries per worker.
 const RING_ENTRIES: u32 = 1024;
 
@@ -41,12 +43,20 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Shuts the listening socket of worker `i` (whose thread is gone), so
+    /// the kernel stops queueing connections nobody will accept.
+    fn close_listener(&self, i: usize) {
+        if let Some(l) = self.listeners.get(i) {
+            let _ = socket2::SockRef::from(l).shutdown(std::net::Shutdown::Read);
+        }
+    }
+
     /// Starts draining: workers stop accepting, in-flight requests finish up
     /// to the drain timeout, idle connections close.
     pub fn begin_shutdown(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
-        for l in &self.listeners {
-            let _ = socket2::SockRef::from(l).shutdown(std::net::Shutdown::Read);
+        for i in 0..self.listeners.len() {
+            self.close_listener(i);
         }
     }
 
@@ -238,6 +248,24 @@ type Ready = mpsc::Sender<(usize, Result<&'static str, String>)>;
 
 /// One worker thread: build its runtime, report, serve until shutdown.
 fn worker(i: usize, listener: StdListener, shared: Arc<Shared>, choice: IoDriver, ready: Ready) {
+    let guard = Arc::clone(&shared);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        drive(i, listener, shared, choice, ready);
+    }));
+    if !guard.shutdown.load(Ordering::SeqCst) {
+        if let Err(payload) = &outcome {
+            tracing::error!(
+                worker = i,
+                panic = panic_message(payload.as_ref()),
+                "worker thread failed"
+            );
+        }
+        guard.close_listener(i);
+    }
+}
+
+/// Builds the worker's runtime (io_uring, else epoll as configured) and runs it.
+fn drive(i: usize, listener: StdListener, shared: Arc<Shared>, choice: IoDriver, ready: Ready) {
     if choice != IoDriver::Legacy {
         let built = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(RING_ENTRIES)
@@ -289,6 +317,7 @@ async fn run(
     drop(ready);
     let limits = shared.config.http.clone();
     let metrics = shared.metrics.core(i);
+    let refusing = std::rc::Rc::new(std::cell::Cell::new(0usize));
     loop {
         let accepted = listener.accept().await;
         if shared.shutdown.load(Ordering::SeqCst) {
@@ -305,7 +334,17 @@ async fn run(
         };
         if metrics.active() >= limits.max_connections_per_thread as u64 {
             metrics.refused();
-            monoio::spawn(refuse(stream));
+            // A flood past the cap must not turn into unbounded refusal tasks
+            // (each holds a descriptor for up to two seconds): past a few,
+            // close at once.
+            if refusing.get() < MAX_REFUSALS_IN_FLIGHT {
+                refusing.set(refusing.get() + 1);
+                let counter = std::rc::Rc::clone(&refusing);
+                monoio::spawn(async move {
+                    let _ = CatchUnwind::new(refuse(stream)).await;
+                    counter.set(counter.get() - 1);
+                });
+            }
             continue;
         }
         let task_shared = Arc::clone(&shared);

@@ -497,3 +497,50 @@ fn sigterm_finishes_the_download_in_flight_then_exits() {
         assert!(TcpStream::connect(node.addr).is_err());
     }
 }
+
+#[test]
+fn head_error_answers_have_no_body_and_the_connection_carries_on() {
+    for driver in DRIVERS {
+        let node = Node::start(driver, "", "");
+        let mut s = TcpStream::connect(node.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(b"HEAD /nope HTTP/1.1\r\nHost: t\r\n\r\nHEAD /v1/images/x?v=1 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let (r1, rest) = common::parse_response(&raw, true);
+        let (r2, rest) = common::parse_response(rest, true);
+        let (r3, rest) = common::parse_response(rest, false);
+        assert_eq!(
+            (r1.status, r2.status, r3.status),
+            (404, 403, 200),
+            "{driver}"
+        );
+        assert_eq!(r3.body, b"ok\n");
+        assert!(
+            rest.is_empty(),
+            "{driver}: stray bytes {:?}",
+            String::from_utf8_lossy(rest)
+        );
+    }
+}
+
+#[test]
+fn a_connection_that_sends_nothing_is_dropped_after_the_header_timeout() {
+    for driver in DRIVERS {
+        let node = Node::start(driver, "", "[http]\nheader_timeout_secs = 1\n");
+        let mut silent = TcpStream::connect(node.addr).unwrap();
+        silent
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let mut raw = Vec::new();
+        silent.read_to_end(&mut raw).unwrap();
+        assert!(
+            raw.starts_with(b"HTTP/1.1 408 "),
+            "{driver}: {}",
+            String::from_utf8_lossy(&raw)
+        );
+    }
+}
