@@ -1,0 +1,142 @@
+//! The HTTP API: the router and the state its handlers share.
+
+mod data;
+mod images;
+mod list;
+mod patch;
+mod policy;
+mod schemas;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde_json::json;
+
+use crate::auth::StaticAuth;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::metadata::MetadataStore;
+
+/// What every handler reads.
+pub struct AppState {
+    /// The checked configuration.
+    pub config: Config,
+    /// Image records.
+    pub metadata: Arc<dyn MetadataStore>,
+    /// Signs download links.
+    pub keyring: glance_link::Keyring,
+    /// Token validation.
+    pub auth: StaticAuth,
+}
+
+/// Shared handle to the state.
+pub type Shared = Arc<AppState>;
+
+/// The whole API as a router (tests call it without a socket).
+pub fn router(state: Shared) -> Router {
+    let v2 = Router::new()
+        .route("/v2/images", get(list::list).post(images::create))
+        .route(
+            "/v2/images/{id}",
+            get(images::show).patch(patch::patch).delete(images::delete),
+        )
+        .route(
+            "/v2/images/{id}/file",
+            put(data::upload)
+                .get(data::download)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/v2/images/{id}/tags/{tag}",
+            put(images::add_tag).delete(images::remove_tag),
+        )
+        .route(
+            "/v2/images/{id}/actions/deactivate",
+            post(images::deactivate),
+        )
+        .route(
+            "/v2/images/{id}/actions/reactivate",
+            post(images::reactivate),
+        )
+        .route("/v2/schemas/image", get(schemas::image))
+        .route("/v2/schemas/images", get(schemas::images))
+        .route("/v2/schemas/member", get(schemas::member))
+        .route("/v2/schemas/members", get(schemas::members))
+        .route("/v2/info/stores", get(info_stores))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            authenticate,
+        ));
+    Router::new()
+        .route("/", get(versions_multiple))
+        .route("/versions", get(versions))
+        .merge(v2)
+        .with_state(state)
+}
+
+/// Checks `X-Auth-Token` and puts the caller's context in the request.
+async fn authenticate(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get("x-auth-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    match token.and_then(|t| state.auth.validate(&t)) {
+        Some(ctx) => {
+            req.extensions_mut().insert(ctx);
+            next.run(req).await
+        }
+        None => {
+            let mut resp = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "This server could not verify that you are authorized: send a valid X-Auth-Token",
+            )
+            .into_response();
+            let challenge = format!("Keystone uri=\"{}\"", state.config.public_url);
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            resp
+        }
+    }
+}
+
+/// The API versions this server speaks; v2.16 is current.
+fn versions_body(state: &AppState) -> serde_json::Value {
+    let href = format!("{}/v2/", state.config.public_url);
+    let versions: Vec<serde_json::Value> = (0..=16)
+        .rev()
+        .map(|minor| {
+            json!({
+                "id": format!("v2.{minor}"),
+                "status": if minor == 16 { "CURRENT" } else { "SUPPORTED" },
+                "links": [{"rel": "self", "href": href}],
+            })
+        })
+        .collect();
+    json!({ "versions": versions })
+}
+
+async fn versions(State(state): State<Shared>) -> Response {
+    axum::Json(versions_body(&state)).into_response()
+}
+
+async fn versions_multiple(State(state): State<Shared>) -> Response {
+    (
+        StatusCode::MULTIPLE_CHOICES,
+        axum::Json(versions_body(&state)),
+    )
+        .into_response()
+}
+
+async fn info_stores(State(state): State<Shared>) -> Response {
+    axum::Json(json!({
+        "stores": [{"id": state.config.store_id.as_str(), "default": "true"}]
+    }))
+    .into_response()
+}

@@ -1,0 +1,239 @@
+//! Image metadata storage: the `MetadataStore` trait, and its embedded redb
+//! implementation. A SQL implementation can sit beside it for several
+//! glance-api replicas.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use uuid::Uuid;
+
+use crate::model::Image;
+
+/// Images by id (the 16 UUID bytes), each a JSON-encoded [`Image`].
+const IMAGES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("images");
+/// Facts about the file itself.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Why a metadata operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetadataError {
+    /// The database failed.
+    #[error("metadata database: {0}")]
+    Db(String),
+    /// A record could not be decoded.
+    #[error("metadata record {id} is corrupt: {message}")]
+    Corrupt {
+        /// The image.
+        id: Uuid,
+        /// What failed.
+        message: String,
+    },
+    /// The file was written by a newer glance-api.
+    #[error(
+        "metadata file has schema version {found}, this glance-api reads up to {SCHEMA_VERSION}: upgrade glance-api"
+    )]
+    NewerSchema {
+        /// The version in the file.
+        found: u64,
+    },
+    /// An image with that id already exists.
+    #[error("an image with id {0} already exists")]
+    Exists(Uuid),
+    /// No image with that id.
+    #[error("no image with id {0}")]
+    NotFound(Uuid),
+    /// The update function refused the change.
+    #[error("{0}")]
+    Refused(String),
+}
+
+fn db_err<E: std::fmt::Display>(e: E) -> MetadataError {
+    MetadataError::Db(e.to_string())
+}
+
+/// Where image records live.
+pub trait MetadataStore: Send + Sync + 'static {
+    /// Adds a new image; fails if the id is taken.
+    fn create(&self, image: &Image) -> Result<(), MetadataError>;
+    /// One image.
+    fn get(&self, id: &Uuid) -> Result<Option<Image>, MetadataError>;
+    /// Every image (callers filter, sort and page).
+    fn list(&self) -> Result<Vec<Image>, MetadataError>;
+    /// Reads, changes and writes one image atomically. `change` returns
+    /// `Err(message)` to leave the record untouched
+    /// ([`MetadataError::Refused`]).
+    fn update(
+        &self,
+        id: &Uuid,
+        change: &mut dyn FnMut(&mut Image) -> Result<(), String>,
+    ) -> Result<Image, MetadataError>;
+    /// Removes an image; `false` if there was none.
+    fn delete(&self, id: &Uuid) -> Result<bool, MetadataError>;
+}
+
+/// The embedded store: one redb file.
+pub struct RedbStore {
+    db: Database,
+}
+
+impl RedbStore {
+    /// Opens (or creates) the file, creating tables and checking the schema version.
+    pub fn open(path: &Path) -> Result<RedbStore, MetadataError> {
+        let db = Database::create(path).map_err(db_err)?;
+        let txn = db.begin_write().map_err(db_err)?;
+        {
+            txn.open_table(IMAGES).map_err(db_err)?;
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            let found = meta
+                .get("schema_version")
+                .map_err(db_err)?
+                .map(|v| v.value());
+            match found {
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(MetadataError::NewerSchema { found: v });
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION)
+                        .map_err(db_err)?;
+                }
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(RedbStore { db })
+    }
+}
+
+fn decode(id: Uuid, bytes: &[u8]) -> Result<Image, MetadataError> {
+    serde_json::from_slice(bytes).map_err(|e| MetadataError::Corrupt {
+        id,
+        message: e.to_string(),
+    })
+}
+
+fn encode(image: &Image) -> Result<Vec<u8>, MetadataError> {
+    serde_json::to_vec(image).map_err(db_err)
+}
+
+impl MetadataStore for RedbStore {
+    fn create(&self, image: &Image) -> Result<(), MetadataError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = txn.open_table(IMAGES).map_err(db_err)?;
+            if t.get(image.id.as_bytes()).map_err(db_err)?.is_some() {
+                return Err(MetadataError::Exists(image.id));
+            }
+            t.insert(image.id.as_bytes(), encode(image)?.as_slice())
+                .map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    fn get(&self, id: &Uuid) -> Result<Option<Image>, MetadataError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(IMAGES).map_err(db_err)?;
+        let found = t.get(id.as_bytes()).map_err(db_err)?;
+        found.map(|v| decode(*id, v.value())).transpose()
+    }
+
+    fn list(&self) -> Result<Vec<Image>, MetadataError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(IMAGES).map_err(db_err)?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
+            out.push(decode(Uuid::from_bytes(*k.value()), v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn update(
+        &self,
+        id: &Uuid,
+        change: &mut dyn FnMut(&mut Image) -> Result<(), String>,
+    ) -> Result<Image, MetadataError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let image = {
+            let mut t = txn.open_table(IMAGES).map_err(db_err)?;
+            let mut image = match t.get(id.as_bytes()).map_err(db_err)? {
+                Some(v) => decode(*id, v.value())?,
+                None => return Err(MetadataError::NotFound(*id)),
+            };
+            change(&mut image).map_err(MetadataError::Refused)?;
+            t.insert(id.as_bytes(), encode(&image)?.as_slice())
+                .map_err(db_err)?;
+            image
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(image)
+    }
+
+    fn delete(&self, id: &Uuid) -> Result<bool, MetadataError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let removed = {
+            let mut t = txn.open_table(IMAGES).map_err(db_err)?;
+            t.remove(id.as_bytes()).map_err(db_err)?.is_some()
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_get_update_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("m.redb")).unwrap();
+        let img = Image::new(Uuid::from_u128(1), Some("p".into()), "2026-01-01T00:00:00Z");
+        store.create(&img).unwrap();
+        assert!(matches!(store.create(&img), Err(MetadataError::Exists(_))));
+        assert_eq!(store.get(&img.id).unwrap(), Some(img.clone()));
+        let changed = store
+            .update(&img.id, &mut |i| {
+                i.name = Some("n".into());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(changed.name.as_deref(), Some("n"));
+        let refused = store.update(&img.id, &mut |i| {
+            i.name = Some("lost".into());
+            Err("no".into())
+        });
+        assert!(matches!(refused, Err(MetadataError::Refused(m)) if m == "no"));
+        assert_eq!(
+            store.get(&img.id).unwrap().unwrap().name.as_deref(),
+            Some("n")
+        );
+        assert_eq!(store.list().unwrap().len(), 1);
+        assert!(store.delete(&img.id).unwrap());
+        assert!(!store.delete(&img.id).unwrap());
+        assert_eq!(store.get(&img.id).unwrap(), None);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.redb");
+        drop(RedbStore::open(&path).unwrap());
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema_version", 99)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = RedbStore::open(&path).err().unwrap().to_string();
+        assert!(
+            err.contains("schema version 99") && err.contains("upgrade"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,306 @@
+//! The image record and its JSON form, as Glance's v2 API shows it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+/// An image's lifecycle state (Glance's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Created, no data yet.
+    Queued,
+    /// Data is being uploaded.
+    Saving,
+    /// Data uploaded and checked.
+    Active,
+    /// An upload failed in a way that cannot be retried.
+    Killed,
+    /// Deleted (kept only for the record).
+    Deleted,
+    /// Downloads refused to everyone but admins.
+    Deactivated,
+}
+
+impl Status {
+    /// The name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Saving => "saving",
+            Status::Active => "active",
+            Status::Killed => "killed",
+            Status::Deleted => "deleted",
+            Status::Deactivated => "deactivated",
+        }
+    }
+}
+
+/// Who may see an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Everyone.
+    Public,
+    /// Everyone may use it; it is listed only when asked for.
+    Community,
+    /// The owner and the projects it is shared with.
+    Shared,
+    /// The owner only.
+    Private,
+}
+
+impl Visibility {
+    /// The name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Public => "public",
+            Visibility::Community => "community",
+            Visibility::Shared => "shared",
+            Visibility::Private => "private",
+        }
+    }
+
+    /// Parses an API name.
+    pub fn parse(s: &str) -> Option<Visibility> {
+        Some(match s {
+            "public" => Visibility::Public,
+            "community" => Visibility::Community,
+            "shared" => Visibility::Shared,
+            "private" => Visibility::Private,
+            _ => return None,
+        })
+    }
+}
+
+/// Disk formats Glance accepts.
+pub const DISK_FORMATS: [&str; 11] = [
+    "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
+];
+/// Container formats Glance accepts.
+pub const CONTAINER_FORMATS: [&str; 8] = [
+    "ami",
+    "ari",
+    "aki",
+    "bare",
+    "ovf",
+    "ova",
+    "docker",
+    "compressed",
+];
+
+/// Where an image's data lives (never shown to API users).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    /// The store id (the same id names the store on the stream nodes).
+    pub store: String,
+    /// The object's key in the store (the image id for a file store).
+    pub key: String,
+}
+
+/// One image's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    /// The image id.
+    pub id: Uuid,
+    /// Free-form name.
+    pub name: Option<String>,
+    /// Lifecycle state.
+    pub status: Status,
+    /// Who may see it.
+    pub visibility: Visibility,
+    /// Protected images cannot be deleted.
+    pub protected: bool,
+    /// Hidden from default lists.
+    pub os_hidden: bool,
+    /// Hex md5 of the data.
+    pub checksum: Option<String>,
+    /// `sha512` once data is uploaded.
+    pub os_hash_algo: Option<String>,
+    /// Hex sha512 of the data.
+    pub os_hash_value: Option<String>,
+    /// The owning project.
+    pub owner: Option<String>,
+    /// Data size in bytes.
+    pub size: Option<u64>,
+    /// Size of the virtual disk, where known.
+    pub virtual_size: Option<u64>,
+    /// Disk format.
+    pub disk_format: Option<String>,
+    /// Container format.
+    pub container_format: Option<String>,
+    /// Minimum disk in GB to boot it.
+    pub min_disk: u64,
+    /// Minimum RAM in MB to boot it.
+    pub min_ram: u64,
+    /// Creation time, `YYYY-MM-DDThh:mm:ssZ`.
+    pub created_at: String,
+    /// Last change, same form.
+    pub updated_at: String,
+    /// Tags.
+    pub tags: BTreeSet<String>,
+    /// Extra (custom) properties, shown at the top level of the JSON.
+    pub properties: BTreeMap<String, String>,
+    /// Where the data lives, once uploaded.
+    pub location: Option<Location>,
+}
+
+/// Properties a client may never set or change.
+pub const READ_ONLY: [&str; 14] = [
+    "id",
+    "status",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "size",
+    "virtual_size",
+    "created_at",
+    "updated_at",
+    "self",
+    "file",
+    "schema",
+    "stores",
+    "direct_url",
+];
+
+/// Names that are base properties (anything else is an extra property).
+pub const BASE: [&str; 20] = [
+    "id",
+    "name",
+    "status",
+    "visibility",
+    "protected",
+    "os_hidden",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "owner",
+    "size",
+    "virtual_size",
+    "disk_format",
+    "container_format",
+    "min_disk",
+    "min_ram",
+    "created_at",
+    "updated_at",
+    "tags",
+    "locations",
+];
+
+impl Image {
+    /// A new queued image.
+    pub fn new(id: Uuid, owner: Option<String>, now: &str) -> Image {
+        Image {
+            id,
+            name: None,
+            status: Status::Queued,
+            visibility: Visibility::Shared,
+            protected: false,
+            os_hidden: false,
+            checksum: None,
+            os_hash_algo: None,
+            os_hash_value: None,
+            owner,
+            size: None,
+            virtual_size: None,
+            disk_format: None,
+            container_format: None,
+            min_disk: 0,
+            min_ram: 0,
+            created_at: now.to_owned(),
+            updated_at: now.to_owned(),
+            tags: BTreeSet::new(),
+            properties: BTreeMap::new(),
+            location: None,
+        }
+    }
+
+    /// The image as the API shows it.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        for (k, v) in &self.properties {
+            m.insert(k.clone(), Value::String(v.clone()));
+        }
+        let id = self.id.to_string();
+        let base = json!({
+            "name": self.name,
+            "disk_format": self.disk_format,
+            "container_format": self.container_format,
+            "visibility": self.visibility.as_str(),
+            "size": self.size,
+            "virtual_size": self.virtual_size,
+            "status": self.status.as_str(),
+            "checksum": self.checksum,
+            "protected": self.protected,
+            "min_ram": self.min_ram,
+            "min_disk": self.min_disk,
+            "owner": self.owner,
+            "os_hidden": self.os_hidden,
+            "os_hash_algo": self.os_hash_algo,
+            "os_hash_value": self.os_hash_value,
+            "id": id,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "tags": self.tags,
+            "self": format!("/v2/images/{id}"),
+            "file": format!("/v2/images/{id}/file"),
+            "schema": "/v2/schemas/image",
+        });
+        if let Value::Object(b) = base {
+            m.extend(b);
+        }
+        if let Some(loc) = &self.location {
+            m.insert("stores".into(), Value::String(loc.store.clone()));
+        }
+        Value::Object(m)
+    }
+
+    /// The value of a property by its API name, for filters and sorting.
+    pub fn field(&self, name: &str) -> Option<Value> {
+        let v = self.to_json();
+        v.get(name).cloned().filter(|v| !v.is_null())
+    }
+}
+
+/// The current time as Glance writes it (`2026-11-24T22:53:12Z`).
+pub fn timestamp(now: time::OffsetDateTime) -> String {
+    let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    now.to_offset(time::UtcOffset::UTC)
+        .format(&f)
+        .unwrap_or_default()
+}
+
+/// Parses a time given in a filter (`2026-11-24T22:53:12Z` or with an offset).
+pub fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_matches_glances_shape() {
+        let mut img = Image::new(Uuid::nil(), Some("p1".into()), "2026-11-24T22:53:12Z");
+        img.properties.insert("foo".into(), "bar".into());
+        img.tags.insert("t1".into());
+        let v = img.to_json();
+        assert_eq!(v["foo"], "bar");
+        assert_eq!(v["status"], "queued");
+        assert_eq!(v["visibility"], "shared");
+        assert_eq!(v["size"], Value::Null);
+        assert_eq!(v["tags"], json!(["t1"]));
+        assert_eq!(v["self"], "/v2/images/00000000-0000-0000-0000-000000000000");
+        assert_eq!(v["schema"], "/v2/schemas/image");
+        assert!(v.get("stores").is_none());
+        assert!(v.get("location").is_none() && v.get("locations").is_none());
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let t = parse_time("2026-11-24T22:53:12Z").unwrap();
+        assert_eq!(timestamp(t), "2026-11-24T22:53:12Z");
+    }
+}

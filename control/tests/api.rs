@@ -1,0 +1,860 @@
+//! The Image API through its router, without a socket: every route and the
+//! error codes Glance answers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use glance_api::api::{AppState, router};
+use glance_api::config::{Config, RawAuth, RawConfig, RawStore, StaticToken};
+use http_body_util::BodyExt as _;
+use md5::Digest as _;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+const ADMIN: &str = "admin-token-0123456789";
+const MEMBER_A: &str = "member-a-token-0123456789";
+const READER_A: &str = "reader-a-token-0123456789";
+const MEMBER_B: &str = "member-b-token-0123456789";
+const PATCH: &str = "application/openstack-images-v2.1-json-patch";
+
+struct App {
+    dir: tempfile::TempDir,
+    state: Arc<AppState>,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", |v| v.to_str().unwrap())
+    }
+}
+
+fn token(token: &str, user: &str, project: &str, roles: &[&str]) -> StaticToken {
+    StaticToken {
+        token: token.into(),
+        user_id: user.into(),
+        project_id: project.into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+    }
+}
+
+impl App {
+    fn new() -> App {
+        App::with_cap(1 << 30)
+    }
+
+    fn with_cap(cap: u64) -> App {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = dir.path().join("keyring.toml");
+        std::fs::write(
+            &keyring,
+            "primary = \"k1\"\n[keys]\nk1 = \"AUpHxry2pHEpkVJGCYLJ-TpiLWITLVzhgiWlW1sGUv8\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&keyring, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let raw = RawConfig {
+            listen: "127.0.0.1:0".into(),
+            public_url: "http://api.test:9292".into(),
+            keyring: "keyring.toml".into(),
+            link_ttl_secs: 300,
+            stream_nodes: vec!["http://stream-a:9393".into(), "http://stream-b:9393".into()],
+            image_size_cap: cap,
+            metadata: "glance.redb".into(),
+            store: RawStore {
+                id: "local".into(),
+                kind: "file".into(),
+                path: "images".into(),
+            },
+            auth: RawAuth {
+                mode: "static".into(),
+                tokens: vec![
+                    token(ADMIN, "root", "ops", &["admin", "member", "reader"]),
+                    token(MEMBER_A, "alice", "proj-a", &["member", "reader"]),
+                    token(READER_A, "rita", "proj-a", &["reader"]),
+                    token(MEMBER_B, "bob", "proj-b", &["member", "reader"]),
+                ],
+            },
+        };
+        let config = Config::check(raw, dir.path(), "test").unwrap();
+        let state = glance_api::server::state(config).unwrap();
+        App { dir, state }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Body,
+        ctype: Option<&str>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("X-Auth-Token", t);
+        }
+        if let Some(c) = ctype {
+            req = req.header("Content-Type", c);
+        }
+        let resp = router(Arc::clone(&self.state))
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call("GET", path, Some(token), Body::empty(), None)
+            .await
+    }
+
+    async fn create(&self, token: &str, body: Value) -> Reply {
+        self.call(
+            "POST",
+            "/v2/images",
+            Some(token),
+            Body::from(body.to_string()),
+            Some("application/json"),
+        )
+        .await
+    }
+
+    async fn create_id(&self, token: &str, body: Value) -> String {
+        let r = self.create(token, body).await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn upload(&self, token: &str, id: &str, data: Vec<u8>) -> Reply {
+        self.call(
+            "PUT",
+            &format!("/v2/images/{id}/file"),
+            Some(token),
+            Body::from(data),
+            Some("application/octet-stream"),
+        )
+        .await
+    }
+
+    async fn patch(&self, token: &str, id: &str, ops: Value) -> Reply {
+        self.call(
+            "PATCH",
+            &format!("/v2/images/{id}"),
+            Some(token),
+            Body::from(ops.to_string()),
+            Some(PATCH),
+        )
+        .await
+    }
+}
+
+fn data(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+#[tokio::test]
+async fn versions_answer_without_a_token() {
+    let app = App::new();
+    let root = app.call("GET", "/", None, Body::empty(), None).await;
+    assert_eq!(root.status, StatusCode::MULTIPLE_CHOICES);
+    let versions = app
+        .call("GET", "/versions", None, Body::empty(), None)
+        .await;
+    assert_eq!(versions.status, StatusCode::OK);
+    assert_eq!(root.json(), versions.json());
+    let v = versions.json();
+    let current: Vec<&Value> = v["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["status"] == "CURRENT")
+        .collect();
+    assert_eq!(current.len(), 1);
+    assert!(current[0]["id"].as_str().unwrap().starts_with("v2."));
+    assert_eq!(
+        v["versions"][0]["links"][0]["href"],
+        "http://api.test:9292/v2/"
+    );
+}
+
+#[tokio::test]
+async fn no_or_bad_token_is_401_with_a_keystone_challenge() {
+    let app = App::new();
+    for token in [None, Some("wrong-token-xxxxxxxxxxxx")] {
+        let r = app
+            .call("GET", "/v2/images", token, Body::empty(), None)
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            r.header("www-authenticate"),
+            "Keystone uri=\"http://api.test:9292\""
+        );
+        assert_eq!(r.json()["code"], "401 Unauthorized");
+    }
+}
+
+#[tokio::test]
+async fn create_show_and_the_glance_shape() {
+    let app = App::new();
+    let r = app
+        .create(MEMBER_A, json!({"name": "cirros", "disk_format": "raw", "container_format": "bare", "foo": "bar", "tags": ["t1"]}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let img = r.json();
+    let id = img["id"].as_str().unwrap();
+    assert_eq!(
+        r.header("location"),
+        format!("http://api.test:9292/v2/images/{id}")
+    );
+    assert_eq!(r.header("openstack-image-store-ids"), "local");
+    assert_eq!(img["status"], "queued");
+    assert_eq!(img["visibility"], "shared");
+    assert_eq!(img["owner"], "proj-a");
+    assert_eq!(img["foo"], "bar");
+    assert_eq!(img["tags"], json!(["t1"]));
+    assert_eq!(img["size"], Value::Null);
+    assert_eq!(img["self"], format!("/v2/images/{id}"));
+    assert_eq!(img["file"], format!("/v2/images/{id}/file"));
+    let shown = app.get(&format!("/v2/images/{id}"), MEMBER_A).await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert_eq!(shown.json(), img);
+    // Client-chosen id, and a duplicate.
+    let fixed = "0f3d9c5e-7b1a-4c2e-9d4f-5a6b7c8d9e0f";
+    assert_eq!(
+        app.create(MEMBER_A, json!({"id": fixed})).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.create(MEMBER_A, json!({"id": fixed})).await.status,
+        StatusCode::CONFLICT
+    );
+}
+
+#[tokio::test]
+async fn create_refuses_bad_input_with_the_right_code() {
+    let app = App::new();
+    let cases = [
+        (MEMBER_A, json!({"size": 5}), StatusCode::FORBIDDEN),
+        (MEMBER_A, json!({"status": "active"}), StatusCode::FORBIDDEN),
+        (
+            MEMBER_A,
+            json!({"visibility": "public"}),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            MEMBER_A,
+            json!({"disk_format": "floppy"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            MEMBER_A,
+            json!({"min_ram": "lots"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            MEMBER_A,
+            json!({"id": "not-a-uuid"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            MEMBER_A,
+            json!(["not", "an", "object"]),
+            StatusCode::BAD_REQUEST,
+        ),
+        (READER_A, json!({"name": "x"}), StatusCode::FORBIDDEN),
+    ];
+    for (token, body, want) in cases {
+        let r = app.create(token, body.clone()).await;
+        assert_eq!(r.status, want, "{body}");
+        assert!(r.json()["message"].as_str().is_some());
+    }
+    assert_eq!(
+        app.create(ADMIN, json!({"visibility": "public"}))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn private_images_are_invisible_to_other_projects() {
+    let app = App::new();
+    let id = app
+        .create_id(MEMBER_A, json!({"name": "mine", "visibility": "private"}))
+        .await;
+    let path = format!("/v2/images/{id}");
+    assert_eq!(app.get(&path, MEMBER_A).await.status, StatusCode::OK);
+    assert_eq!(app.get(&path, ADMIN).await.status, StatusCode::OK);
+    let other = app.get(&path, MEMBER_B).await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    assert_eq!(other.json()["code"], "404 Not Found");
+    let listed = app.get("/v2/images", MEMBER_B).await.json();
+    assert!(listed["images"].as_array().unwrap().is_empty());
+    assert_eq!(
+        app.call("DELETE", &path, Some(MEMBER_B), Body::empty(), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn upload_hashes_and_download_redirects_to_a_signed_link() {
+    let app = App::new();
+    let id = app
+        .create_id(
+            MEMBER_A,
+            json!({"name": "d", "disk_format": "raw", "container_format": "bare"}),
+        )
+        .await;
+    let bytes = data(3 << 20);
+    let r = app.upload(MEMBER_A, &id, bytes.clone()).await;
+    assert_eq!(
+        r.status,
+        StatusCode::NO_CONTENT,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let img = app.get(&format!("/v2/images/{id}"), MEMBER_A).await.json();
+    assert_eq!(img["status"], "active");
+    assert_eq!(img["size"], bytes.len());
+    assert_eq!(img["virtual_size"], bytes.len());
+    assert_eq!(img["checksum"], hex::encode(md5::Md5::digest(&bytes)));
+    assert_eq!(img["os_hash_algo"], "sha512");
+    assert_eq!(
+        img["os_hash_value"],
+        hex::encode(sha2::Sha512::digest(&bytes))
+    );
+    assert_eq!(img["stores"], "local");
+    let stored = std::fs::read(app.dir.path().join("images").join(&id)).unwrap();
+    assert_eq!(stored, bytes);
+    // Re-upload: 409, data untouched.
+    let again = app.upload(MEMBER_A, &id, vec![1, 2, 3]).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert!(
+        again.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("active to saving")
+    );
+    // Download: 307 to a link glance-stream would accept.
+    let dl = app.get(&format!("/v2/images/{id}/file"), MEMBER_A).await;
+    assert_eq!(dl.status, StatusCode::TEMPORARY_REDIRECT);
+    let location = dl.header("location").to_owned();
+    let (base, rest) = location.split_at(location.find("/v1/images/").unwrap());
+    assert!(
+        base == "http://stream-a:9393" || base == "http://stream-b:9393",
+        "{location}"
+    );
+    let (path, query) = rest.split_once('?').unwrap();
+    let keyring = glance_link::Keyring::load(&app.dir.path().join("keyring.toml")).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() as u64;
+    let req = glance_link::LinkRequest {
+        method: "GET",
+        path,
+        query,
+        client: "10.0.0.1".parse().unwrap(),
+    };
+    let link = keyring.verify(&req, now).unwrap();
+    let p = link.params();
+    assert_eq!(p.image_id.to_string(), id);
+    assert_eq!(p.size, bytes.len() as u64);
+    assert_eq!(
+        hex::encode(p.sha512),
+        img["os_hash_value"].as_str().unwrap()
+    );
+    assert_eq!(hex::encode(p.md5), img["checksum"].as_str().unwrap());
+    assert_eq!(p.store.as_str(), "local");
+    assert!(p.expires > now && p.expires <= now + 301);
+    // The same node every time (rendezvous).
+    let again = app.get(&format!("/v2/images/{id}/file"), MEMBER_A).await;
+    assert!(again.header("location").starts_with(base));
+    // Readers may not download; other projects cannot see the image.
+    assert_eq!(
+        app.get(&format!("/v2/images/{id}/file"), READER_A)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.get(&format!("/v2/images/{id}/file"), MEMBER_B)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn an_image_without_data_downloads_as_204() {
+    let app = App::new();
+    let id = app.create_id(MEMBER_A, json!({"name": "empty"})).await;
+    assert_eq!(
+        app.get(&format!("/v2/images/{id}/file"), MEMBER_A)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.upload(MEMBER_A, &id, Vec::new()).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let img = app.get(&format!("/v2/images/{id}"), MEMBER_A).await.json();
+    assert_eq!(
+        (img["status"].as_str(), img["size"].as_u64()),
+        (Some("active"), Some(0))
+    );
+    assert_eq!(
+        app.get(&format!("/v2/images/{id}/file"), MEMBER_A)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn an_upload_over_the_cap_is_413_and_leaves_the_image_queued_with_no_partial_file() {
+    let app = App::with_cap(1000);
+    let id = app.create_id(MEMBER_A, json!({"name": "big"})).await;
+    let r = app.upload(MEMBER_A, &id, data(5000)).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let img = app.get(&format!("/v2/images/{id}"), MEMBER_A).await.json();
+    assert_eq!(img["status"], "queued");
+    let leftovers: Vec<_> = std::fs::read_dir(app.dir.path().join("images"))
+        .unwrap()
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // A later upload within the cap works.
+    assert_eq!(
+        app.upload(MEMBER_A, &id, data(900)).await.status,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_upload_returns_the_image_to_queued() {
+    let app = App::new();
+    let id = app.create_id(MEMBER_A, json!({"name": "cut"})).await;
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = vec![
+        Ok(bytes::Bytes::from(data(4096))),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "client went away",
+        )),
+    ];
+    let body = Body::from_stream(futures_util::stream::iter(chunks));
+    let r = app
+        .call(
+            "PUT",
+            &format!("/v2/images/{id}/file"),
+            Some(MEMBER_A),
+            body,
+            Some("application/octet-stream"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let img = app.get(&format!("/v2/images/{id}"), MEMBER_A).await.json();
+    assert_eq!(img["status"], "queued");
+    assert_eq!(img["size"], Value::Null);
+    assert!(
+        std::fs::read_dir(app.dir.path().join("images"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn patch_follows_glance() {
+    let app = App::new();
+    let id = app
+        .create_id(MEMBER_A, json!({"name": "p", "foo": "1"}))
+        .await;
+    let r = app
+        .patch(
+            MEMBER_A,
+            &id,
+            json!([
+                {"op": "replace", "path": "/name", "value": "renamed"},
+                {"op": "add", "path": "/bar", "value": "2"},
+                {"op": "remove", "path": "/foo"},
+                {"op": "add", "path": "/min_ram", "value": 512},
+                {"op": "replace", "path": "/tags", "value": ["a", "b"]}
+            ]),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let img = r.json();
+    assert_eq!(img["name"], "renamed");
+    assert_eq!(img["bar"], "2");
+    assert!(img.get("foo").is_none());
+    assert_eq!(img["min_ram"], 512);
+    assert_eq!(img["tags"], json!(["a", "b"]));
+    // Wrong media type: 415 with Accept-Patch.
+    let wrong = app
+        .call(
+            "PATCH",
+            &format!("/v2/images/{id}"),
+            Some(MEMBER_A),
+            Body::from("[]"),
+            Some("application/json"),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(
+        wrong
+            .header("accept-patch")
+            .contains("openstack-images-v2.1-json-patch")
+    );
+    // Read-only: 403, and nothing of the patch applied.
+    let ro = app
+        .patch(MEMBER_A, &id, json!([{"op": "replace", "path": "/name", "value": "x"}, {"op": "replace", "path": "/size", "value": 1}]))
+        .await;
+    assert_eq!(ro.status, StatusCode::FORBIDDEN);
+    assert!(
+        ro.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("'size' is read-only")
+    );
+    assert_eq!(
+        app.get(&format!("/v2/images/{id}"), MEMBER_A).await.json()["name"],
+        "renamed"
+    );
+    // Replace of a missing property: 409; bad op: 400; other project: 404; reader: 403.
+    assert_eq!(
+        app.patch(
+            MEMBER_A,
+            &id,
+            json!([{"op": "replace", "path": "/nope", "value": "1"}])
+        )
+        .await
+        .status,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        app.patch(MEMBER_A, &id, json!([{"op": "move", "path": "/name"}]))
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        app.patch(MEMBER_B, &id, json!([])).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.patch(READER_A, &id, json!([])).await.status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn tags_are_added_and_removed() {
+    let app = App::new();
+    let id = app.create_id(MEMBER_A, json!({"name": "t"})).await;
+    let tag = |m: &'static str, t: &'static str| {
+        let (app, id) = (&app, id.clone());
+        async move {
+            app.call(
+                m,
+                &format!("/v2/images/{id}/tags/{t}"),
+                Some(MEMBER_A),
+                Body::empty(),
+                None,
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(tag("PUT", "blue").await, StatusCode::NO_CONTENT);
+    assert_eq!(tag("PUT", "blue").await, StatusCode::NO_CONTENT);
+    assert_eq!(tag("PUT", "green").await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get(&format!("/v2/images/{id}"), MEMBER_A).await.json()["tags"],
+        json!(["blue", "green"])
+    );
+    assert_eq!(tag("DELETE", "blue").await, StatusCode::NO_CONTENT);
+    assert_eq!(tag("DELETE", "blue").await, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get(&format!("/v2/images/{id}"), MEMBER_A).await.json()["tags"],
+        json!(["green"])
+    );
+}
+
+#[tokio::test]
+async fn deactivated_images_download_for_admins_only() {
+    let app = App::new();
+    let id = app.create_id(MEMBER_A, json!({"name": "d"})).await;
+    app.upload(MEMBER_A, &id, data(100)).await;
+    let action = |a: &str, t: &str| {
+        let path = format!("/v2/images/{id}/actions/{a}");
+        let t = t.to_owned();
+        let app = &app;
+        async move {
+            app.call("POST", &path, Some(&t), Body::empty(), None)
+                .await
+                .status
+        }
+    };
+    assert_eq!(action("deactivate", MEMBER_A).await, StatusCode::FORBIDDEN);
+    assert_eq!(action("deactivate", ADMIN).await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get(&format!("/v2/images/{id}"), MEMBER_A).await.json()["status"],
+        "deactivated"
+    );
+    assert_eq!(
+        app.get(&format!("/v2/images/{id}/file"), MEMBER_A)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.get(&format!("/v2/images/{id}/file"), ADMIN)
+            .await
+            .status,
+        StatusCode::TEMPORARY_REDIRECT
+    );
+    assert_eq!(action("reactivate", ADMIN).await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get(&format!("/v2/images/{id}/file"), MEMBER_A)
+            .await
+            .status,
+        StatusCode::TEMPORARY_REDIRECT
+    );
+    let queued = app.create_id(MEMBER_A, json!({})).await;
+    let r = app
+        .call(
+            "POST",
+            &format!("/v2/images/{queued}/actions/deactivate"),
+            Some(ADMIN),
+            Body::empty(),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn delete_removes_record_and_data_and_honours_protected() {
+    let app = App::new();
+    let id = app
+        .create_id(MEMBER_A, json!({"name": "x", "protected": true}))
+        .await;
+    app.upload(MEMBER_A, &id, data(10)).await;
+    let path = format!("/v2/images/{id}");
+    assert_eq!(
+        app.call("DELETE", &path, Some(MEMBER_A), Body::empty(), None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    app.patch(
+        MEMBER_A,
+        &id,
+        json!([{"op": "replace", "path": "/protected", "value": false}]),
+    )
+    .await;
+    assert_eq!(
+        app.call("DELETE", &path, Some(READER_A), Body::empty(), None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.call("DELETE", &path, Some(MEMBER_A), Body::empty(), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(app.get(&path, MEMBER_A).await.status, StatusCode::NOT_FOUND);
+    assert!(!app.dir.path().join("images").join(&id).exists());
+}
+
+#[tokio::test]
+async fn lists_page_filter_and_sort() {
+    let app = App::new();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let vis = if i % 2 == 0 { "private" } else { "shared" };
+        let id = app
+            .create_id(MEMBER_A, json!({"name": format!("img-{i}"), "visibility": vis, "tags": if i < 3 { vec!["small"] } else { vec![] }}))
+            .await;
+        ids.push(id);
+    }
+    // Three pages of 3, 3 and 1 by name ascending, following `next`.
+    let mut seen = Vec::new();
+    let mut url = "/v2/images?limit=3&sort_key=name&sort_dir=asc".to_owned();
+    let mut pages = 0;
+    loop {
+        let page = app.get(&url, MEMBER_A).await.json();
+        pages += 1;
+        assert_eq!(page["schema"], "/v2/schemas/images");
+        assert_eq!(
+            page["first"],
+            "/v2/images?limit=3&sort_key=name&sort_dir=asc"
+        );
+        for img in page["images"].as_array().unwrap() {
+            seen.push(img["name"].as_str().unwrap().to_owned());
+        }
+        match page.get("next").and_then(Value::as_str) {
+            Some(next) => url = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, (0..7).map(|i| format!("img-{i}")).collect::<Vec<_>>());
+    let names = |v: Value| -> Vec<String> {
+        v["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(
+            app.get("/v2/images?sort=name:desc&limit=2", MEMBER_A)
+                .await
+                .json()
+        ),
+        ["img-6", "img-5"]
+    );
+    assert_eq!(
+        names(
+            app.get("/v2/images?tag=small&sort=name:asc", MEMBER_A)
+                .await
+                .json()
+        ),
+        ["img-0", "img-1", "img-2"]
+    );
+    assert_eq!(
+        names(app.get("/v2/images?name=img-4", MEMBER_A).await.json()),
+        ["img-4"]
+    );
+    assert_eq!(
+        names(
+            app.get("/v2/images?name=in:img-1,img-2&sort=name:asc", MEMBER_A)
+                .await
+                .json()
+        ),
+        ["img-1", "img-2"]
+    );
+    assert_eq!(
+        names(
+            app.get("/v2/images?visibility=private&sort=name:asc", MEMBER_A)
+                .await
+                .json()
+        ),
+        ["img-0", "img-2", "img-4", "img-6"]
+    );
+    assert_eq!(
+        app.get("/v2/images?status=queued", MEMBER_A).await.json()["images"]
+            .as_array()
+            .unwrap()
+            .len(),
+        7
+    );
+    assert!(
+        names(
+            app.get("/v2/images?created_at=lt:2000-01-01T00:00:00Z", MEMBER_A)
+                .await
+                .json()
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        names(
+            app.get("/v2/images?created_at=gte:2000-01-01T00:00:00Z", MEMBER_A)
+                .await
+                .json()
+        )
+        .len(),
+        7
+    );
+    app.upload(MEMBER_A, &ids[5], data(50)).await;
+    assert_eq!(
+        names(
+            app.get("/v2/images?size_min=10&size_max=100", MEMBER_A)
+                .await
+                .json()
+        ),
+        ["img-5"]
+    );
+    for bad in [
+        "/v2/images?limit=x",
+        "/v2/images?sort_dir=up&sort_key=name",
+        "/v2/images?marker=nope",
+        "/v2/images?sort_key=bogus",
+        "/v2/images?visibility=everyone",
+    ] {
+        assert_eq!(
+            app.get(bad, MEMBER_A).await.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn schemas_and_stores_answer() {
+    let app = App::new();
+    let image = app.get("/v2/schemas/image", MEMBER_A).await.json();
+    assert_eq!(image["name"], "image");
+    assert_eq!(image["properties"]["size"]["readOnly"], true);
+    assert_eq!(image["additionalProperties"]["type"], "string");
+    assert!(
+        image["properties"]["disk_format"]["enum"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("qcow2"))
+    );
+    assert_eq!(
+        app.get("/v2/schemas/images", MEMBER_A).await.json()["name"],
+        "images"
+    );
+    assert_eq!(
+        app.get("/v2/schemas/member", MEMBER_A).await.json()["name"],
+        "member"
+    );
+    assert_eq!(
+        app.get("/v2/schemas/members", MEMBER_A).await.json()["name"],
+        "members"
+    );
+    assert_eq!(
+        app.get("/v2/info/stores", MEMBER_A).await.json(),
+        json!({"stores": [{"id": "local", "default": "true"}]})
+    );
+}
