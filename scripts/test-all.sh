@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project on a fresh machine: installs what
-# the tests need, then formatting, lints, docs, unit and end-to-end tests and a
-# short run of each fuzz target. `.ci/run` calls exactly this.
+# the tests need (curl, a Python venv with the OpenStack clients), then
+# formatting, lints, docs, unit and end-to-end tests, the real-client tests and
+# a short run of each fuzz target. `.ci/run` calls exactly this.
 #
 # Environment knobs (all optional):
 #   FUZZ_SECONDS   seconds per fuzz target (default 20; 0 skips fuzzing)
@@ -35,6 +36,17 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --profile ci --quiet
 step "tests"
 # One profile (ci: optimised, with overflow checks) builds everything the tests run.
 cargo test --workspace --profile ci
+
+step "real OpenStack clients (python-openstackclient, python-glanceclient, openstacksdk)"
+# A venv of the project's own, pinned by OpenStack's upper constraints.
+venv=.venv
+if [ ! -x "$venv/bin/openstack" ] || [ ! -x "$venv/bin/pytest" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check \
+    -c tests/clients/upper-constraints.txt \
+    python-openstackclient python-glanceclient openstacksdk pytest
+fi
+GLANCE_BIN_DIR="$PWD/target/ci" "$venv/bin/pytest" -q -p no:cacheprovider tests/clients
 
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
   step "fuzz (${FUZZ_SECONDS}s per target)"

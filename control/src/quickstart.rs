@@ -116,10 +116,14 @@ fn prepare(args: &Args) -> Result<RawConfig, String> {
     Ok(raw)
 }
 
+/// The credentials file. With `admin_token` auth the openstack CLI and
+/// openstacksdk use `OS_ENDPOINT` as the image endpoint as it is, so it names
+/// the versioned root (`/v2`); `OS_IMAGE_URL` is the unversioned root that
+/// glanceclient and curl take.
 fn openrc(token: &str, endpoint: &str) -> String {
     format!(
         "# Credentials for the quickstart's Image API (static token, no Keystone).\n\
-         export OS_AUTH_TYPE=admin_token\nexport OS_TOKEN={token}\nexport OS_ENDPOINT={endpoint}\n\
+         export OS_AUTH_TYPE=admin_token\nexport OS_TOKEN={token}\nexport OS_ENDPOINT={endpoint}/v2\n\
          export OS_IMAGE_URL={endpoint}\nexport OS_IMAGE_API_VERSION=2\n"
     )
 }
@@ -175,10 +179,11 @@ pub async fn run(args: Args) -> Result<(), String> {
          Working directory: {dir} (openrc = admin of project 'admin', openrc-member = member of project 'demo').\n\n\
          Try it:\n\
          \x20 . {dir}/openrc\n\
-         \x20 curl -s -H \"X-Auth-Token: $OS_TOKEN\" $OS_ENDPOINT/v2/images\n\
-         \x20 openstack --os-auth-type admin_token --os-endpoint $OS_ENDPOINT --os-token $OS_TOKEN image create --file disk.img --disk-format raw --container-format bare demo\n\
-         \x20 openstack --os-auth-type admin_token --os-endpoint $OS_ENDPOINT --os-token $OS_TOKEN image list\n\
-         \x20 curl -L -H \"X-Auth-Token: $OS_TOKEN\" -o out.img $OS_ENDPOINT/v2/images/IMAGE_ID/file\n\n\
+         \x20 curl -s -H \"X-Auth-Token: $OS_TOKEN\" $OS_IMAGE_URL/v2/images\n\
+         \x20 openstack image create --file disk.img --disk-format raw --container-format bare demo\n\
+         \x20 openstack image list\n\
+         \x20 openstack image save --file out.img demo\n\
+         \x20 curl -L -H \"X-Auth-Token: $OS_TOKEN\" -o out.img $OS_IMAGE_URL/v2/images/IMAGE_ID/file\n\n\
          Press Ctrl-C to stop both.",
         config.stream_nodes.join(", ")
     );
