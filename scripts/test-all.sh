@@ -37,7 +37,7 @@ step "tests"
 # One profile (ci: optimised, with overflow checks) builds everything the tests run.
 cargo test --workspace --profile ci
 
-step "real OpenStack clients (python-openstackclient, python-glanceclient, openstacksdk)"
+step "end-to-end and real OpenStack clients (python-openstackclient, python-glanceclient, openstacksdk)"
 # A venv of the project's own, pinned by OpenStack's upper constraints.
 venv=.venv
 if [ ! -x "$venv/bin/openstack" ] || [ ! -x "$venv/bin/pytest" ]; then
@@ -46,7 +46,7 @@ if [ ! -x "$venv/bin/openstack" ] || [ ! -x "$venv/bin/pytest" ]; then
     -c tests/clients/upper-constraints.txt \
     python-openstackclient python-glanceclient openstacksdk pytest
 fi
-GLANCE_BIN_DIR="$PWD/target/ci" "$venv/bin/pytest" -q -p no:cacheprovider tests/clients
+GLANCE_BIN_DIR="$PWD/target/ci" "$venv/bin/pytest" -q -p no:cacheprovider tests
 
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
   step "fuzz (${FUZZ_SECONDS}s per target)"

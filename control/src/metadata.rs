@@ -11,6 +11,10 @@ use crate::model::Image;
 
 /// Images by id (the 16 UUID bytes), each a JSON-encoded [`Image`].
 const IMAGES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("images");
+/// Image members (sharing): key = image id bytes followed by the member
+/// project id, value = a JSON member record. Created with the file so that
+/// sharing needs no schema change.
+const MEMBERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("members");
 /// Facts about the file itself.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The schema version this build writes and reads.
@@ -86,6 +90,7 @@ impl RedbStore {
         let txn = db.begin_write().map_err(db_err)?;
         {
             txn.open_table(IMAGES).map_err(db_err)?;
+            txn.open_table(MEMBERS).map_err(db_err)?;
             let mut meta = txn.open_table(META).map_err(db_err)?;
             let found = meta
                 .get("schema_version")

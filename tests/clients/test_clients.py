@@ -8,72 +8,14 @@ import io
 import json
 import os
 import pathlib
-import signal
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN_DIR = pathlib.Path(os.environ.get("GLANCE_BIN_DIR", ROOT / "target" / "ci"))
+from conftest import image_bytes
+
 VENV_BIN = pathlib.Path(sys.executable).parent
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def read_openrc(path):
-    """The variables an openrc file exports."""
-    env = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export "):
-            key, value = line[len("export "):].split("=", 1)
-            env[key] = value
-    assert {"OS_AUTH_TYPE", "OS_TOKEN", "OS_ENDPOINT", "OS_IMAGE_URL"} <= env.keys(), env
-    return env
-
-
-@pytest.fixture(scope="module")
-def quickstart(tmp_path_factory):
-    work = tmp_path_factory.mktemp("qs")
-    port, stream_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [str(BIN_DIR / "glance-api"), "quickstart", "--dir", str(work / "var"),
-         "--port", str(port), "--stream-port", str(stream_port)],
-        stdout=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    for line in proc.stdout:
-        if line.startswith("Press Ctrl-C"):
-            break
-        assert time.time() < deadline, "quickstart did not start"
-    else:
-        raise AssertionError("quickstart exited early")
-    admin = read_openrc(work / "var" / "openrc")
-    member = read_openrc(work / "var" / "openrc-member")
-    info = {
-        "endpoint": f"http://127.0.0.1:{port}",
-        "admin": admin["OS_TOKEN"],
-        "member": member["OS_TOKEN"],
-        "env": {admin["OS_TOKEN"]: admin, member["OS_TOKEN"]: member},
-        "work": work,
-    }
-    yield info
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=30) == 0
-
-
-def image_bytes(size, seed):
-    out = bytearray()
-    block = hashlib.sha512(seed.encode()).digest()
-    while len(out) < size:
-        block = hashlib.sha512(block).digest()
-        out += block
-    return bytes(out[:size])
 
 
 def osc(qs, token, *args):

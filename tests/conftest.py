@@ -1,0 +1,80 @@
+"""Shared fixtures: the quickstart, started from the built binaries on free
+ports in a temporary directory, and the credentials its openrc files export."""
+
+import hashlib
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BIN_DIR = pathlib.Path(os.environ.get("GLANCE_BIN_DIR", ROOT / "target" / "ci"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_openrc(path):
+    """The variables an openrc file exports."""
+    assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            key, value = line[len("export "):].split("=", 1)
+            env[key] = value
+    assert {"OS_AUTH_TYPE", "OS_TOKEN", "OS_ENDPOINT", "OS_IMAGE_URL"} <= env.keys(), env
+    return env
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    work = tmp_path_factory.mktemp("qs")
+    port, stream_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [str(BIN_DIR / "glance-api"), "quickstart", "--dir", str(work / "var"),
+         "--port", str(port), "--stream-port", str(stream_port)],
+        stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    banner = ""
+    for line in proc.stdout:
+        banner += line
+        if line.startswith("Press Ctrl-C"):
+            break
+        assert time.time() < deadline, "quickstart did not start"
+    else:
+        raise AssertionError("quickstart exited early")
+    assert "openstack image create" in banner and "curl" in banner, banner
+    admin = read_openrc(work / "var" / "openrc")
+    member = read_openrc(work / "var" / "openrc-member")
+    info = {
+        "endpoint": f"http://127.0.0.1:{port}",
+        "admin": admin["OS_TOKEN"],
+        "member": member["OS_TOKEN"],
+        "env": {admin["OS_TOKEN"]: admin, member["OS_TOKEN"]: member},
+        "work": work,
+    }
+    yield info
+    # Ctrl-C stops both processes.
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 0
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", stream_port), timeout=2).close()
+
+
+def image_bytes(size, seed):
+    out = bytearray()
+    block = hashlib.sha512(seed.encode()).digest()
+    while len(out) < size:
+        block = hashlib.sha512(block).digest()
+        out += block
+    return bytes(out[:size])
+
+
