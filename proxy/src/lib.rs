@@ -9,6 +9,8 @@
 pub mod clock;
 pub mod config;
 pub mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod image;
 pub mod isolate;
