@@ -858,3 +858,20 @@ async fn schemas_and_stores_answer() {
         json!({"stores": [{"id": "local", "default": "true"}]})
     );
 }
+
+#[tokio::test]
+async fn a_malformed_image_id_names_no_image() {
+    let app = App::new();
+    for (method, path) in [
+        ("GET", "/v2/images/not-a-uuid"),
+        ("GET", "/v2/images/not-a-uuid/file"),
+        ("PUT", "/v2/images/not-a-uuid/tags/x"),
+        ("DELETE", "/v2/images/1234"),
+    ] {
+        let r = app
+            .call(method, path, Some(MEMBER_A), Body::empty(), None)
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {path}");
+        assert_eq!(r.json()["code"], "404 Not Found");
+    }
+}

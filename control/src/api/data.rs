@@ -2,7 +2,7 @@
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
@@ -10,6 +10,7 @@ use md5::Digest as _;
 use tokio::io::AsyncWriteExt as _;
 use uuid::Uuid;
 
+use super::extract::ImageId;
 use super::images::{blocking, load_visible, now};
 use super::{Shared, policy};
 use crate::auth::Context;
@@ -23,7 +24,7 @@ use crate::model::{Location, Status};
 pub async fn upload(
     State(state): State<Shared>,
     Extension(ctx): Extension<Context>,
-    Path(id): Path<Uuid>,
+    ImageId(id): ImageId,
     body: Body,
 ) -> Result<Response, ApiError> {
     let image = load_visible(&state, &ctx, id).await?;
@@ -154,7 +155,7 @@ async fn requeue(state: &Shared, id: Uuid) {
 pub async fn download(
     State(state): State<Shared>,
     Extension(ctx): Extension<Context>,
-    Path(id): Path<Uuid>,
+    ImageId(id): ImageId,
 ) -> Result<Response, ApiError> {
     let image = load_visible(&state, &ctx, id).await?;
     policy::check_download(&ctx)?;

@@ -1,12 +1,13 @@
 //! Image records: create, show, delete, tags, deactivate and reactivate.
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::extract::{ImageId, Tag};
 use super::patch::set_property;
 use super::{Shared, policy};
 use crate::auth::Context;
@@ -97,7 +98,7 @@ pub async fn create(
 pub async fn show(
     State(state): State<Shared>,
     Extension(ctx): Extension<Context>,
-    Path(id): Path<Uuid>,
+    ImageId(id): ImageId,
 ) -> Result<Response, ApiError> {
     let image = load_visible(&state, &ctx, id).await?;
     Ok(axum::Json(image.to_json()).into_response())
@@ -107,7 +108,7 @@ pub async fn show(
 pub async fn delete(
     State(state): State<Shared>,
     Extension(ctx): Extension<Context>,
-    Path(id): Path<Uuid>,
+    ImageId(id): ImageId,
 ) -> Result<Response, ApiError> {
     let image = load_visible(&state, &ctx, id).await?;
     policy::check_modify(&ctx, &image)?;
@@ -153,7 +154,8 @@ async fn modify(
 pub async fn add_tag(
     State(state): State<Shared>,
     Extension(ctx): Extension<Context>,
-    Path((id, tag)): Path<(Uuid, String)>,
+    ImageId(id): ImageId,
+    Tag(tag): Tag,
 ) -> Result<Response, ApiError> {
     if tag.is_empty() || tag.len() > 255 {
         return Err(ApiError::bad_request("Tags must be 1 to 255 characters"));
@@ -170,7 +172,8 @@ pub async fn add_tag(
 pub async fn remove_tag(
     State(state): State<Shared>,
     Extension(ctx): Extension<Context>,
-    Path((id, tag)): Path<(Uuid, String)>,
+    ImageId(id): ImageId,
+    Tag(tag): Tag,
 ) -> Result<Response, ApiError> {
     let image = load_visible(&state, &ctx, id).await?;
     if !image.tags.contains(&tag) {
@@ -230,7 +233,7 @@ async fn set_active(
 pub async fn deactivate(
     State(state): State<Shared>,
     Extension(ctx): Extension<Context>,
-    Path(id): Path<Uuid>,
+    ImageId(id): ImageId,
 ) -> Result<Response, ApiError> {
     set_active(state, ctx, id, false).await
 }
@@ -239,7 +242,7 @@ pub async fn deactivate(
 pub async fn reactivate(
     State(state): State<Shared>,
     Extension(ctx): Extension<Context>,
-    Path(id): Path<Uuid>,
+    ImageId(id): ImageId,
 ) -> Result<Response, ApiError> {
     set_active(state, ctx, id, true).await
 }

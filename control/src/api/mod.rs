@@ -1,6 +1,7 @@
 //! The HTTP API: the router and the state its handlers share.
 
 mod data;
+mod extract;
 mod images;
 mod list;
 mod patch;

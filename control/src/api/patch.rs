@@ -1,12 +1,12 @@
 //! Setting properties (image create and PATCH) and Glance's JSON-patch dialect.
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use uuid::Uuid;
 
+use super::extract::ImageId;
 use super::{Shared, policy};
 use crate::auth::Context;
 use crate::error::ApiError;
@@ -176,7 +176,7 @@ fn apply_op(ctx: &Context, img: &mut Image, op: &Value) -> Result<(), ApiError> 
 pub async fn patch(
     State(state): State<Shared>,
     Extension(ctx): Extension<Context>,
-    Path(id): Path<Uuid>,
+    ImageId(id): ImageId,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
