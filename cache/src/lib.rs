@@ -1,13 +1,25 @@
 //! glance-cache: the chunked on-disk image cache behind glance-stream.
 //!
-//! This build holds the parts that fix the cache's shape: the index record
-//! format ([`format`], written down in `docs/cache-format.md`) and the
-//! eviction policy ([`policy`], S3-FIFO, measured against LRU by
-//! `cargo bench -p glance-cache --bench hit_ratio`). The data files, the redb
-//! index, fill coordination and recovery build on them.
+//! One sparse data file per image and a redb index ([`index`]) whose entry
+//! records have a byte-exact format ([`format`], written down in
+//! `docs/cache-format.md`). [`Cache`] admits images with space reserved up
+//! front, evicts with S3-FIFO ([`policy`], measured against LRU by `cargo
+//! bench -p glance-cache --bench hit_ratio`), hands out one [`Claim`] per
+//! chunk, writes data before index, verifies the whole image, and recovers
+//! from a crash on open.
 //!
 //! Boundaries: knows nothing of HTTP, Keystone or links; no project crate.
 #![forbid(unsafe_code)]
 
+mod engine;
+mod error;
 pub mod format;
+pub mod index;
 pub mod policy;
+mod recovery;
+
+pub use engine::{
+    CHUNK_SIZE_RANGE, Cache, CacheConfig, ChunkState, Claim, Committed, DEFAULT_CHUNK_SIZE,
+    EntryInfo, ImageMeta, Lease, Lookup, Stats,
+};
+pub use error::CacheError;

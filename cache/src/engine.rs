@@ -1,0 +1,625 @@
+//! The cache engine: admission with space reserved up front, one filler per
+//! chunk, the durability order (data, then index), whole-image verification,
+//! leases that keep an entry from eviction, and recovery on open.
+//!
+//! Thread-safe: the in-memory state sits behind one mutex held only for
+//! bookkeeping (never across disk I/O), so monoio worker threads share one
+//! `Cache`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use md5::Digest as _;
+
+use crate::error::CacheError;
+use crate::format::{EntryRecord, Queue, State};
+use crate::index::{Index, Key};
+use crate::policy::S3Fifo;
+
+/// Smallest and largest chunk sizes accepted.
+pub const CHUNK_SIZE_RANGE: std::ops::RangeInclusive<u32> = (4 << 20)..=(16 << 20);
+/// The default chunk size (see `docs/cache-format.md` for why).
+pub const DEFAULT_CHUNK_SIZE: u32 = 8 << 20;
+
+/// How the cache is set up.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// The cache directory.
+    pub dir: PathBuf,
+    /// Hard limit on the bytes of admitted images.
+    pub max_bytes: u64,
+    /// Chunk size (new entries; existing ones keep theirs).
+    pub chunk_size: u32,
+}
+
+/// What the caller knows of an image (from its signed link).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageMeta {
+    /// Size in bytes.
+    pub size: u64,
+    /// md5 of the whole image.
+    pub md5: [u8; 16],
+    /// sha512 of the whole image.
+    pub sha512: [u8; 64],
+}
+
+/// The state of one chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkState {
+    /// Not there; free to claim.
+    Missing,
+    /// Claimed by a filler.
+    Filling,
+    /// Durable and indexed.
+    Present,
+}
+
+/// Counters of the cache's life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Lookups that found a complete entry.
+    pub hits: u64,
+    /// Lookups that did not.
+    pub misses: u64,
+    /// Lookups that could not be admitted (stream through).
+    pub bypasses: u64,
+    /// Entries whose hashes did not match.
+    pub invalidations: u64,
+    /// Entries evicted to make room or on request.
+    pub evictions: u64,
+    /// Bytes admitted (reserved or filled).
+    pub bytes_used: u64,
+    /// The limit.
+    pub bytes_limit: u64,
+}
+
+/// One entry, as the inventory shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryInfo {
+    /// Image id bytes.
+    pub key: Key,
+    /// Size.
+    pub size: u64,
+    /// State.
+    pub state: State,
+    /// Bytes of the chunks present.
+    pub bytes_present: u64,
+    /// Times served.
+    pub hits: u64,
+    /// Last access, Unix seconds.
+    pub last_access: u64,
+}
+
+struct Entry {
+    record: EntryRecord,
+    chunks: Vec<ChunkState>,
+    leases: usize,
+    file: Arc<File>,
+}
+
+pub(crate) struct Shared {
+    policy: S3Fifo<Key>,
+    entries: HashMap<Key, Entry>,
+    seq: u64,
+    stats: Stats,
+}
+
+struct Inner {
+    config: CacheConfig,
+    data_dir: PathBuf,
+    index: Index,
+    shared: Mutex<Shared>,
+}
+
+/// The cache. Cheap to clone; every clone is the same cache.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    /// A complete, verified entry.
+    Hit(Lease),
+    /// An entry being filled (just reserved, or partly present).
+    Partial(Lease),
+    /// No room (everything evictable is in use): stream through without caching.
+    Bypass,
+}
+
+/// A hold on an entry: while it lives the entry is not evicted, and its data
+/// file stays open (so it is never truncated or unlinked under a reader).
+pub struct Lease {
+    inner: Arc<Inner>,
+    key: Key,
+    file: Arc<File>,
+    record: EntryRecord,
+}
+
+/// The right to fill one chunk; dropping it without `commit` makes the chunk
+/// missing again, so another filler may claim it.
+pub struct Claim {
+    inner: Arc<Inner>,
+    key: Key,
+    chunk: u64,
+    file: Arc<File>,
+    done: bool,
+}
+
+/// What committing a chunk led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// Chunk present; others still missing.
+    Chunk,
+    /// That was the last chunk and the image's hashes match: complete.
+    Complete,
+    /// That was the last chunk and the hashes did not match: the entry is
+    /// invalid and its data removed.
+    Invalid,
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> CacheError + '_ {
+    move |source| CacheError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A panic elsewhere while holding the lock leaves bookkeeping that is
+        // still consistent (every update is a single assignment), so recover.
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn path(&self, key: &Key) -> PathBuf {
+        self.data_dir.join(hex::encode(key))
+    }
+
+    /// Removes an entry's data, index rows and bookkeeping (caller holds no lease).
+    fn remove(&self, shared: &mut Shared, key: &Key) -> Result<(), CacheError> {
+        shared.entries.remove(key);
+        shared.policy.remove(key);
+        self.index.remove_entry(key)?;
+        match std::fs::remove_file(self.path(key)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&self.path(key))(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Cache {
+    /// Opens the cache in `config.dir`, recovering from whatever state a
+    /// crash left: entries whose records or files are damaged are dropped,
+    /// files without an entry removed, chunks of unfinished entries re-checked
+    /// against their crc32 (a bad one is missing again).
+    pub fn open(config: CacheConfig) -> Result<Cache, CacheError> {
+        if !CHUNK_SIZE_RANGE.contains(&config.chunk_size) {
+            return Err(CacheError::Config(format!(
+                "chunk size {} is outside {}..={} bytes",
+                config.chunk_size,
+                CHUNK_SIZE_RANGE.start(),
+                CHUNK_SIZE_RANGE.end()
+            )));
+        }
+        let data_dir = config.dir.join("data");
+        std::fs::create_dir_all(&data_dir).map_err(io_err(&data_dir))?;
+        let index = Index::open(&config.dir.join("index.redb"))?;
+        let inner = Inner {
+            shared: Mutex::new(Shared {
+                policy: S3Fifo::new(config.max_bytes),
+                entries: HashMap::new(),
+                seq: 0,
+                stats: Stats {
+                    bytes_limit: config.max_bytes,
+                    ..Stats::default()
+                },
+            }),
+            config,
+            data_dir,
+            index,
+        };
+        crate::recovery::recover(&inner_view(&inner))?;
+        Ok(Cache {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Finds the entry for `key`, or reserves space for a new one.
+    ///
+    /// An entry whose recorded size or hashes differ from `meta` is stale
+    /// (another image under the same id): it is dropped and the image
+    /// admitted afresh, unless a reader holds it (then: bypass).
+    pub fn lookup(&self, key: Key, meta: &ImageMeta, now: u64) -> Result<Lookup, CacheError> {
+        let inner = &self.inner;
+        let mut shared = inner.lock();
+        if let Some(entry) = shared.entries.get(&key) {
+            let r = &entry.record;
+            let same = r.size == meta.size && r.md5 == meta.md5 && r.sha512 == meta.sha512;
+            if !same {
+                if entry.leases > 0 {
+                    shared.stats.bypasses += 1;
+                    return Ok(Lookup::Bypass);
+                }
+                inner.remove(&mut shared, &key)?;
+            }
+        }
+        if let Some(entry) = shared.entries.get_mut(&key) {
+            entry.leases += 1;
+            entry.record.hits += 1;
+            entry.record.last_access = now;
+            let lease = Lease {
+                inner: Arc::clone(inner),
+                key,
+                file: Arc::clone(&entry.file),
+                record: entry.record.clone(),
+            };
+            let complete = entry.record.state == State::Complete;
+            shared.policy.access(&key);
+            if complete {
+                shared.stats.hits += 1;
+                return Ok(Lookup::Hit(lease));
+            }
+            shared.stats.misses += 1;
+            return Ok(Lookup::Partial(lease));
+        }
+        shared.stats.misses += 1;
+        let admission = {
+            let Shared {
+                policy, entries, ..
+            } = &mut *shared;
+            // Entries a reader holds are never evicted.
+            policy.insert(key, meta.size, |k| {
+                entries.get(k).is_none_or(|e| e.leases == 0)
+            })
+        };
+        let admission = match admission {
+            Ok(a) => a,
+            Err(_) => {
+                shared.stats.bypasses += 1;
+                return Ok(Lookup::Bypass);
+            }
+        };
+        for victim in &admission.evicted {
+            shared.stats.evictions += 1;
+            shared.entries.remove(victim);
+            inner.index.remove_entry(victim)?;
+            let _ = std::fs::remove_file(inner.path(victim));
+        }
+        if !admission.admitted {
+            shared.stats.bypasses += 1;
+            return Ok(Lookup::Bypass);
+        }
+        shared.seq += 1;
+        let record = EntryRecord {
+            state: State::Reserved,
+            queue: Queue::Small,
+            freq: 0,
+            size: meta.size,
+            chunk_size: inner.config.chunk_size,
+            md5: meta.md5,
+            sha512: meta.sha512,
+            hits: 1,
+            last_access: now,
+            created: now,
+            seq: shared.seq,
+        };
+        let path = inner.path(&key);
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .and_then(|f| f.set_len(meta.size).map(|()| f));
+        let file = match file {
+            Ok(f) => Arc::new(f),
+            Err(e) => {
+                shared.policy.remove(&key);
+                return Err(io_err(&path)(e));
+            }
+        };
+        if let Err(e) = inner.index.put_entry(&key, &record) {
+            shared.policy.remove(&key);
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        let chunks = vec![ChunkState::Missing; record.chunk_count() as usize];
+        shared.entries.insert(
+            key,
+            Entry {
+                record: record.clone(),
+                chunks,
+                leases: 1,
+                file: Arc::clone(&file),
+            },
+        );
+        Ok(Lookup::Partial(Lease {
+            inner: Arc::clone(inner),
+            key,
+            file,
+            record,
+        }))
+    }
+
+    /// Evicts one entry now; refused while a reader holds it.
+    pub fn evict(&self, key: &Key) -> Result<(), CacheError> {
+        let mut shared = self.inner.lock();
+        match shared.entries.get(key) {
+            None => Err(CacheError::NotFound),
+            Some(e) if e.leases > 0 => Err(CacheError::InUse),
+            Some(_) => {
+                shared.stats.evictions += 1;
+                self.inner.remove(&mut shared, key)
+            }
+        }
+    }
+
+    /// The inventory: every entry with its state and bytes present.
+    pub fn list(&self) -> Vec<EntryInfo> {
+        let shared = self.inner.lock();
+        let mut out: Vec<EntryInfo> = shared
+            .entries
+            .iter()
+            .map(|(key, e)| EntryInfo {
+                key: *key,
+                size: e.record.size,
+                state: e.record.state,
+                bytes_present: (0..e.chunks.len() as u64)
+                    .filter(|&i| e.chunks[i as usize] == ChunkState::Present)
+                    .filter_map(|i| e.record.chunk_range(i).map(|(a, b)| b - a))
+                    .sum(),
+                hits: e.record.hits,
+                last_access: e.record.last_access,
+            })
+            .collect();
+        out.sort_by_key(|e| e.key);
+        out
+    }
+
+    /// Counters and space.
+    pub fn stats(&self) -> Stats {
+        let shared = self.inner.lock();
+        Stats {
+            bytes_used: shared.policy.used(),
+            ..shared.stats
+        }
+    }
+}
+
+/// What recovery needs of a cache being opened.
+pub(crate) struct RecoveryView<'a> {
+    pub index: &'a Index,
+    pub data_dir: &'a Path,
+    pub shared: &'a Mutex<Shared>,
+}
+
+fn inner_view(inner: &Inner) -> RecoveryView<'_> {
+    RecoveryView {
+        index: &inner.index,
+        data_dir: &inner.data_dir,
+        shared: &inner.shared,
+    }
+}
+
+impl RecoveryView<'_> {
+    /// Puts a recovered entry back into the bookkeeping (in FIFO order);
+    /// `false` when it no longer fits under the limit.
+    pub fn restore(
+        &self,
+        key: Key,
+        record: EntryRecord,
+        chunks: Vec<ChunkState>,
+        file: File,
+    ) -> bool {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        shared.seq = shared.seq.max(record.seq);
+        // Restored entries fit: they fitted when admitted, and the limit is
+        // the configured one. Should it have shrunk, the newest do not come back.
+        let admitted = shared
+            .policy
+            .insert(key, record.size, |_| false)
+            .is_ok_and(|a| a.admitted);
+        if admitted {
+            shared.entries.insert(
+                key,
+                Entry {
+                    record,
+                    chunks,
+                    leases: 0,
+                    file: Arc::new(file),
+                },
+            );
+        }
+        admitted
+    }
+}
+
+impl Lease {
+    /// The entry's record as it was when the lease was taken.
+    pub fn record(&self) -> &EntryRecord {
+        &self.record
+    }
+
+    /// The data file: zero-copy senders read chunk ranges from it.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The state of chunk `i`.
+    pub fn chunk(&self, i: u64) -> Option<ChunkState> {
+        let shared = self.inner.lock();
+        shared
+            .entries
+            .get(&self.key)
+            .and_then(|e| e.chunks.get(usize::try_from(i).ok()?).copied())
+    }
+
+    /// Whether the entry is complete and verified.
+    pub fn is_complete(&self) -> bool {
+        let shared = self.inner.lock();
+        shared
+            .entries
+            .get(&self.key)
+            .is_some_and(|e| e.record.state == State::Complete)
+    }
+
+    /// Claims chunk `i` for filling; `None` if it is present or being filled.
+    pub fn claim(&self, i: u64) -> Option<Claim> {
+        let mut shared = self.inner.lock();
+        let entry = shared.entries.get_mut(&self.key)?;
+        let slot = entry.chunks.get_mut(usize::try_from(i).ok()?)?;
+        if *slot != ChunkState::Missing {
+            return None;
+        }
+        *slot = ChunkState::Filling;
+        Some(Claim {
+            inner: Arc::clone(&self.inner),
+            key: self.key,
+            chunk: i,
+            file: Arc::clone(&self.file),
+            done: false,
+        })
+    }
+
+    /// Reads chunk `i` back (for the copy path and tests); `None` unless present.
+    pub fn read_chunk(&self, i: u64) -> Result<Option<Vec<u8>>, CacheError> {
+        if self.chunk(i) != Some(ChunkState::Present) {
+            return Ok(None);
+        }
+        let Some((start, end)) = self.record.chunk_range(i) else {
+            return Ok(None);
+        };
+        let mut buf = vec![0u8; (end - start) as usize];
+        self.file
+            .read_exact_at(&mut buf, start)
+            .map_err(io_err(&self.inner.path(&self.key)))?;
+        Ok(Some(buf))
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut shared = self.inner.lock();
+        if let Some(e) = shared.entries.get_mut(&self.key) {
+            e.leases = e.leases.saturating_sub(1);
+        }
+    }
+}
+
+impl Claim {
+    /// The chunk's index.
+    pub fn chunk(&self) -> u64 {
+        self.chunk
+    }
+
+    /// Writes the chunk's bytes, makes them durable, then records the chunk
+    /// in the index (the durability order), and verifies the whole image when
+    /// it was the last one.
+    pub fn commit(mut self, data: &[u8]) -> Result<Committed, CacheError> {
+        let inner = Arc::clone(&self.inner);
+        let path = inner.path(&self.key);
+        let record = {
+            let shared = inner.lock();
+            match shared.entries.get(&self.key) {
+                Some(e) => e.record.clone(),
+                None => return Err(CacheError::NotFound),
+            }
+        };
+        let (start, end) = record.chunk_range(self.chunk).ok_or(CacheError::NotFound)?;
+        if data.len() as u64 != end - start {
+            return Err(CacheError::ChunkLength {
+                chunk: self.chunk,
+                expected: end - start,
+                got: data.len() as u64,
+            });
+        }
+        let crc = crc32fast::hash(data);
+        self.file.write_all_at(data, start).map_err(io_err(&path))?;
+        self.file.sync_data().map_err(io_err(&path))?;
+        let chunk = u32::try_from(self.chunk).map_err(|_| CacheError::NotFound)?;
+        inner.index.put_chunk(&self.key, chunk, crc)?;
+        self.done = true;
+        let all_present = {
+            let mut shared = inner.lock();
+            let Some(entry) = shared.entries.get_mut(&self.key) else {
+                return Err(CacheError::NotFound);
+            };
+            if let Some(slot) = entry.chunks.get_mut(self.chunk as usize) {
+                *slot = ChunkState::Present;
+            }
+            if entry.record.state == State::Reserved {
+                entry.record.state = State::Filling;
+                let r = entry.record.clone();
+                drop(shared);
+                inner.index.put_entry(&self.key, &r)?;
+                shared = inner.lock();
+            }
+            shared
+                .entries
+                .get(&self.key)
+                .is_some_and(|e| e.chunks.iter().all(|c| *c == ChunkState::Present))
+        };
+        if !all_present {
+            return Ok(Committed::Chunk);
+        }
+        self.finish(&record)
+    }
+
+    /// Checks the whole image's md5 and sha512 by reading it back.
+    fn finish(&self, record: &EntryRecord) -> Result<Committed, CacheError> {
+        let inner = &self.inner;
+        let path = inner.path(&self.key);
+        let (md5, sha512) = hash_file(&self.file, record.size).map_err(io_err(&path))?;
+        let mut shared = inner.lock();
+        if md5 == record.md5 && sha512 == record.sha512 {
+            let Some(entry) = shared.entries.get_mut(&self.key) else {
+                return Err(CacheError::NotFound);
+            };
+            entry.record.state = State::Complete;
+            let r = entry.record.clone();
+            inner.index.put_entry(&self.key, &r)?;
+            return Ok(Committed::Complete);
+        }
+        shared.stats.invalidations += 1;
+        inner.remove(&mut shared, &self.key)?;
+        Ok(Committed::Invalid)
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut shared = self.inner.lock();
+        if let Some(slot) = shared
+            .entries
+            .get_mut(&self.key)
+            .and_then(|e| e.chunks.get_mut(self.chunk as usize))
+            && *slot == ChunkState::Filling
+        {
+            *slot = ChunkState::Missing;
+        }
+    }
+}
+
+/// md5 and sha512 of the first `size` bytes of a file.
+fn hash_file(file: &File, size: u64) -> std::io::Result<([u8; 16], [u8; 64])> {
+    let mut md5 = md5::Md5::new();
+    let mut sha = sha2::Sha512::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0u64;
+    // Positional reads: the shared descriptor's offset is never relied on.
+    while offset < size {
+        let want = (size - offset).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..want], offset)?;
+        md5.update(&buf[..want]);
+        sha.update(&buf[..want]);
+        offset += want as u64;
+    }
+    Ok((md5.finalize().into(), sha.finalize().into()))
+}

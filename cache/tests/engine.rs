@@ -1,0 +1,389 @@
+//! The cache engine through its public API: fills, hits, hashes, leases,
+//! eviction, the size limit, recovery after a crash, concurrency.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::os::unix::fs::FileExt as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use glance_cache::format::State;
+use glance_cache::{Cache, CacheConfig, CacheError, ChunkState, Committed, ImageMeta, Lookup};
+use md5::Digest as _;
+
+const CHUNK: u32 = 4 << 20;
+const MIB: u64 = 1 << 20;
+
+fn data(len: u64, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn meta(bytes: &[u8]) -> ImageMeta {
+    ImageMeta {
+        size: bytes.len() as u64,
+        md5: md5::Md5::digest(bytes).into(),
+        sha512: sha2::Sha512::digest(bytes).into(),
+    }
+}
+
+fn open(dir: &Path, max: u64) -> Cache {
+    Cache::open(CacheConfig {
+        dir: dir.to_path_buf(),
+        max_bytes: max,
+        chunk_size: CHUNK,
+    })
+    .unwrap()
+}
+
+fn key(n: u8) -> [u8; 16] {
+    [n; 16]
+}
+
+fn chunk_of(bytes: &[u8], i: u64) -> &[u8] {
+    let start = (i * u64::from(CHUNK)) as usize;
+    let end = (start + CHUNK as usize).min(bytes.len());
+    &bytes[start..end]
+}
+
+/// Fills every chunk of an entry in order; returns the last commit's outcome.
+fn fill(cache: &Cache, k: [u8; 16], bytes: &[u8]) -> Committed {
+    let Lookup::Partial(lease) = cache.lookup(k, &meta(bytes), 1).unwrap() else {
+        panic!("expected a new entry");
+    };
+    let n = lease.record().chunk_count();
+    let mut last = Committed::Chunk;
+    for i in 0..n {
+        last = lease.claim(i).unwrap().commit(chunk_of(bytes, i)).unwrap();
+    }
+    last
+}
+
+#[test]
+fn fill_then_hit_serves_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 100 * MIB);
+    let bytes = data(10 * MIB + 123, 1);
+    assert_eq!(fill(&cache, key(1), &bytes), Committed::Complete);
+    let Lookup::Hit(lease) = cache.lookup(key(1), &meta(&bytes), 2).unwrap() else {
+        panic!("expected a hit");
+    };
+    assert!(lease.is_complete());
+    let mut got = Vec::new();
+    for i in 0..lease.record().chunk_count() {
+        got.extend(lease.read_chunk(i).unwrap().unwrap());
+    }
+    assert_eq!(got, bytes);
+    // The file itself holds the image, for zero-copy senders.
+    let mut direct = vec![0u8; bytes.len()];
+    lease.file().read_exact_at(&mut direct, 0).unwrap();
+    assert_eq!(direct, bytes);
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses, stats.invalidations), (1, 1, 0));
+}
+
+#[test]
+fn concurrency_one_claim_per_chunk_and_a_dropped_claim_frees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 100 * MIB);
+    let bytes = data(9 * MIB, 2);
+    let Lookup::Partial(a) = cache.lookup(key(2), &meta(&bytes), 1).unwrap() else {
+        panic!()
+    };
+    let Lookup::Partial(b) = cache.lookup(key(2), &meta(&bytes), 1).unwrap() else {
+        panic!()
+    };
+    let claim = a.claim(0).unwrap();
+    assert!(b.claim(0).is_none(), "two fillers for one chunk");
+    assert_eq!(b.chunk(0), Some(ChunkState::Filling));
+    drop(claim);
+    assert_eq!(b.chunk(0), Some(ChunkState::Missing));
+    let claim = b.claim(0).unwrap();
+    assert_eq!(claim.commit(chunk_of(&bytes, 0)).unwrap(), Committed::Chunk);
+    assert_eq!(a.chunk(0), Some(ChunkState::Present));
+    assert!(a.claim(0).is_none());
+}
+
+#[test]
+fn concurrency_racing_fillers_commit_each_chunk_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 200 * MIB);
+    let bytes = data(40 * MIB + 5, 3);
+    let commits = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                let lease = match cache.lookup(key(3), &meta(&bytes), 1).unwrap() {
+                    Lookup::Hit(l) | Lookup::Partial(l) => l,
+                    Lookup::Bypass => panic!("bypass"),
+                };
+                for i in 0..lease.record().chunk_count() {
+                    if let Some(claim) = lease.claim(i) {
+                        claim.commit(chunk_of(&bytes, i)).unwrap();
+                        commits.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(commits.load(Ordering::SeqCst), 11);
+    let Lookup::Hit(lease) = cache.lookup(key(3), &meta(&bytes), 2).unwrap() else {
+        panic!()
+    };
+    let mut got = Vec::new();
+    for i in 0..11 {
+        got.extend(lease.read_chunk(i).unwrap().unwrap());
+    }
+    assert_eq!(got, bytes);
+}
+
+#[test]
+fn crc_and_hash_mismatch_makes_the_entry_invalid_and_removes_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 100 * MIB);
+    let bytes = data(5 * MIB, 4);
+    let mut wrong = bytes.clone();
+    wrong[4_000_000] ^= 1;
+    let Lookup::Partial(lease) = cache.lookup(key(4), &meta(&bytes), 1).unwrap() else {
+        panic!()
+    };
+    lease.claim(0).unwrap().commit(chunk_of(&wrong, 0)).unwrap();
+    assert_eq!(
+        lease.claim(1).unwrap().commit(chunk_of(&wrong, 1)).unwrap(),
+        Committed::Invalid
+    );
+    drop(lease);
+    assert_eq!(cache.stats().invalidations, 1);
+    assert!(cache.list().is_empty());
+    assert!(
+        std::fs::read_dir(dir.path().join("data"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    // Never served: the next lookup starts a new fill.
+    assert!(matches!(
+        cache.lookup(key(4), &meta(&bytes), 2).unwrap(),
+        Lookup::Partial(_)
+    ));
+}
+
+#[test]
+fn chunk_of_the_wrong_length_is_refused_and_can_be_filled_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 100 * MIB);
+    let bytes = data(6 * MIB, 5);
+    let Lookup::Partial(lease) = cache.lookup(key(5), &meta(&bytes), 1).unwrap() else {
+        panic!()
+    };
+    let err = lease.claim(1).unwrap().commit(&bytes[..10]).unwrap_err();
+    assert!(
+        matches!(err, CacheError::ChunkLength { chunk: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(lease.chunk(1), Some(ChunkState::Missing));
+    assert!(lease.claim(1).is_some());
+}
+
+#[test]
+fn evict_never_removes_a_leased_entry_and_bypasses_instead() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 12 * MIB);
+    let a = data(8 * MIB, 6);
+    let b = data(8 * MIB, 7);
+    let held = match cache.lookup(key(6), &meta(&a), 1).unwrap() {
+        Lookup::Partial(l) => l,
+        _ => panic!(),
+    };
+    assert!(matches!(
+        cache.lookup(key(7), &meta(&b), 2).unwrap(),
+        Lookup::Bypass
+    ));
+    assert!(matches!(cache.evict(&key(6)), Err(CacheError::InUse)));
+    drop(held);
+    assert!(matches!(
+        cache.lookup(key(7), &meta(&b), 3).unwrap(),
+        Lookup::Partial(_)
+    ));
+    assert_eq!(
+        cache.list().iter().map(|e| e.key).collect::<Vec<_>>(),
+        vec![key(7)]
+    );
+    assert!(!dir.path().join("data").join(hex::encode(key(6))).exists());
+    assert_eq!(cache.stats().evictions, 1);
+}
+
+#[test]
+fn evict_on_request_and_the_size_limit_holds_under_a_burst() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 50 * MIB);
+    for n in 0..40u8 {
+        let bytes = data(u64::from(n % 7 + 1) * MIB, n);
+        let _ = cache.lookup(key(n), &meta(&bytes), u64::from(n)).unwrap();
+        assert!(cache.stats().bytes_used <= 50 * MIB);
+        let on_disk: u64 = cache.list().iter().map(|e| e.size).sum();
+        assert!(on_disk <= 50 * MIB);
+    }
+    let some = cache.list()[0].key;
+    cache.evict(&some).unwrap();
+    assert!(matches!(cache.evict(&some), Err(CacheError::NotFound)));
+}
+
+#[test]
+fn crash_mid_fill_keeps_the_durable_chunks_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = data(17 * MIB, 8);
+    {
+        let cache = open(dir.path(), 100 * MIB);
+        let Lookup::Partial(lease) = cache.lookup(key(8), &meta(&bytes), 1).unwrap() else {
+            panic!()
+        };
+        lease.claim(0).unwrap().commit(chunk_of(&bytes, 0)).unwrap();
+        lease.claim(2).unwrap().commit(chunk_of(&bytes, 2)).unwrap();
+        // A claim in flight when the process stops: its bytes are written but
+        // never committed to the index, which is what a crash leaves.
+        let claim = lease.claim(3).unwrap();
+        let path = dir.path().join("data").join(hex::encode(key(8)));
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all_at(chunk_of(&bytes, 3), 3 * u64::from(CHUNK))
+            .unwrap();
+        drop((claim, lease, cache));
+    }
+    let cache = open(dir.path(), 100 * MIB);
+    let info = &cache.list()[0];
+    assert_eq!(info.state, State::Filling);
+    assert_eq!(info.bytes_present, 8 * MIB);
+    let Lookup::Partial(lease) = cache.lookup(key(8), &meta(&bytes), 2).unwrap() else {
+        panic!()
+    };
+    assert_eq!(lease.chunk(0), Some(ChunkState::Present));
+    assert_eq!(lease.chunk(1), Some(ChunkState::Missing));
+    assert_eq!(
+        lease.chunk(3),
+        Some(ChunkState::Missing),
+        "a claim does not survive a crash"
+    );
+    for i in [1, 3, 4] {
+        lease.claim(i).unwrap().commit(chunk_of(&bytes, i)).unwrap();
+    }
+    assert!(lease.is_complete());
+}
+
+#[test]
+fn crc_recovery_forgets_a_chunk_damaged_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = data(12 * MIB, 9);
+    {
+        let cache = open(dir.path(), 100 * MIB);
+        let Lookup::Partial(lease) = cache.lookup(key(9), &meta(&bytes), 1).unwrap() else {
+            panic!()
+        };
+        lease.claim(0).unwrap().commit(chunk_of(&bytes, 0)).unwrap();
+        lease.claim(1).unwrap().commit(chunk_of(&bytes, 1)).unwrap();
+    }
+    // Flip a byte inside chunk 1 behind the cache's back.
+    let path = dir.path().join("data").join(hex::encode(key(9)));
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[0xff ^ bytes[5 * MIB as usize]], 5 * MIB)
+        .unwrap();
+    let cache = open(dir.path(), 100 * MIB);
+    let Lookup::Partial(lease) = cache.lookup(key(9), &meta(&bytes), 2).unwrap() else {
+        panic!()
+    };
+    assert_eq!(lease.chunk(0), Some(ChunkState::Present));
+    assert_eq!(lease.chunk(1), Some(ChunkState::Missing));
+}
+
+#[test]
+fn crash_recovery_drops_orphans_and_entries_whose_file_is_gone_or_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (data(5 * MIB, 10), data(5 * MIB, 11));
+    {
+        let cache = open(dir.path(), 100 * MIB);
+        fill(&cache, key(10), &a);
+        fill(&cache, key(11), &b);
+    }
+    let data_dir = dir.path().join("data");
+    std::fs::remove_file(data_dir.join(hex::encode(key(10)))).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(data_dir.join(hex::encode(key(11))))
+        .unwrap();
+    f.set_len(MIB).unwrap();
+    std::fs::write(data_dir.join("orphan"), b"left by a crash").unwrap();
+    let cache = open(dir.path(), 100 * MIB);
+    assert!(cache.list().is_empty());
+    assert!(std::fs::read_dir(&data_dir).unwrap().next().is_none());
+    assert_eq!(cache.stats().bytes_used, 0);
+}
+
+#[test]
+fn crash_recovery_keeps_complete_entries_and_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs: Vec<Vec<u8>> = (0..3).map(|n| data(5 * MIB, 20 + n)).collect();
+    {
+        let cache = open(dir.path(), 100 * MIB);
+        for (n, img) in imgs.iter().enumerate() {
+            fill(&cache, key(20 + n as u8), img);
+        }
+    }
+    let cache = open(dir.path(), 100 * MIB);
+    for (n, img) in imgs.iter().enumerate() {
+        assert!(matches!(
+            cache.lookup(key(20 + n as u8), &meta(img), 5).unwrap(),
+            Lookup::Hit(_)
+        ));
+    }
+    assert_eq!(cache.stats().bytes_used, 15 * MIB);
+}
+
+#[test]
+fn a_stale_entry_with_other_hashes_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 100 * MIB);
+    let old = data(5 * MIB, 30);
+    let new = data(5 * MIB, 31);
+    fill(&cache, key(30), &old);
+    assert!(matches!(
+        cache.lookup(key(30), &meta(&new), 2).unwrap(),
+        Lookup::Partial(_)
+    ));
+    assert_eq!(cache.list()[0].state, State::Reserved);
+}
+
+#[test]
+fn an_index_of_another_format_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path(), 10 * MIB));
+    {
+        let db = redb::Database::create(dir.path().join("index.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        let def: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+        txn.open_table(def)
+            .unwrap()
+            .insert("format_version", 9)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let err = Cache::open(CacheConfig {
+        dir: dir.path().to_path_buf(),
+        max_bytes: MIB,
+        chunk_size: CHUNK,
+    })
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("format version 9"), "{err}");
+}
+
+#[test]
+fn a_chunk_size_out_of_range_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Cache::open(CacheConfig {
+        dir: dir.path().to_path_buf(),
+        max_bytes: MIB,
+        chunk_size: 1024,
+    })
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("chunk size"), "{err}");
+}
