@@ -8,9 +8,13 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::future::Future;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use md5::Digest as _;
 
@@ -70,10 +74,58 @@ pub struct Stats {
     pub invalidations: u64,
     /// Entries evicted to make room or on request.
     pub evictions: u64,
+    /// Chunks the scrubber found damaged.
+    pub scrub_failures: u64,
+    /// Completions verified by reading the image back (fills out of order).
+    pub read_backs: u64,
     /// Bytes admitted (reserved or filled).
     pub bytes_used: u64,
     /// The limit.
     pub bytes_limit: u64,
+}
+
+/// What one scrub step found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScrubReport {
+    /// Chunks re-read.
+    pub checked: usize,
+    /// Chunks whose crc32 no longer matched (now missing).
+    pub bad: usize,
+}
+
+type ScrubTarget = (Key, u64, u32, Arc<File>, EntryRecord);
+
+/// The next present chunk after the scrub cursor, advancing it.
+fn next_scrub_target(shared: &mut Shared) -> Option<ScrubTarget> {
+    let mut keys: Vec<Key> = shared.entries.keys().copied().collect();
+    keys.sort_unstable();
+    let (ck, cc) = shared.scrub_cursor;
+    // Candidates from the cursor on, then from the start (one wrap).
+    let order = keys
+        .iter()
+        .filter(|k| **k >= ck)
+        .chain(keys.iter().filter(|k| **k < ck))
+        .copied()
+        .collect::<Vec<_>>();
+    for (n, key) in order.iter().enumerate() {
+        let entry = shared.entries.get(key)?;
+        let from = if n == 0 && *key == ck { cc } else { 0 };
+        let found = (from..entry.chunks.len() as u64)
+            .find(|&i| entry.chunks[i as usize] == ChunkState::Present);
+        if let Some(i) = found {
+            let target = (
+                *key,
+                i,
+                entry.crcs[i as usize],
+                Arc::clone(&entry.file),
+                entry.record.clone(),
+            );
+            shared.scrub_cursor = (*key, i + 1);
+            return Some(target);
+        }
+    }
+    shared.scrub_cursor = ([0; 16], 0);
+    None
 }
 
 /// One entry, as the inventory shows it.
@@ -96,15 +148,61 @@ pub struct EntryInfo {
 struct Entry {
     record: EntryRecord,
     chunks: Vec<ChunkState>,
+    /// crc32 of each present chunk (0 where missing), as the index holds them.
+    crcs: Vec<u32>,
     leases: usize,
     file: Arc<File>,
+    /// Readers waiting for a chunk of this entry to change state, by id.
+    waiters: HashMap<u64, Waker>,
+    /// Hashes of the chunks committed so far in order from the first: when
+    /// the fill is sequential the last commit needs no read-back.
+    hasher: Option<Box<SeqHasher>>,
 }
+
+/// md5 and sha512 of chunks `0..next`.
+struct SeqHasher {
+    next: u64,
+    md5: md5::Md5,
+    sha512: sha2::Sha512,
+}
+
+impl Entry {
+    fn new(
+        record: EntryRecord,
+        chunks: Vec<ChunkState>,
+        crcs: Vec<u32>,
+        leases: usize,
+        file: Arc<File>,
+    ) -> Entry {
+        Entry {
+            record,
+            chunks,
+            crcs,
+            leases,
+            file,
+            waiters: HashMap::new(),
+            hasher: None,
+        }
+    }
+
+    /// Wakes every waiter: a chunk landed, a fill gave up, or the entry went.
+    fn wake_all(&mut self) {
+        for (_, w) in self.waiters.drain() {
+            w.wake();
+        }
+    }
+}
+
+/// Most readers that may wait on one entry at once.
+pub const MAX_WAITERS: usize = 4096;
 
 pub(crate) struct Shared {
     policy: S3Fifo<Key>,
     entries: HashMap<Key, Entry>,
     seq: u64,
     stats: Stats,
+    /// Where the scrubber resumes: entry key and chunk index.
+    scrub_cursor: (Key, u64),
 }
 
 struct Inner {
@@ -181,7 +279,9 @@ impl Inner {
 
     /// Removes an entry's data, index rows and bookkeeping (caller holds no lease).
     fn remove(&self, shared: &mut Shared, key: &Key) -> Result<(), CacheError> {
-        shared.entries.remove(key);
+        if let Some(mut e) = shared.entries.remove(key) {
+            e.wake_all();
+        }
         shared.policy.remove(key);
         self.index.remove_entry(key)?;
         match std::fs::remove_file(self.path(key)) {
@@ -213,6 +313,7 @@ impl Cache {
                 policy: S3Fifo::new(config.max_bytes),
                 entries: HashMap::new(),
                 seq: 0,
+                scrub_cursor: ([0; 16], 0),
                 stats: Stats {
                     bytes_limit: config.max_bytes,
                     ..Stats::default()
@@ -285,7 +386,9 @@ impl Cache {
         };
         for victim in &admission.evicted {
             shared.stats.evictions += 1;
-            shared.entries.remove(victim);
+            if let Some(mut e) = shared.entries.remove(victim) {
+                e.wake_all();
+            }
             inner.index.remove_entry(victim)?;
             let _ = std::fs::remove_file(inner.path(victim));
         }
@@ -327,16 +430,15 @@ impl Cache {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
-        let chunks = vec![ChunkState::Missing; record.chunk_count() as usize];
-        shared.entries.insert(
-            key,
-            Entry {
-                record: record.clone(),
-                chunks,
-                leases: 1,
-                file: Arc::clone(&file),
-            },
-        );
+        let count = record.chunk_count() as usize;
+        let chunks = vec![ChunkState::Missing; count];
+        let mut entry = Entry::new(record.clone(), chunks, vec![0; count], 1, Arc::clone(&file));
+        entry.hasher = Some(Box::new(SeqHasher {
+            next: 0,
+            md5: md5::Md5::new(),
+            sha512: sha2::Sha512::new(),
+        }));
+        shared.entries.insert(key, entry);
         Ok(Lookup::Partial(Lease {
             inner: Arc::clone(inner),
             key,
@@ -356,6 +458,68 @@ impl Cache {
                 self.inner.remove(&mut shared, key)
             }
         }
+    }
+
+    /// Evicts unleased entries, in policy order, until at most `target`
+    /// bytes are admitted. Returns how many entries went.
+    pub fn prune(&self, target: u64) -> Result<usize, CacheError> {
+        let mut shared = self.inner.lock();
+        let (evicted, _) = {
+            let Shared {
+                policy, entries, ..
+            } = &mut *shared;
+            policy.shrink_to(target, &mut |k| {
+                entries.get(k).is_none_or(|e| e.leases == 0)
+            })
+        };
+        for key in &evicted {
+            shared.stats.evictions += 1;
+            self.inner.remove(&mut shared, key)?;
+        }
+        Ok(evicted.len())
+    }
+
+    /// Re-checks the crc32 of up to `max_chunks` present chunks, continuing
+    /// where the previous call stopped and wrapping around. A chunk whose
+    /// bytes no longer match is forgotten (index row dropped, entry back to
+    /// filling) and will be filled again on demand. The caller sets the
+    /// pace: calling this from a timer with a small budget rate-limits the
+    /// disk reads it costs.
+    pub fn scrub(&self, max_chunks: usize) -> Result<ScrubReport, CacheError> {
+        let mut report = ScrubReport::default();
+        for _ in 0..max_chunks {
+            let target = {
+                let mut shared = self.inner.lock();
+                let Some(t) = next_scrub_target(&mut shared) else {
+                    break;
+                };
+                t
+            };
+            let (key, chunk, crc, file, record) = target;
+            report.checked += 1;
+            let good = u32::try_from(chunk)
+                .is_ok_and(|c| crate::recovery::chunk_crc_matches(&file, &record, c, crc));
+            if good {
+                continue;
+            }
+            report.bad += 1;
+            let mut shared = self.inner.lock();
+            shared.stats.scrub_failures += 1;
+            let Some(entry) = shared.entries.get_mut(&key) else {
+                continue;
+            };
+            if let Some(slot) = entry.chunks.get_mut(chunk as usize) {
+                *slot = ChunkState::Missing;
+            }
+            entry.record.state = State::Filling;
+            let r = entry.record.clone();
+            drop(shared);
+            if let Ok(c) = u32::try_from(chunk) {
+                self.inner.index.drop_chunk(&key, c)?;
+            }
+            self.inner.index.put_entry(&key, &r)?;
+        }
+        Ok(report)
     }
 
     /// The inventory: every entry with its state and bytes present.
@@ -413,6 +577,7 @@ impl RecoveryView<'_> {
         key: Key,
         record: EntryRecord,
         chunks: Vec<ChunkState>,
+        crcs: Vec<u32>,
         file: File,
     ) -> bool {
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
@@ -424,15 +589,9 @@ impl RecoveryView<'_> {
             .insert(key, record.size, |_| false)
             .is_ok_and(|a| a.admitted);
         if admitted {
-            shared.entries.insert(
-                key,
-                Entry {
-                    record,
-                    chunks,
-                    leases: 0,
-                    file: Arc::new(file),
-                },
-            );
+            shared
+                .entries
+                .insert(key, Entry::new(record, chunks, crcs, 0, Arc::new(file)));
         }
         admitted
     }
@@ -467,6 +626,20 @@ impl Lease {
             .is_some_and(|e| e.record.state == State::Complete)
     }
 
+    /// Waits until chunk `i` is no longer being filled: `Present` (read it)
+    /// or `Missing` (its filler gave up: claim it). Any thread may complete
+    /// the wait. At most [`MAX_WAITERS`] readers wait on one entry; dropping
+    /// the future (the client went away) withdraws it.
+    pub fn wait(&self, i: u64) -> ChunkWait<'_> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        ChunkWait {
+            lease: self,
+            chunk: i,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            registered: false,
+        }
+    }
+
     /// Claims chunk `i` for filling; `None` if it is present or being filled.
     pub fn claim(&self, i: u64) -> Option<Claim> {
         let mut shared = self.inner.lock();
@@ -485,6 +658,18 @@ impl Lease {
         })
     }
 
+    /// Maps a complete entry's data read-only, for senders that must copy
+    /// (TLS). The mapping keeps the lease, so the entry is not evicted while
+    /// it is read.
+    pub fn map(self) -> Result<MappedImage, CacheError> {
+        if !self.is_complete() {
+            return Err(CacheError::NotComplete);
+        }
+        let map =
+            crate::map::map_complete(&self.file).map_err(io_err(&self.inner.path(&self.key)))?;
+        Ok(MappedImage { map, _lease: self })
+    }
+
     /// Reads chunk `i` back (for the copy path and tests); `None` unless present.
     pub fn read_chunk(&self, i: u64) -> Result<Option<Vec<u8>>, CacheError> {
         if self.chunk(i) != Some(ChunkState::Present) {
@@ -498,6 +683,71 @@ impl Lease {
             .read_exact_at(&mut buf, start)
             .map_err(io_err(&self.inner.path(&self.key)))?;
         Ok(Some(buf))
+    }
+}
+
+/// A complete entry's bytes, mapped, with the lease that protects them.
+pub struct MappedImage {
+    map: memmap2::Mmap,
+    _lease: Lease,
+}
+
+impl std::ops::Deref for MappedImage {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+/// The future of [`Lease::wait`].
+pub struct ChunkWait<'a> {
+    lease: &'a Lease,
+    chunk: u64,
+    id: u64,
+    registered: bool,
+}
+
+impl Future for ChunkWait<'_> {
+    type Output = Result<ChunkState, CacheError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = Arc::clone(&self.lease.inner);
+        let mut shared = inner.lock();
+        let Some(entry) = shared.entries.get_mut(&self.lease.key) else {
+            // Invalidated (or evicted) while we waited.
+            return Poll::Ready(Err(CacheError::NotFound));
+        };
+        let state = usize::try_from(self.chunk)
+            .ok()
+            .and_then(|i| entry.chunks.get(i).copied())
+            .ok_or(CacheError::NotFound);
+        match state {
+            Ok(ChunkState::Filling) => {
+                if !self.registered && entry.waiters.len() >= MAX_WAITERS {
+                    return Poll::Ready(Err(CacheError::TooManyWaiters));
+                }
+                entry.waiters.insert(self.id, cx.waker().clone());
+                self.registered = true;
+                Poll::Pending
+            }
+            other => {
+                entry.waiters.remove(&self.id);
+                self.registered = false;
+                Poll::Ready(other)
+            }
+        }
+    }
+}
+
+impl Drop for ChunkWait<'_> {
+    fn drop(&mut self) {
+        if self.registered {
+            let mut shared = self.lease.inner.lock();
+            if let Some(e) = shared.entries.get_mut(&self.lease.key) {
+                e.waiters.remove(&self.id);
+            }
+        }
     }
 }
 
@@ -543,6 +793,18 @@ impl Claim {
         let chunk = u32::try_from(self.chunk).map_err(|_| CacheError::NotFound)?;
         inner.index.put_chunk(&self.key, chunk, crc)?;
         self.done = true;
+        // Hash in order when this is the chunk the running hashes expect;
+        // the work happens outside the lock.
+        let mut hasher = inner
+            .lock()
+            .entries
+            .get_mut(&self.key)
+            .and_then(|e| e.hasher.take_if(|h| h.next == self.chunk));
+        if let Some(h) = hasher.as_mut() {
+            h.md5.update(data);
+            h.sha512.update(data);
+            h.next += 1;
+        }
         let all_present = {
             let mut shared = inner.lock();
             let Some(entry) = shared.entries.get_mut(&self.key) else {
@@ -551,6 +813,17 @@ impl Claim {
             if let Some(slot) = entry.chunks.get_mut(self.chunk as usize) {
                 *slot = ChunkState::Present;
             }
+            if let Some(c) = entry.crcs.get_mut(self.chunk as usize) {
+                *c = crc;
+            }
+            // Put the running hashes back unless the next chunk already landed
+            // meanwhile (it was not hashed: the last commit reads back instead).
+            if let Some(h) = hasher.take()
+                && entry.chunks.get(h.next as usize) != Some(&ChunkState::Present)
+            {
+                entry.hasher = Some(h);
+            }
+            entry.wake_all();
             if entry.record.state == State::Reserved {
                 entry.record.state = State::Filling;
                 let r = entry.record.clone();
@@ -569,11 +842,23 @@ impl Claim {
         self.finish(&record)
     }
 
-    /// Checks the whole image's md5 and sha512 by reading it back.
+    /// Checks the whole image's md5 and sha512: from the running hashes when
+    /// the fill was sequential, else by reading the image back.
     fn finish(&self, record: &EntryRecord) -> Result<Committed, CacheError> {
         let inner = &self.inner;
         let path = inner.path(&self.key);
-        let (md5, sha512) = hash_file(&self.file, record.size).map_err(io_err(&path))?;
+        let running = inner
+            .lock()
+            .entries
+            .get_mut(&self.key)
+            .and_then(|e| e.hasher.take_if(|h| h.next == record.chunk_count()));
+        let (md5, sha512) = match running {
+            Some(h) => (h.md5.finalize().into(), h.sha512.finalize().into()),
+            None => {
+                inner.lock().stats.read_backs += 1;
+                hash_file(&self.file, record.size).map_err(io_err(&path))?
+            }
+        };
         let mut shared = inner.lock();
         if md5 == record.md5 && sha512 == record.sha512 {
             let Some(entry) = shared.entries.get_mut(&self.key) else {
@@ -603,6 +888,9 @@ impl Drop for Claim {
             && *slot == ChunkState::Filling
         {
             *slot = ChunkState::Missing;
+            if let Some(e) = shared.entries.get_mut(&self.key) {
+                e.wake_all();
+            }
         }
     }
 }

@@ -37,6 +37,12 @@ pub enum CacheError {
     /// The entry is held by a reader.
     #[error("the entry is in use")]
     InUse,
+    /// Too many readers already wait on this entry.
+    #[error("too many readers are waiting for this image")]
+    TooManyWaiters,
+    /// The entry is not complete (mapping needs a complete, immutable file).
+    #[error("the entry is not complete")]
+    NotComplete,
     /// No such entry.
     #[error("no such entry")]
     NotFound,

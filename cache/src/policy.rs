@@ -129,35 +129,12 @@ impl<K: Clone + Eq + Hash> S3Fifo<K> {
         if size > self.capacity {
             return Err(AdmitError::TooLarge(size));
         }
-        let mut evicted = Vec::new();
-        // Each entry is looked at a bounded number of times (at most MAX_FREQ
-        // reinsertions, plus passes over pinned ones), so this ends.
-        let mut budget = self.entries.len() * (usize::from(MAX_FREQ) + 2) * 2 + 1;
-        let mut misses = 0usize;
-        while self.used() + size > self.capacity {
-            if budget == 0 {
-                return Ok(Admission {
-                    admitted: false,
-                    evicted,
-                });
-            }
-            budget -= 1;
-            let small_full = self.small_bytes >= self.capacity * SMALL_PERCENT / 100;
-            let main_stuck = misses > self.main.len();
-            let from_small =
-                !self.small.is_empty() && (small_full || self.main.is_empty() || main_stuck);
-            let victim = if from_small {
-                self.evict_small(&mut evictable)
-            } else {
-                self.evict_main(&mut evictable)
-            };
-            match victim {
-                Some(k) => {
-                    evicted.push(k);
-                    misses = 0;
-                }
-                None => misses += 1,
-            }
+        let (evicted, fits) = self.shrink_to(self.capacity - size, &mut evictable);
+        if !fits {
+            return Ok(Admission {
+                admitted: false,
+                evicted,
+            });
         }
         let queue = if self.ghost_set.remove(&key) {
             self.ghost.retain(|g| g != &key);
@@ -170,6 +147,44 @@ impl<K: Clone + Eq + Hash> S3Fifo<K> {
             admitted: true,
             evicted,
         })
+    }
+
+    /// Evicts, in policy order, until at most `target` bytes are admitted.
+    /// Returns the evicted keys and whether the target was reached (it is
+    /// not when what is left is refused by `evictable`).
+    pub fn shrink_to(
+        &mut self,
+        target: u64,
+        evictable: &mut impl FnMut(&K) -> bool,
+    ) -> (Vec<K>, bool) {
+        let mut evicted = Vec::new();
+        // Each entry is looked at a bounded number of times (at most MAX_FREQ
+        // reinsertions, plus passes over pinned ones), so this ends.
+        let mut budget = self.entries.len() * (usize::from(MAX_FREQ) + 2) * 2 + 1;
+        let mut misses = 0usize;
+        while self.used() > target {
+            if budget == 0 {
+                return (evicted, false);
+            }
+            budget -= 1;
+            let small_full = self.small_bytes >= self.capacity * SMALL_PERCENT / 100;
+            let main_stuck = misses > self.main.len();
+            let from_small =
+                !self.small.is_empty() && (small_full || self.main.is_empty() || main_stuck);
+            let victim = if from_small {
+                self.evict_small(evictable)
+            } else {
+                self.evict_main(evictable)
+            };
+            match victim {
+                Some(k) => {
+                    evicted.push(k);
+                    misses = 0;
+                }
+                None => misses += 1,
+            }
+        }
+        (evicted, true)
     }
 
     /// Removes `key` (an explicit eviction or an invalid entry).

@@ -47,6 +47,7 @@ pub(crate) fn recover(view: &RecoveryView<'_>) -> Result<(), CacheError> {
         };
         let count = record.chunk_count() as usize;
         let mut chunks = vec![ChunkState::Missing; count];
+        let mut crcs = vec![0u32; count];
         for (chunk, crc) in view.index.chunks(&key)? {
             let i = chunk as usize;
             if i >= count {
@@ -57,6 +58,7 @@ pub(crate) fn recover(view: &RecoveryView<'_>) -> Result<(), CacheError> {
                 record.state == State::Complete || chunk_crc_matches(&file, &record, chunk, crc);
             if good {
                 chunks[i] = ChunkState::Present;
+                crcs[i] = crc;
             } else {
                 view.index.drop_chunk(&key, chunk)?;
             }
@@ -65,7 +67,7 @@ pub(crate) fn recover(view: &RecoveryView<'_>) -> Result<(), CacheError> {
             record.state = State::Filling;
             view.index.put_entry(&key, &record)?;
         }
-        if view.restore(key, record, chunks, file) {
+        if view.restore(key, record, chunks, crcs, file) {
             kept.insert(name);
         } else {
             drop_entry(view, &key)?;

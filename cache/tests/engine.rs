@@ -387,3 +387,147 @@ fn a_chunk_size_out_of_range_is_refused() {
     .unwrap();
     assert!(err.to_string().contains("chunk size"), "{err}");
 }
+
+#[test]
+fn integrity_sequential_fills_verify_without_reading_back_and_others_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 100 * MIB);
+    let a = data(10 * MIB, 40);
+    assert_eq!(fill(&cache, key(40), &a), Committed::Complete);
+    assert_eq!(cache.stats().read_backs, 0);
+    // Out of order: last chunk first.
+    let b = data(10 * MIB, 41);
+    let Lookup::Partial(lease) = cache.lookup(key(41), &meta(&b), 1).unwrap() else {
+        panic!()
+    };
+    lease.claim(2).unwrap().commit(chunk_of(&b, 2)).unwrap();
+    lease.claim(0).unwrap().commit(chunk_of(&b, 0)).unwrap();
+    assert_eq!(
+        lease.claim(1).unwrap().commit(chunk_of(&b, 1)).unwrap(),
+        Committed::Complete
+    );
+    assert_eq!(cache.stats().read_backs, 1);
+    // A wrong chunk in a sequential fill is still caught.
+    let c = data(10 * MIB, 42);
+    let mut bad = c.clone();
+    bad[1] ^= 0x80;
+    let Lookup::Partial(lease) = cache.lookup(key(42), &meta(&c), 1).unwrap() else {
+        panic!()
+    };
+    for i in 0..3 {
+        let last = lease.claim(i).unwrap().commit(chunk_of(&bad, i)).unwrap();
+        if i == 2 {
+            assert_eq!(last, Committed::Invalid);
+        }
+    }
+    assert_eq!(cache.stats().invalidations, 1);
+}
+
+#[test]
+fn crc_scrub_finds_a_damaged_chunk_and_it_is_filled_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 100 * MIB);
+    let a = data(9 * MIB, 43);
+    fill(&cache, key(43), &a);
+    let report = cache.scrub(100).unwrap();
+    assert_eq!((report.checked, report.bad), (3, 0));
+    let path = dir.path().join("data").join(hex::encode(key(43)));
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&[!a[(4 * MIB + 7) as usize]], 4 * MIB + 7)
+        .unwrap();
+    // Budgeted steps: one chunk per call, wrapping around.
+    let bad: usize = (0..3).map(|_| cache.scrub(1).unwrap().bad).sum();
+    assert_eq!(bad, 1);
+    assert_eq!(cache.stats().scrub_failures, 1);
+    let Lookup::Partial(lease) = cache.lookup(key(43), &meta(&a), 2).unwrap() else {
+        panic!("a damaged entry is not a hit");
+    };
+    assert_eq!(lease.chunk(1), Some(ChunkState::Missing));
+    assert_eq!(
+        lease.claim(1).unwrap().commit(chunk_of(&a, 1)).unwrap(),
+        Committed::Complete
+    );
+}
+
+#[test]
+fn evict_prune_to_a_target_skips_leased_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 100 * MIB);
+    let imgs: Vec<Vec<u8>> = (0..5).map(|n| data(5 * MIB, 50 + n)).collect();
+    for (n, img) in imgs.iter().enumerate() {
+        fill(&cache, key(50 + n as u8), img);
+    }
+    let Lookup::Hit(held) = cache.lookup(key(50), &meta(&imgs[0]), 9).unwrap() else {
+        panic!()
+    };
+    let gone = cache.prune(5 * MIB).unwrap();
+    assert_eq!(gone, 4);
+    assert_eq!(cache.stats().bytes_used, 5 * MIB);
+    assert_eq!(
+        cache.list().iter().map(|e| e.key).collect::<Vec<_>>(),
+        vec![key(50)]
+    );
+    drop(held);
+    assert_eq!(cache.prune(0).unwrap(), 1);
+    assert!(
+        std::fs::read_dir(dir.path().join("data"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+#[test]
+fn a_complete_entry_maps_and_the_map_holds_its_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 100 * MIB);
+    let a = data(6 * MIB + 1, 60);
+    let Lookup::Partial(partial) = cache.lookup(key(60), &meta(&a), 1).unwrap() else {
+        panic!()
+    };
+    assert!(matches!(partial.map(), Err(CacheError::NotComplete)));
+    let Lookup::Partial(lease) = cache.lookup(key(60), &meta(&a), 1).unwrap() else {
+        panic!()
+    };
+    for i in 0..2 {
+        lease.claim(i).unwrap().commit(chunk_of(&a, i)).unwrap();
+    }
+    let mapped = lease.map().unwrap();
+    assert_eq!(&mapped[..], &a[..]);
+    assert!(matches!(cache.evict(&key(60)), Err(CacheError::InUse)));
+    drop(mapped);
+    cache.evict(&key(60)).unwrap();
+}
+
+#[test]
+fn list_and_stats_report_the_inventory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 100 * MIB);
+    let a = data(9 * MIB, 61);
+    fill(&cache, key(61), &a);
+    let b = data(9 * MIB, 62);
+    let Lookup::Partial(lease) = cache.lookup(key(62), &meta(&b), 7).unwrap() else {
+        panic!()
+    };
+    lease.claim(0).unwrap().commit(chunk_of(&b, 0)).unwrap();
+    let list = cache.list();
+    assert_eq!(list.len(), 2);
+    assert_eq!(
+        (list[0].key, list[0].state, list[0].bytes_present),
+        (key(61), State::Complete, 9 * MIB)
+    );
+    assert_eq!(
+        (
+            list[1].key,
+            list[1].state,
+            list[1].bytes_present,
+            list[1].last_access
+        ),
+        (key(62), State::Filling, 4 * MIB, 7)
+    );
+    let s = cache.stats();
+    assert_eq!(
+        (s.bytes_used, s.bytes_limit, s.misses),
+        (18 * MIB, 100 * MIB, 2)
+    );
+}
