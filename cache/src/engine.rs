@@ -23,8 +23,10 @@ use crate::format::{EntryRecord, Queue, State};
 use crate::index::{Index, Key};
 use crate::policy::S3Fifo;
 
-/// Smallest and largest chunk sizes accepted.
-pub const CHUNK_SIZE_RANGE: std::ops::RangeInclusive<u32> = (4 << 20)..=(16 << 20);
+/// Smallest and largest chunk sizes the cache accepts. Deployments use 4 to
+/// 16 MiB (glance-stream's configuration holds to that); smaller sizes exist
+/// so tests can run many fills quickly.
+pub const CHUNK_SIZE_RANGE: std::ops::RangeInclusive<u32> = (64 << 10)..=(64 << 20);
 /// The default chunk size (see `docs/cache-format.md` for why).
 pub const DEFAULT_CHUNK_SIZE: u32 = 8 << 20;
 
