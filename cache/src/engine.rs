@@ -31,7 +31,7 @@ pub const CHUNK_SIZE_RANGE: std::ops::RangeInclusive<u32> = (64 << 10)..=(64 << 
 pub const DEFAULT_CHUNK_SIZE: u32 = 8 << 20;
 
 /// How the cache is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CacheConfig {
     /// The cache directory.
     pub dir: PathBuf,
@@ -39,7 +39,36 @@ pub struct CacheConfig {
     pub max_bytes: u64,
     /// Chunk size (new entries; existing ones keep theirs).
     pub chunk_size: u32,
+    /// Fault injection for tests: asked before each data write, data sync
+    /// and index write of a chunk commit; an error it returns is what that
+    /// operation returns. `None` in production.
+    pub faults: Option<FaultHook>,
 }
+
+impl std::fmt::Debug for CacheConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheConfig")
+            .field("dir", &self.dir)
+            .field("max_bytes", &self.max_bytes)
+            .field("chunk_size", &self.chunk_size)
+            .field("faults", &self.faults.is_some())
+            .finish()
+    }
+}
+
+/// Where a commit consults the fault hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// Before writing a chunk's bytes.
+    DataWrite,
+    /// Before `fdatasync` of the data file.
+    DataSync,
+    /// Before recording the chunk (or a state change) in the index.
+    IndexWrite,
+}
+
+/// A fault hook (see [`CacheConfig::faults`]).
+pub type FaultHook = Arc<dyn Fn(FaultPoint) -> std::io::Result<()> + Send + Sync>;
 
 /// What the caller knows of an image (from its signed link).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,6 +298,14 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> CacheError + '_ {
 }
 
 impl Inner {
+    /// Asks the fault hook, if any.
+    fn fault(&self, point: FaultPoint, path: &Path) -> Result<(), CacheError> {
+        match &self.config.faults {
+            Some(hook) => hook(point).map_err(io_err(path)),
+            None => Ok(()),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Shared> {
         // A panic elsewhere while holding the lock leaves bookkeeping that is
         // still consistent (every update is a single assignment), so recover.
@@ -790,9 +827,12 @@ impl Claim {
             });
         }
         let crc = crc32fast::hash(data);
+        inner.fault(FaultPoint::DataWrite, &path)?;
         self.file.write_all_at(data, start).map_err(io_err(&path))?;
+        inner.fault(FaultPoint::DataSync, &path)?;
         self.file.sync_data().map_err(io_err(&path))?;
         let chunk = u32::try_from(self.chunk).map_err(|_| CacheError::NotFound)?;
+        inner.fault(FaultPoint::IndexWrite, &path)?;
         inner.index.put_chunk(&self.key, chunk, crc)?;
         self.done = true;
         // Hash in order when this is the chunk the running hashes expect;

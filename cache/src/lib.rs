@@ -22,7 +22,7 @@ mod recovery;
 
 pub use engine::{
     CHUNK_SIZE_RANGE, Cache, CacheConfig, ChunkState, ChunkWait, Claim, Committed,
-    DEFAULT_CHUNK_SIZE, EntryInfo, ImageMeta, Lease, Lookup, MAX_WAITERS, MappedImage, ScrubReport,
-    Stats,
+    DEFAULT_CHUNK_SIZE, EntryInfo, FaultHook, FaultPoint, ImageMeta, Lease, Lookup, MAX_WAITERS,
+    MappedImage, ScrubReport, Stats,
 };
 pub use error::CacheError;

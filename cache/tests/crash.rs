@@ -35,6 +35,7 @@ fn open(dir: &Path) -> Cache {
         dir: dir.to_path_buf(),
         max_bytes: 64 << 20,
         chunk_size: CHUNK,
+        faults: None,
     })
     .unwrap()
 }
@@ -93,6 +94,8 @@ fn crash_by_sigkill_at_random_moments_leaves_only_right_bytes() {
                 "--test-threads=1",
             ])
             .env(CHILD_ENV, dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         seed ^= seed << 13;

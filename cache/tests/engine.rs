@@ -32,6 +32,7 @@ fn open(dir: &Path, max: u64) -> Cache {
         dir: dir.to_path_buf(),
         max_bytes: max,
         chunk_size: CHUNK,
+        faults: None,
     })
     .unwrap()
 }
@@ -369,6 +370,7 @@ fn an_index_of_another_format_version_is_refused() {
         dir: dir.path().to_path_buf(),
         max_bytes: MIB,
         chunk_size: CHUNK,
+        faults: None,
     })
     .err()
     .unwrap();
@@ -382,6 +384,7 @@ fn a_chunk_size_out_of_range_is_refused() {
         dir: dir.path().to_path_buf(),
         max_bytes: MIB,
         chunk_size: 1024,
+        faults: None,
     })
     .err()
     .unwrap();

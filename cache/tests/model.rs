@@ -66,6 +66,7 @@ fn open(dir: &Path) -> Cache {
         dir: dir.to_path_buf(),
         max_bytes: LIMIT,
         chunk_size: CHUNK,
+        faults: None,
     })
     .unwrap()
 }

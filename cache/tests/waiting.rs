@@ -28,6 +28,7 @@ fn open(dir: &std::path::Path) -> Cache {
         dir: dir.to_path_buf(),
         max_bytes: 1 << 30,
         chunk_size: CHUNK,
+        faults: None,
     })
     .unwrap()
 }
