@@ -534,3 +534,31 @@ fn list_and_stats_report_the_inventory() {
         (18 * MIB, 100 * MIB, 2)
     );
 }
+
+#[test]
+fn evict_the_size_limit_holds_under_a_concurrent_burst_of_reservations() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 40 * MIB);
+    std::thread::scope(|s| {
+        for t in 0..8u8 {
+            let cache = cache.clone();
+            s.spawn(move || {
+                let mut held = Vec::new();
+                for n in 0..12u8 {
+                    let k = t * 16 + n;
+                    let bytes = data(u64::from(n % 5 + 1) * MIB, k);
+                    if let Lookup::Partial(l) = cache.lookup(key(k), &meta(&bytes), 1).unwrap() {
+                        // Keep some leases to pin entries while others reserve.
+                        if n % 3 == 0 {
+                            held.push(l);
+                        }
+                    }
+                    assert!(cache.stats().bytes_used <= 40 * MIB);
+                }
+            });
+        }
+    });
+    let listed: u64 = cache.list().iter().map(|e| e.size).sum();
+    assert!(listed <= 40 * MIB, "{listed}");
+    assert_eq!(listed, cache.stats().bytes_used);
+}
