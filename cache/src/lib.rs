@@ -1,7 +1,7 @@
 //! glance-cache: the chunked on-disk image cache behind glance-stream.
 //!
 //! One sparse data file per image and a redb index ([`index`]) whose entry
-//! records have a byte-exact format ([`format`], written down in
+//! records have a byte-exact format ([`mod@format`], written down in
 //! `docs/cache-format.md`). [`Cache`] admits images with space reserved up
 //! front, evicts with S3-FIFO ([`policy`], measured against LRU by `cargo
 //! bench -p glance-cache --bench hit_ratio`), hands out one [`Claim`] per
