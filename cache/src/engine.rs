@@ -2,9 +2,12 @@
 //! chunk, the durability order (data, then index), whole-image verification,
 //! leases that keep an entry from eviction, and recovery on open.
 //!
-//! Thread-safe: the in-memory state sits behind one mutex held only for
-//! bookkeeping (never across disk I/O), so monoio worker threads share one
-//! `Cache`.
+//! Thread-safe: the in-memory state sits behind one mutex, so monoio worker
+//! threads share one `Cache`. It is never held across data-file I/O (chunk
+//! writes, syncs, read-backs); index commits of state changes are made under
+//! it, so they land in the order the state changed. Leases and claims carry
+//! their entry's generation (its `seq`), so a late one never acts on a later
+//! entry of the same image.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -224,6 +227,17 @@ impl Entry {
     }
 }
 
+/// Most chunks of one entry (a larger image is streamed through, not cached).
+pub const MAX_CHUNKS: u64 = 1 << 20;
+
+/// The entry of `key` if it is still generation `generation`.
+fn current<'a>(shared: &'a mut Shared, key: &Key, generation: u64) -> Option<&'a mut Entry> {
+    shared
+        .entries
+        .get_mut(key)
+        .filter(|e| e.record.seq == generation)
+}
+
 /// Most readers that may wait on one entry at once.
 pub const MAX_WAITERS: usize = 4096;
 
@@ -264,6 +278,9 @@ pub enum Lookup {
 pub struct Lease {
     inner: Arc<Inner>,
     key: Key,
+    /// The entry's generation (its record's `seq`): a lease never acts on a
+    /// later entry of the same image.
+    generation: u64,
     file: Arc<File>,
     record: EntryRecord,
 }
@@ -273,6 +290,9 @@ pub struct Lease {
 pub struct Claim {
     inner: Arc<Inner>,
     key: Key,
+    /// The generation of the entry the claim was taken on; the claim also
+    /// counts as a lease on it, so the entry is not evicted under a filler.
+    generation: u64,
     chunk: u64,
     file: Arc<File>,
     done: bool,
@@ -316,17 +336,34 @@ impl Inner {
         self.data_dir.join(hex::encode(key))
     }
 
-    /// Removes an entry's data, index rows and bookkeeping (caller holds no lease).
+    /// Removes an entry's bookkeeping, index rows and data. The file is only
+    /// unlinked, never truncated: a reader that still has it open (or
+    /// mapped) keeps intact bytes.
     fn remove(&self, shared: &mut Shared, key: &Key) -> Result<(), CacheError> {
         if let Some(mut e) = shared.entries.remove(key) {
             e.wake_all();
         }
         shared.policy.remove(key);
-        self.index.remove_entry(key)?;
-        match std::fs::remove_file(self.path(key)) {
+        let indexed = self.index.remove_entry(key);
+        let unlinked = match std::fs::remove_file(self.path(key)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&self.path(key))(e)),
             _ => Ok(()),
+        };
+        indexed.and(unlinked)
+    }
+
+    /// Removes entries the policy already let go of; every one is processed
+    /// before the first error is returned, so bookkeeping never drifts.
+    fn remove_evicted(&self, shared: &mut Shared, victims: &[Key]) -> Result<(), CacheError> {
+        let mut first_error = Ok(());
+        for victim in victims {
+            shared.stats.evictions += 1;
+            let result = self.remove(shared, victim);
+            if first_error.is_ok() {
+                first_error = result;
+            }
         }
+        first_error
     }
 }
 
@@ -375,6 +412,12 @@ impl Cache {
     /// admitted afresh, unless a reader holds it (then: bypass).
     pub fn lookup(&self, key: Key, meta: &ImageMeta, now: u64) -> Result<Lookup, CacheError> {
         let inner = &self.inner;
+        let chunks_needed = meta.size.div_ceil(u64::from(inner.config.chunk_size));
+        if meta.size == 0 || chunks_needed > MAX_CHUNKS {
+            // Nothing to cache, or more chunks than one entry tracks.
+            inner.lock().stats.bypasses += 1;
+            return Ok(Lookup::Bypass);
+        }
         let mut shared = inner.lock();
         if let Some(entry) = shared.entries.get(&key) {
             let r = &entry.record;
@@ -394,6 +437,7 @@ impl Cache {
             let lease = Lease {
                 inner: Arc::clone(inner),
                 key,
+                generation: entry.record.seq,
                 file: Arc::clone(&entry.file),
                 record: entry.record.clone(),
             };
@@ -423,13 +467,12 @@ impl Cache {
                 return Ok(Lookup::Bypass);
             }
         };
-        for victim in &admission.evicted {
-            shared.stats.evictions += 1;
-            if let Some(mut e) = shared.entries.remove(victim) {
-                e.wake_all();
+        let evicted = inner.remove_evicted(&mut shared, &admission.evicted);
+        if let Err(e) = evicted {
+            if admission.admitted {
+                shared.policy.remove(&key);
             }
-            inner.index.remove_entry(victim)?;
-            let _ = std::fs::remove_file(inner.path(victim));
+            return Err(e);
         }
         if !admission.admitted {
             shared.stats.bypasses += 1;
@@ -450,13 +493,7 @@ impl Cache {
             seq: shared.seq,
         };
         let path = inner.path(&key);
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .and_then(|f| f.set_len(meta.size).map(|()| f));
+        let file = create_data_file(&path, meta.size);
         let file = match file {
             Ok(f) => Arc::new(f),
             Err(e) => {
@@ -481,6 +518,7 @@ impl Cache {
         Ok(Lookup::Partial(Lease {
             inner: Arc::clone(inner),
             key,
+            generation: record.seq,
             file,
             record,
         }))
@@ -511,10 +549,7 @@ impl Cache {
                 entries.get(k).is_none_or(|e| e.leases == 0)
             })
         };
-        for key in &evicted {
-            shared.stats.evictions += 1;
-            self.inner.remove(&mut shared, key)?;
-        }
+        self.inner.remove_evicted(&mut shared, &evicted)?;
         Ok(evicted.len())
     }
 
@@ -544,19 +579,31 @@ impl Cache {
             report.bad += 1;
             let mut shared = self.inner.lock();
             shared.stats.scrub_failures += 1;
-            let Some(entry) = shared.entries.get_mut(&key) else {
+            let Some(entry) = current(&mut shared, &key, record.seq) else {
                 continue;
             };
-            if let Some(slot) = entry.chunks.get_mut(chunk as usize) {
-                *slot = ChunkState::Missing;
+            if entry.record.state == State::Complete {
+                // A complete entry may be mapped or read: its file is never
+                // rewritten in place. Without readers it is dropped (and
+                // fetched again on demand); with readers it is left for the
+                // next pass.
+                if entry.leases == 0 {
+                    shared.stats.evictions += 1;
+                    self.inner.remove(&mut shared, &key)?;
+                }
+                continue;
             }
-            entry.record.state = State::Filling;
-            let r = entry.record.clone();
-            drop(shared);
-            if let Ok(c) = u32::try_from(chunk) {
-                self.inner.index.drop_chunk(&key, c)?;
+            if entry.chunks.get(chunk as usize) == Some(&ChunkState::Present) {
+                if let Some(slot) = entry.chunks.get_mut(chunk as usize) {
+                    *slot = ChunkState::Missing;
+                }
+                // The running hashes no longer cover a complete prefix.
+                entry.hasher = None;
+                entry.wake_all();
+                if let Ok(c) = u32::try_from(chunk) {
+                    self.inner.index.drop_chunk(&key, c)?;
+                }
             }
-            self.inner.index.put_entry(&key, &r)?;
         }
         Ok(report)
     }
@@ -647,21 +694,18 @@ impl Lease {
         &self.file
     }
 
-    /// The state of chunk `i`.
+    /// The state of chunk `i` (`None` past the end, or once the entry was
+    /// invalidated).
     pub fn chunk(&self, i: u64) -> Option<ChunkState> {
-        let shared = self.inner.lock();
-        shared
-            .entries
-            .get(&self.key)
+        let mut shared = self.inner.lock();
+        current(&mut shared, &self.key, self.generation)
             .and_then(|e| e.chunks.get(usize::try_from(i).ok()?).copied())
     }
 
     /// Whether the entry is complete and verified.
     pub fn is_complete(&self) -> bool {
-        let shared = self.inner.lock();
-        shared
-            .entries
-            .get(&self.key)
+        let mut shared = self.inner.lock();
+        current(&mut shared, &self.key, self.generation)
             .is_some_and(|e| e.record.state == State::Complete)
     }
 
@@ -680,17 +724,20 @@ impl Lease {
     }
 
     /// Claims chunk `i` for filling; `None` if it is present or being filled.
+    /// The claim holds the entry like a lease until it is committed or dropped.
     pub fn claim(&self, i: u64) -> Option<Claim> {
         let mut shared = self.inner.lock();
-        let entry = shared.entries.get_mut(&self.key)?;
+        let entry = current(&mut shared, &self.key, self.generation)?;
         let slot = entry.chunks.get_mut(usize::try_from(i).ok()?)?;
         if *slot != ChunkState::Missing {
             return None;
         }
         *slot = ChunkState::Filling;
+        entry.leases += 1;
         Some(Claim {
             inner: Arc::clone(&self.inner),
             key: self.key,
+            generation: self.generation,
             chunk: i,
             file: Arc::clone(&self.file),
             done: false,
@@ -701,11 +748,17 @@ impl Lease {
     /// (TLS). The mapping keeps the lease, so the entry is not evicted while
     /// it is read.
     pub fn map(self) -> Result<MappedImage, CacheError> {
-        if !self.is_complete() {
-            return Err(CacheError::NotComplete);
-        }
-        let map =
-            crate::map::map_complete(&self.file).map_err(io_err(&self.inner.path(&self.key)))?;
+        let map = {
+            // Checked and mapped under the lock: nothing changes the entry between.
+            let mut shared = self.inner.lock();
+            match current(&mut shared, &self.key, self.generation) {
+                Some(e) if e.record.state == State::Complete => {
+                    crate::map::map_complete(&self.file)
+                        .map_err(io_err(&self.inner.path(&self.key)))?
+                }
+                _ => return Err(CacheError::NotComplete),
+            }
+        };
         Ok(MappedImage { map, _lease: self })
     }
 
@@ -753,8 +806,8 @@ impl Future for ChunkWait<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let inner = Arc::clone(&self.lease.inner);
         let mut shared = inner.lock();
-        let Some(entry) = shared.entries.get_mut(&self.lease.key) else {
-            // Invalidated (or evicted) while we waited.
+        let Some(entry) = current(&mut shared, &self.lease.key, self.lease.generation) else {
+            // Invalidated while we waited.
             return Poll::Ready(Err(CacheError::NotFound));
         };
         let state = usize::try_from(self.chunk)
@@ -783,7 +836,7 @@ impl Drop for ChunkWait<'_> {
     fn drop(&mut self) {
         if self.registered {
             let mut shared = self.lease.inner.lock();
-            if let Some(e) = shared.entries.get_mut(&self.lease.key) {
+            if let Some(e) = current(&mut shared, &self.lease.key, self.lease.generation) {
                 e.waiters.remove(&self.id);
             }
         }
@@ -793,7 +846,7 @@ impl Drop for ChunkWait<'_> {
 impl Drop for Lease {
     fn drop(&mut self) {
         let mut shared = self.inner.lock();
-        if let Some(e) = shared.entries.get_mut(&self.key) {
+        if let Some(e) = current(&mut shared, &self.key, self.generation) {
             e.leases = e.leases.saturating_sub(1);
         }
     }
@@ -811,12 +864,9 @@ impl Claim {
     pub fn commit(mut self, data: &[u8]) -> Result<Committed, CacheError> {
         let inner = Arc::clone(&self.inner);
         let path = inner.path(&self.key);
-        let record = {
-            let shared = inner.lock();
-            match shared.entries.get(&self.key) {
-                Some(e) => e.record.clone(),
-                None => return Err(CacheError::NotFound),
-            }
+        let record = match current(&mut inner.lock(), &self.key, self.generation) {
+            Some(e) => e.record.clone(),
+            None => return Err(CacheError::NotFound),
         };
         let (start, end) = record.chunk_range(self.chunk).ok_or(CacheError::NotFound)?;
         if data.len() as u64 != end - start {
@@ -833,14 +883,14 @@ impl Claim {
         self.file.sync_data().map_err(io_err(&path))?;
         let chunk = u32::try_from(self.chunk).map_err(|_| CacheError::NotFound)?;
         inner.fault(FaultPoint::IndexWrite, &path)?;
-        inner.index.put_chunk(&self.key, chunk, crc)?;
+        // The index row is written only if the entry is still this generation.
+        inner
+            .index
+            .put_chunk(&self.key, self.generation, chunk, crc)?;
         self.done = true;
         // Hash in order when this is the chunk the running hashes expect;
         // the work happens outside the lock.
-        let mut hasher = inner
-            .lock()
-            .entries
-            .get_mut(&self.key)
+        let mut hasher = current(&mut inner.lock(), &self.key, self.generation)
             .and_then(|e| e.hasher.take_if(|h| h.next == self.chunk));
         if let Some(h) = hasher.as_mut() {
             h.md5.update(data);
@@ -849,7 +899,7 @@ impl Claim {
         }
         let all_present = {
             let mut shared = inner.lock();
-            let Some(entry) = shared.entries.get_mut(&self.key) else {
+            let Some(entry) = current(&mut shared, &self.key, self.generation) else {
                 return Err(CacheError::NotFound);
             };
             if let Some(slot) = entry.chunks.get_mut(self.chunk as usize) {
@@ -867,78 +917,101 @@ impl Claim {
             }
             entry.wake_all();
             if entry.record.state == State::Reserved {
+                // Under the lock, so it can never land after `finish`'s Complete.
                 entry.record.state = State::Filling;
-                let r = entry.record.clone();
-                drop(shared);
-                inner.index.put_entry(&self.key, &r)?;
-                shared = inner.lock();
+                inner.index.put_entry(&self.key, &entry.record)?;
             }
-            shared
-                .entries
-                .get(&self.key)
-                .is_some_and(|e| e.chunks.iter().all(|c| *c == ChunkState::Present))
+            entry.chunks.iter().all(|c| *c == ChunkState::Present)
         };
         if !all_present {
             return Ok(Committed::Chunk);
         }
-        self.finish(&record)
+        finish(&inner, &self.key, self.generation, &self.file)
     }
+}
 
-    /// Checks the whole image's md5 and sha512: from the running hashes when
-    /// the fill was sequential, else by reading the image back.
-    fn finish(&self, record: &EntryRecord) -> Result<Committed, CacheError> {
-        let inner = &self.inner;
-        let path = inner.path(&self.key);
-        let running = inner
-            .lock()
-            .entries
-            .get_mut(&self.key)
-            .and_then(|e| e.hasher.take_if(|h| h.next == record.chunk_count()));
-        let (md5, sha512) = match running {
-            Some(h) => (h.md5.finalize().into(), h.sha512.finalize().into()),
-            None => {
-                inner.lock().stats.read_backs += 1;
-                hash_file(&self.file, record.size).map_err(io_err(&path))?
-            }
-        };
+/// Checks a fully present entry's md5 and sha512 (from its running hashes
+/// when the fill was sequential, else by reading it back) and marks it
+/// complete, or invalid and removed.
+fn finish(inner: &Inner, key: &Key, generation: u64, file: &File) -> Result<Committed, CacheError> {
+    let path = inner.path(key);
+    let (record, running) = {
         let mut shared = inner.lock();
-        if md5 == record.md5 && sha512 == record.sha512 {
-            let Some(entry) = shared.entries.get_mut(&self.key) else {
-                return Err(CacheError::NotFound);
-            };
-            entry.record.state = State::Complete;
-            let r = entry.record.clone();
-            inner.index.put_entry(&self.key, &r)?;
-            return Ok(Committed::Complete);
+        let Some(entry) = current(&mut shared, key, generation) else {
+            return Err(CacheError::NotFound);
+        };
+        let count = entry.record.chunk_count();
+        (
+            entry.record.clone(),
+            entry.hasher.take_if(|h| h.next == count),
+        )
+    };
+    let (md5, sha512) = match running {
+        Some(h) => (h.md5.finalize().into(), h.sha512.finalize().into()),
+        None => {
+            inner.lock().stats.read_backs += 1;
+            hash_file(file, record.size).map_err(io_err(&path))?
         }
-        shared.stats.invalidations += 1;
-        inner.remove(&mut shared, &self.key)?;
-        Ok(Committed::Invalid)
+    };
+    let mut shared = inner.lock();
+    let Some(entry) = current(&mut shared, key, generation) else {
+        return Err(CacheError::NotFound);
+    };
+    if md5 == record.md5 && sha512 == record.sha512 {
+        // A chunk may have been forgotten (scrub) while the hashes ran.
+        if entry.chunks.iter().any(|c| *c != ChunkState::Present) {
+            return Ok(Committed::Chunk);
+        }
+        entry.record.state = State::Complete;
+        inner.index.put_entry(key, &entry.record)?;
+        return Ok(Committed::Complete);
     }
+    shared.stats.invalidations += 1;
+    inner.remove(&mut shared, key)?;
+    Ok(Committed::Invalid)
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        if self.done {
-            return;
-        }
         let mut shared = self.inner.lock();
-        if let Some(slot) = shared
-            .entries
-            .get_mut(&self.key)
-            .and_then(|e| e.chunks.get_mut(self.chunk as usize))
+        let Some(entry) = current(&mut shared, &self.key, self.generation) else {
+            return;
+        };
+        entry.leases = entry.leases.saturating_sub(1);
+        if !self.done
+            && let Some(slot) = entry.chunks.get_mut(self.chunk as usize)
             && *slot == ChunkState::Filling
         {
             *slot = ChunkState::Missing;
-            if let Some(e) = shared.entries.get_mut(&self.key) {
-                e.wake_all();
-            }
+            entry.wake_all();
         }
     }
 }
 
+/// Creates an entry's data file at its full length (sparse). A new entry
+/// always gets a new file: one left at the path (a failed unlink) is
+/// unlinked first, never truncated, since a reader may still hold it.
+fn create_data_file(path: &Path, size: u64) -> std::io::Result<File> {
+    let open = || {
+        File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+    };
+    let file = match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(path)?;
+            open()?
+        }
+        other => other?,
+    };
+    file.set_len(size)?;
+    Ok(file)
+}
+
 /// md5 and sha512 of the first `size` bytes of a file.
-fn hash_file(file: &File, size: u64) -> std::io::Result<([u8; 16], [u8; 64])> {
+pub(crate) fn hash_file(file: &File, size: u64) -> std::io::Result<([u8; 16], [u8; 64])> {
     let mut md5 = md5::Md5::new();
     let mut sha = sha2::Sha512::new();
     let mut buf = vec![0u8; 1 << 20];

@@ -65,13 +65,32 @@ impl Index {
         txn.commit().map_err(db)
     }
 
-    /// Records a chunk as present with its crc32 (after its data is durable).
-    pub fn put_chunk(&self, key: &Key, chunk: u32, crc: u32) -> Result<(), CacheError> {
+    /// Records a chunk as present with its crc32 (after its data is durable),
+    /// in the same transaction that checks the entry is still generation
+    /// `generation`: a late commit never adds rows to a later entry or an orphan.
+    pub fn put_chunk(
+        &self,
+        key: &Key,
+        generation: u64,
+        chunk: u32,
+        crc: u32,
+    ) -> Result<(), CacheError> {
         let txn = self.db.begin_write().map_err(db)?;
-        txn.open_table(CHUNKS)
-            .map_err(db)?
-            .insert((key, chunk), crc)
-            .map_err(db)?;
+        {
+            let entries = txn.open_table(ENTRIES).map_err(db)?;
+            let current = entries
+                .get(key)
+                .map_err(db)?
+                .and_then(|v| EntryRecord::decode(v.value()).ok())
+                .is_some_and(|r| r.seq == generation);
+            if !current {
+                return Err(CacheError::NotFound);
+            }
+            txn.open_table(CHUNKS)
+                .map_err(db)?
+                .insert((key, chunk), crc)
+                .map_err(db)?;
+        }
         txn.commit().map_err(db)
     }
 

@@ -167,7 +167,7 @@ impl<K: Clone + Eq + Hash> S3Fifo<K> {
                 return (evicted, false);
             }
             budget -= 1;
-            let small_full = self.small_bytes >= self.capacity * SMALL_PERCENT / 100;
+            let small_full = self.small_bytes >= self.capacity / 100 * SMALL_PERCENT;
             let main_stuck = misses > self.main.len();
             let from_small =
                 !self.small.is_empty() && (small_full || self.main.is_empty() || main_stuck);

@@ -16,7 +16,9 @@ use crate::index::Key;
 ///   file is missing or has the wrong length: entry and file removed;
 /// - a `filling` or `reserved` entry: each recorded chunk's crc32 is checked
 ///   against the file; a bad chunk is forgotten (it will be filled again);
-/// - a `complete` entry missing any chunk row goes back to `filling`;
+/// - a `complete` entry missing any chunk row goes back to `filling`; an
+///   unfinished entry with every chunk present is verified now (complete, or
+///   dropped);
 /// - a file in the data directory with no entry (a crash between creating it
 ///   and indexing it): removed.
 ///
@@ -45,6 +47,10 @@ pub(crate) fn recover(view: &RecoveryView<'_>) -> Result<(), CacheError> {
                 continue;
             }
         };
+        if record.chunk_count() > crate::engine::MAX_CHUNKS {
+            drop_entry(view, &key)?;
+            continue;
+        }
         let count = record.chunk_count() as usize;
         let mut chunks = vec![ChunkState::Missing; count];
         let mut crcs = vec![0u32; count];
@@ -63,9 +69,24 @@ pub(crate) fn recover(view: &RecoveryView<'_>) -> Result<(), CacheError> {
                 view.index.drop_chunk(&key, chunk)?;
             }
         }
-        if record.state == State::Complete && chunks.iter().any(|c| *c != ChunkState::Present) {
+        let all_present = chunks.iter().all(|c| *c == ChunkState::Present);
+        if record.state == State::Complete && !all_present {
             record.state = State::Filling;
             view.index.put_entry(&key, &record)?;
+        }
+        if record.state != State::Complete && all_present {
+            // Stopped between the last chunk and the hash check: check now,
+            // or no commit would ever come to finish it.
+            match crate::engine::hash_file(&file, record.size) {
+                Ok((md5, sha512)) if md5 == record.md5 && sha512 == record.sha512 => {
+                    record.state = State::Complete;
+                    view.index.put_entry(&key, &record)?;
+                }
+                _ => {
+                    drop_entry(view, &key)?;
+                    continue;
+                }
+            }
         }
         if view.restore(key, record, chunks, crcs, file) {
             kept.insert(name);

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use glance_cache::format::State;
 use glance_cache::{Cache, CacheConfig, CacheError, ChunkState, Committed, ImageMeta, Lookup};
 use md5::Digest as _;
+use redb::ReadableTable as _;
 
 const CHUNK: u32 = 4 << 20;
 const MIB: u64 = 1 << 20;
@@ -427,7 +428,7 @@ fn integrity_sequential_fills_verify_without_reading_back_and_others_read_back()
 }
 
 #[test]
-fn crc_scrub_finds_a_damaged_chunk_and_it_is_filled_again() {
+fn crc_scrub_drops_a_damaged_complete_entry_and_it_is_fetched_again() {
     let dir = tempfile::tempdir().unwrap();
     let cache = open(dir.path(), 100 * MIB);
     let a = data(9 * MIB, 43);
@@ -435,21 +436,105 @@ fn crc_scrub_finds_a_damaged_chunk_and_it_is_filled_again() {
     let report = cache.scrub(100).unwrap();
     assert_eq!((report.checked, report.bad), (3, 0));
     let path = dir.path().join("data").join(hex::encode(key(43)));
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     f.write_all_at(&[!a[(4 * MIB + 7) as usize]], 4 * MIB + 7)
         .unwrap();
+    // While a reader holds it, a complete entry is left alone (its file may
+    // be mapped: never rewritten in place).
+    let Lookup::Hit(held) = cache.lookup(key(43), &meta(&a), 2).unwrap() else {
+        panic!()
+    };
+    let bad: usize = (0..3).map(|_| cache.scrub(1).unwrap().bad).sum();
+    assert_eq!(bad, 1);
+    assert_eq!(cache.list().len(), 1);
+    drop(held);
     // Budgeted steps: one chunk per call, wrapping around.
     let bad: usize = (0..3).map(|_| cache.scrub(1).unwrap().bad).sum();
     assert_eq!(bad, 1);
-    assert_eq!(cache.stats().scrub_failures, 1);
-    let Lookup::Partial(lease) = cache.lookup(key(43), &meta(&a), 2).unwrap() else {
-        panic!("a damaged entry is not a hit");
+    assert_eq!(cache.stats().scrub_failures, 2);
+    assert!(cache.list().is_empty(), "the damaged entry is dropped");
+    assert_eq!(fill(&cache, key(43), &a), Committed::Complete);
+}
+
+#[test]
+fn crc_scrub_forgets_a_damaged_chunk_of_an_unfinished_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 100 * MIB);
+    let a = data(9 * MIB, 44);
+    let Lookup::Partial(lease) = cache.lookup(key(44), &meta(&a), 1).unwrap() else {
+        panic!()
     };
+    lease.claim(0).unwrap().commit(chunk_of(&a, 0)).unwrap();
+    lease.claim(1).unwrap().commit(chunk_of(&a, 1)).unwrap();
+    let path = dir.path().join("data").join(hex::encode(key(44)));
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[!a[(4 * MIB + 1) as usize]], 4 * MIB + 1)
+        .unwrap();
+    assert_eq!(cache.scrub(10).unwrap().bad, 1);
     assert_eq!(lease.chunk(1), Some(ChunkState::Missing));
+    lease.claim(1).unwrap().commit(chunk_of(&a, 1)).unwrap();
     assert_eq!(
-        lease.claim(1).unwrap().commit(chunk_of(&a, 1)).unwrap(),
+        lease.claim(2).unwrap().commit(chunk_of(&a, 2)).unwrap(),
         Committed::Complete
     );
+}
+
+#[test]
+fn evict_an_outstanding_claim_holds_the_entry_like_a_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 100 * MIB);
+    let a = data(9 * MIB, 45);
+    let Lookup::Partial(lease) = cache.lookup(key(45), &meta(&a), 1).unwrap() else {
+        panic!()
+    };
+    let claim = lease.claim(0).unwrap();
+    drop(lease);
+    assert!(matches!(cache.evict(&key(45)), Err(CacheError::InUse)));
+    assert_eq!(claim.commit(chunk_of(&a, 0)).unwrap(), Committed::Chunk);
+    cache.evict(&key(45)).unwrap();
+}
+
+#[test]
+fn crash_between_the_last_chunk_and_the_hash_check_is_finished_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = data(9 * MIB, 46);
+    {
+        let cache = open(dir.path(), 100 * MIB);
+        fill(&cache, key(46), &a);
+    }
+    // Put the record back to `filling`, as a crash before the complete
+    // record was written leaves it.
+    {
+        let db = redb::Database::create(dir.path().join("index.redb")).unwrap();
+        let def: redb::TableDefinition<&[u8; 16], &[u8]> = redb::TableDefinition::new("entries");
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(def).unwrap();
+            let mut r = glance_cache::format::EntryRecord::decode(
+                t.get(&key(46)).unwrap().unwrap().value(),
+            )
+            .unwrap();
+            r.state = State::Filling;
+            t.insert(&key(46), r.encode().as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let cache = open(dir.path(), 100 * MIB);
+    assert!(matches!(
+        cache.lookup(key(46), &meta(&a), 2).unwrap(),
+        Lookup::Hit(_)
+    ));
+}
+
+#[test]
+fn an_empty_image_is_never_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 100 * MIB);
+    assert!(matches!(
+        cache.lookup(key(47), &meta(&[]), 1).unwrap(),
+        Lookup::Bypass
+    ));
+    assert!(cache.list().is_empty());
 }
 
 #[test]
