@@ -15,9 +15,11 @@ step() { printf '\n== %s\n' "$*"; }
 step "toolchain and system packages"
 cargo --version
 rustc --version
-# Debian packages the tests drive: curl (the operator's client in proxy/tests/curl.rs).
+# Debian packages the tests drive: curl (the operator's client in
+# proxy/tests/curl.rs) and nginx (a real HTTP origin in proxy/tests/origin.rs).
 need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
+[ -x /usr/sbin/nginx ] || need+=(nginx-light)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"

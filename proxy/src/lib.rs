@@ -16,6 +16,7 @@ pub mod image;
 pub mod isolate;
 pub mod metrics;
 pub mod mint;
+pub mod origin;
 pub mod range;
 pub mod server;
 pub mod signals;

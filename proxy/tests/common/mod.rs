@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod nginx;
+
 use glance_link::{Keyring, LinkParams, SignedLink, StoreId};
 use md5::Digest as _;
 

@@ -1,0 +1,446 @@
+//! Byte ranges of an object from an HTTP origin (the `http` store kind):
+//! ranged GETs over keep-alive connections, pooled per worker thread (monoio
+//! sockets never leave their thread), with connect, first-byte and idle
+//! timeouts. Responses are checked strictly: the status, `Content-Range` and
+//! `Content-Length` must describe exactly the bytes asked for.
+
+use std::cell::RefCell;
+use std::io;
+use std::time::Duration;
+
+use monoio::buf::IoBufMut as _;
+use monoio::io::{AsyncReadRent as _, AsyncWriteRentExt as _};
+use monoio::net::TcpStream;
+
+/// Largest response head read from an origin.
+const MAX_HEAD: usize = 16 << 10;
+
+/// Where an origin is and how patient to be with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginConfig {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Path prefix, starting and ending with `/`; the object name follows it.
+    pub prefix: String,
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+    /// Longest wait for the response head.
+    pub first_byte_timeout: Duration,
+    /// Longest wait for the next body bytes.
+    pub idle_timeout: Duration,
+    /// Idle connections kept per worker thread.
+    pub max_idle: usize,
+}
+
+impl OriginConfig {
+    /// Parses `http://host[:port]/prefix/` (default timeouts: 5 s connect,
+    /// 30 s first byte, 30 s idle; 16 idle connections).
+    pub fn from_url(url: &str) -> Result<OriginConfig, String> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("origin url {url:?} must start with http://"))?;
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
+                let port = p
+                    .parse()
+                    .map_err(|_| format!("origin url {url:?} has a bad port"))?;
+                (h.trim_start_matches('[').trim_end_matches(']'), port)
+            }
+            _ => (authority, 80),
+        };
+        if host.is_empty() || path.contains(['?', '#', ' ']) {
+            return Err(format!(
+                "origin url {url:?} is not a plain http://host:port/prefix/"
+            ));
+        }
+        let mut prefix = format!("/{path}");
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Ok(OriginConfig {
+            host: host.to_owned(),
+            port,
+            prefix,
+            connect_timeout: Duration::from_secs(5),
+            first_byte_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            max_idle: 16,
+        })
+    }
+}
+
+/// Why a fetch failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// No connection could be made.
+    #[error("cannot connect to the origin: {0}")]
+    Connect(io::Error),
+    /// The origin did not answer in time.
+    #[error("origin timed out waiting for {0}")]
+    Timeout(&'static str),
+    /// The origin answered with another status.
+    #[error("origin answered {0}")]
+    Status(u16),
+    /// The answer does not describe the bytes asked for, or is not HTTP.
+    #[error("origin answer is not usable: {0}")]
+    Protocol(String),
+    /// The connection failed mid-answer.
+    #[error("origin connection failed: {0}")]
+    Io(io::Error),
+}
+
+impl FetchError {
+    /// Whether trying again (on a new connection, after a pause) may succeed.
+    pub fn retryable(&self) -> bool {
+        match self {
+            FetchError::Connect(_) | FetchError::Timeout(_) | FetchError::Io(_) => true,
+            FetchError::Status(s) => *s >= 500 || *s == 429,
+            FetchError::Protocol(_) => false,
+        }
+    }
+}
+
+/// An origin and this thread's idle connections to it.
+pub struct Origin {
+    config: OriginConfig,
+    idle: RefCell<Vec<TcpStream>>,
+}
+
+/// What went wrong on one connection attempt.
+enum Attempt {
+    /// The connection was closed before any answer: a stale pooled
+    /// connection, worth one retry on a fresh one.
+    Stale(FetchError),
+    /// A real failure.
+    Failed(FetchError),
+}
+
+impl Origin {
+    /// An origin with an empty pool.
+    pub fn new(config: OriginConfig) -> Origin {
+        Origin {
+            config,
+            idle: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Idle connections pooled now.
+    pub fn idle_connections(&self) -> usize {
+        self.idle.borrow().len()
+    }
+
+    /// Fetches bytes `start..=end` of `object` into `buf` (cleared first).
+    /// The buffer is handed back whatever the outcome.
+    pub async fn fetch(
+        &self,
+        object: &str,
+        start: u64,
+        end: u64,
+        buf: Vec<u8>,
+    ) -> (Result<(), FetchError>, Vec<u8>) {
+        if end < start || object.contains(['/', '?', '#', ' ', '\r', '\n']) {
+            return (
+                Err(FetchError::Protocol("bad object name or range".into())),
+                buf,
+            );
+        }
+        let pooled = self.idle.borrow_mut().pop();
+        let (result, buf) = match pooled {
+            Some(conn) => {
+                let (r, buf) = self.attempt(conn, object, start, end, buf).await;
+                match r {
+                    Err(Attempt::Stale(_)) => match self.connect().await {
+                        Ok(conn) => self.attempt(conn, object, start, end, buf).await,
+                        Err(e) => (Err(Attempt::Failed(e)), buf),
+                    },
+                    other => (other, buf),
+                }
+            }
+            None => match self.connect().await {
+                Ok(conn) => self.attempt(conn, object, start, end, buf).await,
+                Err(e) => (Err(Attempt::Failed(e)), buf),
+            },
+        };
+        let result = result.map_err(|a| match a {
+            Attempt::Stale(e) | Attempt::Failed(e) => e,
+        });
+        (result, buf)
+    }
+
+    async fn connect(&self) -> Result<TcpStream, FetchError> {
+        let addr = (self.config.host.as_str(), self.config.port);
+        match monoio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                Ok(s)
+            }
+            Ok(Err(e)) => Err(FetchError::Connect(e)),
+            Err(_) => Err(FetchError::Timeout("a connection")),
+        }
+    }
+
+    /// One request on one connection; the connection goes back to the pool
+    /// when the answer was read whole and may be reused.
+    async fn attempt(
+        &self,
+        mut conn: TcpStream,
+        object: &str,
+        start: u64,
+        end: u64,
+        mut buf: Vec<u8>,
+    ) -> (Result<(), Attempt>, Vec<u8>) {
+        let c = &self.config;
+        let request = format!(
+            "GET {}{object} HTTP/1.1\r\nHost: {}:{}\r\nRange: bytes={start}-{end}\r\nUser-Agent: glance-stream\r\n\r\n",
+            c.prefix, c.host, c.port
+        );
+        let (written, _) = conn.write_all(request.into_bytes()).await;
+        if let Err(e) = written {
+            return (Err(Attempt::Stale(FetchError::Io(e))), buf);
+        }
+        let head = match monoio::time::timeout(c.first_byte_timeout, read_head(&mut conn)).await {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => return (Err(e), buf),
+            Err(_) => {
+                return (
+                    Err(Attempt::Failed(FetchError::Timeout("the response head"))),
+                    buf,
+                );
+            }
+        };
+        let len = end - start + 1;
+        if let Err(e) = check_head(&head, start, end) {
+            return (Err(Attempt::Failed(e)), buf);
+        }
+        buf.clear();
+        let Ok(want) = usize::try_from(len) else {
+            return (
+                Err(Attempt::Failed(FetchError::Protocol(
+                    "range too large".into(),
+                ))),
+                buf,
+            );
+        };
+        buf.reserve(want);
+        let early = head.body_start.len().min(want);
+        buf.extend_from_slice(&head.body_start[..early]);
+        if head.body_start.len() > want {
+            return (
+                Err(Attempt::Failed(FetchError::Protocol(
+                    "more bytes than announced".into(),
+                ))),
+                buf,
+            );
+        }
+        while buf.len() < want {
+            let filled = buf.len();
+            let read = conn.read(buf.slice_mut(filled..want));
+            let (res, slice) = match monoio::time::timeout(c.idle_timeout, read).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return (
+                        Err(Attempt::Failed(FetchError::Timeout("body bytes"))),
+                        Vec::new(),
+                    );
+                }
+            };
+            buf = slice.into_inner();
+            match res {
+                Ok(0) => {
+                    return (
+                        Err(Attempt::Failed(FetchError::Protocol(
+                            "body cut short".into(),
+                        ))),
+                        buf,
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => return (Err(Attempt::Failed(FetchError::Io(e))), buf),
+            }
+        }
+        if head.keep_alive {
+            let mut idle = self.idle.borrow_mut();
+            if idle.len() < c.max_idle {
+                idle.push(conn);
+            }
+        }
+        (Ok(()), buf)
+    }
+}
+
+/// A parsed response head and the body bytes read with it.
+struct Head {
+    status: u16,
+    content_length: Option<u64>,
+    content_range: Option<String>,
+    chunked: bool,
+    keep_alive: bool,
+    body_start: Vec<u8>,
+}
+
+async fn read_head(conn: &mut TcpStream) -> Result<Head, Attempt> {
+    let mut raw: Vec<u8> = Vec::with_capacity(4096);
+    loop {
+        if raw.len() >= MAX_HEAD {
+            return Err(Attempt::Failed(FetchError::Protocol(
+                "response head too large".into(),
+            )));
+        }
+        if raw.capacity() == raw.len() {
+            raw.reserve(4096);
+        }
+        let filled = raw.len();
+        let cap = raw.capacity().min(MAX_HEAD);
+        let (res, slice) = conn.read(raw.slice_mut(filled..cap)).await;
+        raw = slice.into_inner();
+        match res {
+            Ok(0) if filled == 0 => {
+                return Err(Attempt::Stale(FetchError::Protocol(
+                    "closed before answering".into(),
+                )));
+            }
+            Ok(0) => {
+                return Err(Attempt::Failed(FetchError::Protocol(
+                    "closed mid-head".into(),
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if filled == 0 => return Err(Attempt::Stale(FetchError::Io(e))),
+            Err(e) => return Err(Attempt::Failed(FetchError::Io(e))),
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&raw) {
+            Ok(httparse::Status::Partial) => continue,
+            Err(e) => return Err(Attempt::Failed(FetchError::Protocol(e.to_string()))),
+            Ok(httparse::Status::Complete(n)) => {
+                let mut head = Head {
+                    status: resp.code.unwrap_or(0),
+                    content_length: None,
+                    content_range: None,
+                    chunked: false,
+                    keep_alive: resp.version == Some(1),
+                    body_start: raw[n..].to_vec(),
+                };
+                for h in resp.headers.iter() {
+                    let value = String::from_utf8_lossy(h.value);
+                    if h.name.eq_ignore_ascii_case("content-length") {
+                        head.content_length = value.trim().parse().ok();
+                    } else if h.name.eq_ignore_ascii_case("content-range") {
+                        head.content_range = Some(value.trim().to_owned());
+                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                        head.chunked = true;
+                    } else if h.name.eq_ignore_ascii_case("connection")
+                        && value.to_ascii_lowercase().contains("close")
+                    {
+                        head.keep_alive = false;
+                    }
+                }
+                return Ok(head);
+            }
+        }
+    }
+}
+
+/// The answer must carry exactly bytes `start..=end`.
+fn check_head(head: &Head, start: u64, end: u64) -> Result<(), FetchError> {
+    let len = end - start + 1;
+    if head.chunked {
+        return Err(FetchError::Protocol(
+            "chunked answer to a range request".into(),
+        ));
+    }
+    if head.content_length != Some(len) {
+        return Err(match head.status {
+            200 | 206 => FetchError::Protocol(format!(
+                "Content-Length {:?} for a range of {len} bytes",
+                head.content_length
+            )),
+            s => FetchError::Status(s),
+        });
+    }
+    match head.status {
+        206 => {
+            let want = format!("bytes {start}-{end}/");
+            match &head.content_range {
+                Some(r) if r.starts_with(&want) => Ok(()),
+                other => Err(FetchError::Protocol(format!(
+                    "Content-Range {other:?}, asked for {start}-{end}"
+                ))),
+            }
+        }
+        // An origin that ignores Range sends the whole object: usable only
+        // when that is exactly what was asked for.
+        200 if start == 0 => Ok(()),
+        s => Err(FetchError::Status(s)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_urls_parse_into_host_port_and_prefix() {
+        let c = OriginConfig::from_url("http://10.0.0.5:8080/images").unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.prefix.as_str()),
+            ("10.0.0.5", 8080, "/images/")
+        );
+        let c = OriginConfig::from_url("http://origin/").unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.prefix.as_str()),
+            ("origin", 80, "/")
+        );
+        let c = OriginConfig::from_url("http://[::1]:81/a/b/").unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.prefix.as_str()),
+            ("::1", 81, "/a/b/")
+        );
+        for bad in [
+            "https://x/",
+            "ftp://x",
+            "http://:80/",
+            "http://x:port/",
+            "http://x/a?b",
+        ] {
+            assert!(OriginConfig::from_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn head(status: u16, len: Option<u64>, range: Option<&str>) -> Head {
+        Head {
+            status,
+            content_length: len,
+            content_range: range.map(str::to_owned),
+            chunked: false,
+            keep_alive: true,
+            body_start: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_an_answer_for_exactly_the_asked_range_is_accepted() {
+        assert!(check_head(&head(206, Some(10), Some("bytes 5-14/100")), 5, 14).is_ok());
+        assert!(check_head(&head(200, Some(100), None), 0, 99).is_ok());
+        assert!(check_head(&head(206, Some(10), Some("bytes 6-15/100")), 5, 14).is_err());
+        assert!(check_head(&head(206, Some(9), Some("bytes 5-14/100")), 5, 14).is_err());
+        assert!(check_head(&head(200, Some(100), None), 5, 14).is_err());
+        assert!(matches!(
+            check_head(&head(404, Some(0), None), 0, 9),
+            Err(FetchError::Status(404))
+        ));
+        assert!(matches!(
+            check_head(&head(503, None, None), 0, 9),
+            Err(FetchError::Status(503))
+        ));
+        let mut chunked = head(206, Some(10), Some("bytes 5-14/100"));
+        chunked.chunked = true;
+        assert!(check_head(&chunked, 5, 14).is_err());
+        assert!(FetchError::Status(503).retryable() && !FetchError::Status(404).retryable());
+    }
+}

@@ -1,0 +1,94 @@
+//! Debian's nginx as a real HTTP origin on a free port, serving a directory,
+//! with an access log that records the bytes it sent.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+/// A running nginx.
+pub struct Nginx {
+    pub port: u16,
+    pub root: PathBuf,
+    log: PathBuf,
+    child: Child,
+}
+
+impl Nginx {
+    /// Serves `dir/root` on a free loopback port.
+    pub fn start(dir: &Path) -> Nginx {
+        let root = dir.join("root");
+        let prefix = dir.join("nginx");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(prefix.join("logs")).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = prefix.join("access.log");
+        let conf = prefix.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log stderr warn;\npid {p}/nginx.pid;\n\
+                 events {{ worker_connections 256; }}\n\
+                 http {{\n  log_format bytes '$status $body_bytes_sent $http_range';\n  access_log {l} bytes;\n\
+                   sendfile on;\n  keepalive_requests 100000;\n  keepalive_timeout 1s;\n\
+                   client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fcgi;\n\
+                   uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;\n\
+                   server {{ listen 127.0.0.1:{port}; root {r}; }}\n}}\n",
+                p = prefix.display(),
+                l = log.display(),
+                r = root.display()
+            ),
+        )
+        .unwrap();
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("nginx must be installed (scripts/test-all.sh installs nginx-light)");
+        let child = Command::new(binary)
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&conf)
+            .spawn()
+            .unwrap();
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Nginx {
+            port,
+            root,
+            log,
+            child,
+        }
+    }
+
+    /// Body bytes nginx has sent so far, from its access log.
+    pub fn bytes_sent(&self) -> u64 {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Requests logged so far.
+    pub fn requests(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
