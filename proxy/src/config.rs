@@ -64,6 +64,12 @@ struct RawConfig {
 struct RawCache {
     dir: PathBuf,
     max_bytes: u64,
+    #[serde(default = "default_chunk_mib")]
+    chunk_size_mib: u32,
+}
+
+fn default_chunk_mib() -> u32 {
+    8
 }
 
 #[derive(Deserialize)]
@@ -97,6 +103,8 @@ impl Default for RawHttp {
 struct RawStore {
     kind: StoreKind,
     path: Option<PathBuf>,
+    url: Option<String>,
+    cache: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -148,6 +156,15 @@ pub enum StoreConfig {
     File {
         /// The directory.
         path: PathBuf,
+        /// Serve through the cache (for a directory on NFS); otherwise
+        /// straight from the directory.
+        cache: bool,
+    },
+    /// An HTTP origin: the object of an image is the URL plus its id;
+    /// always served through the cache.
+    Http {
+        /// Where and how to fetch.
+        origin: crate::origin::OriginConfig,
     },
 }
 
@@ -168,6 +185,8 @@ pub struct Config {
     pub cache_dir: PathBuf,
     /// Hard limit on the cache's size in bytes.
     pub cache_max_bytes: u64,
+    /// Cache chunk size in bytes.
+    pub cache_chunk_size: u32,
     /// HTTP limits and timeouts.
     pub http: HttpLimits,
     /// Backend stores by id.
@@ -218,16 +237,34 @@ impl Config {
         let mut stores = BTreeMap::new();
         for (id, store) in raw.stores {
             let store_id = StoreId::new(&id).map_err(|e| invalid(format!("[stores.{id}]: {e}")))?;
-            let store = match (store.kind, store.path) {
-                (StoreKind::File, Some(path)) => StoreConfig::File {
+            let store = match (store.kind, store.path, store.url) {
+                (StoreKind::File, Some(path), None) => StoreConfig::File {
                     path: base.join(path),
+                    cache: store.cache.unwrap_or(false),
                 },
-                (StoreKind::File, None) => {
-                    return Err(invalid(format!("[stores.{id}]: a file store needs `path`")));
-                }
-                (StoreKind::Http | StoreKind::S3 | StoreKind::Swift, _) => {
+                (StoreKind::File, _, _) => {
                     return Err(invalid(format!(
-                        "[stores.{id}]: this build serves only kind = \"file\" stores"
+                        "[stores.{id}]: a file store needs `path` (and no `url`)"
+                    )));
+                }
+                (StoreKind::Http, None, Some(url)) => {
+                    if store.cache == Some(false) {
+                        return Err(invalid(format!(
+                            "[stores.{id}]: an http store is always served through the cache"
+                        )));
+                    }
+                    let origin = crate::origin::OriginConfig::from_url(&url)
+                        .map_err(|e| invalid(format!("[stores.{id}]: {e}")))?;
+                    StoreConfig::Http { origin }
+                }
+                (StoreKind::Http, _, _) => {
+                    return Err(invalid(format!(
+                        "[stores.{id}]: an http store needs `url` (and no `path`)"
+                    )));
+                }
+                (StoreKind::S3 | StoreKind::Swift, _, _) => {
+                    return Err(invalid(format!(
+                        "[stores.{id}]: this build serves kind = \"file\" and \"http\" stores"
                     )));
                 }
             };
@@ -235,6 +272,11 @@ impl Config {
         }
         if raw.cache.max_bytes == 0 {
             return Err(invalid("[cache] max_bytes must be greater than 0".into()));
+        }
+        if !(4..=16).contains(&raw.cache.chunk_size_mib) {
+            return Err(invalid(
+                "[cache] chunk_size_mib must be between 4 and 16".into(),
+            ));
         }
         Ok(Config {
             listen,
@@ -244,6 +286,7 @@ impl Config {
             io_driver: raw.io_driver,
             cache_dir: base.join(raw.cache.dir),
             cache_max_bytes: raw.cache.max_bytes,
+            cache_chunk_size: raw.cache.chunk_size_mib << 20,
             http,
             stores,
         })
@@ -308,9 +351,11 @@ path = "images"
         assert_eq!(
             c.stores[&local],
             StoreConfig::File {
-                path: "/etc/gs/images".into()
+                path: "/etc/gs/images".into(),
+                cache: false,
             }
         );
+        assert_eq!(c.cache_chunk_size, 8 << 20);
     }
 
     #[test]

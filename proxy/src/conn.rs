@@ -47,6 +47,8 @@ pub struct Io {
     pub core: usize,
     /// The request being answered is a HEAD: answers carry no body.
     pub head_only: bool,
+    /// This worker thread's backend connections.
+    pub worker: std::rc::Rc<crate::fill::Worker>,
 }
 
 /// Counts a connection as active for as long as it lives, however its task ends.
@@ -72,7 +74,13 @@ impl Drop for Active {
 }
 
 /// Serves one connection until the client leaves, an error, a timeout or shutdown.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, core: usize) {
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    core: usize,
+    worker: std::rc::Rc<crate::fill::Worker>,
+) {
     let _active = Active::new(&shared, core);
     // Body bytes go out with sendfile, which needs a non-blocking socket to
     // give way when the client is slow.
@@ -92,6 +100,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, cor
             shared,
             core,
             head_only: false,
+            worker,
         },
     };
     loop {

@@ -70,28 +70,57 @@ pub async fn serve(io: &mut Io, head: &RequestHead<'_>, keep_alive: bool) -> io:
             return Ok(keep_alive);
         }
     };
+    let answer = Answer {
+        status,
+        start,
+        end,
+        keep_alive,
+        head_only,
+    };
+    if io.shared.stores.get(&p.store).is_some_and(|s| s.cached()) {
+        return crate::fill::serve(io, &link, &answer).await;
+    }
     let Some(file) = open(io, &link, keep_alive).await? else {
         return Ok(keep_alive);
     };
-    let len = end - start + 1;
-    let mut response = ResponseHead::new(&mut io.out, status)
+    write_head(io, &link, &answer).await?;
+    if !head_only {
+        send_body(io, &file, start, end - start + 1).await?;
+    }
+    Ok(keep_alive)
+}
+
+/// What a request gets: status, byte range, connection handling.
+pub struct Answer {
+    /// 200 or 206.
+    pub status: u16,
+    /// First byte.
+    pub start: u64,
+    /// Last byte, inclusive.
+    pub end: u64,
+    /// Whether the connection stays open.
+    pub keep_alive: bool,
+    /// HEAD: no body.
+    pub head_only: bool,
+}
+
+/// Writes the response head of a download, as Glance's.
+pub async fn write_head(io: &mut Io, link: &VerifiedLink, a: &Answer) -> io::Result<()> {
+    let p = link.params();
+    let mut response = ResponseHead::new(&mut io.out, a.status)
         .header("Content-Type", "application/octet-stream")
-        .header("Content-Length", len);
-    if status == 206 {
+        .header("Content-Length", a.end - a.start + 1);
+    if a.status == 206 {
         response = response.header(
             "Content-Range",
-            format_args!("bytes {start}-{end}/{}", p.size),
+            format_args!("bytes {}-{}/{}", a.start, a.end, p.size),
         );
     }
     response
         .header("Content-MD5", Hex(&p.md5))
-        .finish(keep_alive);
-    io.metrics().response(status);
-    io.write_out().await?;
-    if !head_only {
-        send_body(io, &file, start, len).await?;
-    }
-    Ok(keep_alive)
+        .finish(a.keep_alive);
+    io.metrics().response(a.status);
+    io.write_out().await
 }
 
 /// Opens the link's object, answering the client when that fails.
@@ -136,7 +165,7 @@ async fn open(io: &mut Io, link: &VerifiedLink, keep_alive: bool) -> io::Result<
 /// stalling its other connections; so the range ahead of the send position is
 /// handed to the kernel's readahead (`POSIX_FADV_WILLNEED`, which starts the
 /// reads and returns) well before `sendfile` reaches it.
-async fn send_body(io: &mut Io, file: &File, start: u64, len: u64) -> io::Result<()> {
+pub async fn send_body(io: &mut Io, file: &File, start: u64, len: u64) -> io::Result<()> {
     let socket = io.stream.as_raw_fd();
     let fd = file.as_raw_fd();
     let end = start + len;

@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod fill;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

@@ -31,6 +31,10 @@ pub struct CoreMetrics {
     refused_connections: AtomicU64,
     rejections: [AtomicU64; Rejection::ALL.len()],
     panics: AtomicU64,
+    cache_lookups: [AtomicU64; 3],
+    backend_bytes: AtomicU64,
+    chunks_filled: AtomicU64,
+    invalidations: AtomicU64,
 }
 
 impl CoreMetrics {
@@ -77,6 +81,30 @@ impl CoreMetrics {
             .position(|&r| r == reason)
             .unwrap_or(0);
         self.rejections[i].fetch_add(1, Relaxed);
+    }
+
+    /// A download of a cached store looked up the cache.
+    pub fn cache(&self, outcome: crate::fill::CacheOutcome) {
+        let i = match outcome {
+            crate::fill::CacheOutcome::Hit => 0,
+            crate::fill::CacheOutcome::Miss => 1,
+            crate::fill::CacheOutcome::Bypass => 2,
+        };
+        self.cache_lookups[i].fetch_add(1, Relaxed);
+    }
+
+    /// Bytes read from a backend store.
+    pub fn backend_bytes(&self, n: u64) {
+        self.backend_bytes.fetch_add(n, Relaxed);
+    }
+
+    /// A chunk fetched and committed to the cache; `invalid` when it
+    /// completed an image whose hashes did not match.
+    pub fn chunk_filled(&self, invalid: bool) {
+        self.chunks_filled.fetch_add(1, Relaxed);
+        if invalid {
+            self.invalidations.fetch_add(1, Relaxed);
+        }
     }
 
     /// A connection task that panicked (and was contained).
@@ -201,6 +229,52 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE glance_stream_panics_total counter");
         let _ = writeln!(out, "glance_stream_panics_total {}", sum(&|c| &c.panics));
+
+        let _ = writeln!(
+            out,
+            "# HELP glance_stream_cache_lookups_total Downloads of cached stores, by outcome (bypass: streamed through uncached)."
+        );
+        let _ = writeln!(out, "# TYPE glance_stream_cache_lookups_total counter");
+        for (i, outcome) in ["hit", "miss", "bypass"].iter().enumerate() {
+            let n = sum(&|c| &c.cache_lookups[i]);
+            let _ = writeln!(
+                out,
+                "glance_stream_cache_lookups_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP glance_stream_backend_bytes_total Bytes read from backend stores."
+        );
+        let _ = writeln!(out, "# TYPE glance_stream_backend_bytes_total counter");
+        let _ = writeln!(
+            out,
+            "glance_stream_backend_bytes_total {}",
+            sum(&|c| &c.backend_bytes)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP glance_stream_chunks_filled_total Cache chunks fetched from a backend and committed."
+        );
+        let _ = writeln!(out, "# TYPE glance_stream_chunks_filled_total counter");
+        let _ = writeln!(
+            out,
+            "glance_stream_chunks_filled_total {}",
+            sum(&|c| &c.chunks_filled)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP glance_stream_cache_invalidations_total Cached images thrown away because their bytes did not match the link's hashes."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE glance_stream_cache_invalidations_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "glance_stream_cache_invalidations_total {}",
+            sum(&|c| &c.invalidations)
+        );
 
         let _ = writeln!(
             out,

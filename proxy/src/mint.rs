@@ -33,13 +33,17 @@ pub fn mint(config: &Config, req: &MintRequest, now: u64) -> Result<String, Stri
             hex_array(md5, "--md5")?,
             hex_array(sha512, "--sha512")?,
         ),
-        None => {
-            let StoreConfig::File { path } = config
-                .stores
-                .get(&store)
-                .ok_or_else(|| format!("no store {store:?} in the config"))?;
-            hash_file(&path.join(image.hyphenated().to_string()))?
-        }
+        None => match config.stores.get(&store) {
+            Some(StoreConfig::File { path, .. }) => {
+                hash_file(&path.join(image.hyphenated().to_string()))?
+            }
+            Some(_) => {
+                return Err(format!(
+                    "store {store:?} is not a directory: give --size, --md5 and --sha512"
+                ));
+            }
+            None => return Err(format!("no store {store:?} in the config")),
+        },
     };
     let link = keyring.sign(LinkParams {
         image_id: image,

@@ -32,6 +32,8 @@ pub struct Shared {
     pub keyring: ArcSwap<Keyring>,
     /// Backend stores by id.
     pub stores: BTreeMap<StoreId, Store>,
+    /// The on-disk image cache.
+    pub cache: glance_cache::Cache,
     /// Counters.
     pub metrics: Metrics,
     /// Set when the server starts draining.
@@ -93,6 +95,9 @@ pub enum StartError {
         /// Its directory.
         path: String,
     },
+    /// The cache could not be opened.
+    #[error("cache: {0}")]
+    Cache(#[from] glance_cache::CacheError),
     /// A worker thread could not start its runtime.
     #[error("worker {worker} cannot start: {message}")]
     Worker {
@@ -118,8 +123,9 @@ impl Server {
         let keyring = Keyring::load(&config.keyring)?;
         let mut stores = BTreeMap::new();
         for (id, sc) in &config.stores {
-            let crate::config::StoreConfig::File { path } = sc;
-            if !path.is_dir() {
+            if let crate::config::StoreConfig::File { path, .. } = sc
+                && !path.is_dir()
+            {
                 return Err(StartError::StoreMissing {
                     store: id.to_string(),
                     path: path.display().to_string(),
@@ -127,6 +133,12 @@ impl Server {
             }
             stores.insert(*id, Store::new(sc));
         }
+        let cache = glance_cache::Cache::open(glance_cache::CacheConfig {
+            dir: config.cache_dir.clone(),
+            max_bytes: config.cache_max_bytes,
+            chunk_size: config.cache_chunk_size,
+            faults: None,
+        })?;
         let threads = config.threads.get();
         let listeners = bind_all(config.listen, threads)?;
         let addr = listeners[0]
@@ -145,18 +157,23 @@ impl Server {
             config,
             keyring: ArcSwap::from_pointee(keyring),
             stores,
+            cache,
             metrics: Metrics::new(threads),
             shutdown: AtomicBool::new(false),
             listeners: duplicates,
         });
+        // Blocking work (cache commits: write, fdatasync, index) runs here,
+        // off the event loops.
+        let pool = monoio::blocking::DefaultThreadPool::new(threads.max(2));
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut workers = Vec::with_capacity(threads);
         for (i, listener) in listeners.into_iter().enumerate() {
             let shared = Arc::clone(&shared);
             let ready = ready_tx.clone();
+            let pool = pool.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("glance-stream-{i}"))
-                .spawn(move || worker(i, listener, shared, driver_choice, ready))
+                .spawn(move || worker(i, listener, shared, driver_choice, pool, ready))
                 .map_err(|e| StartError::Worker {
                     worker: i,
                     message: e.to_string(),
@@ -245,12 +262,20 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<StdListener> {
 }
 
 type Ready = mpsc::Sender<(usize, Result<&'static str, String>)>;
+type Pool = monoio::blocking::DefaultThreadPool;
 
 /// One worker thread: build its runtime, report, serve until shutdown.
-fn worker(i: usize, listener: StdListener, shared: Arc<Shared>, choice: IoDriver, ready: Ready) {
+fn worker(
+    i: usize,
+    listener: StdListener,
+    shared: Arc<Shared>,
+    choice: IoDriver,
+    pool: Pool,
+    ready: Ready,
+) {
     let guard = Arc::clone(&shared);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        drive(i, listener, shared, choice, ready);
+        drive(i, listener, shared, choice, pool, ready);
     }));
     if !guard.shutdown.load(Ordering::SeqCst) {
         if let Err(payload) = &outcome {
@@ -265,10 +290,18 @@ fn worker(i: usize, listener: StdListener, shared: Arc<Shared>, choice: IoDriver
 }
 
 /// Builds the worker's runtime (io_uring, else epoll as configured) and runs it.
-fn drive(i: usize, listener: StdListener, shared: Arc<Shared>, choice: IoDriver, ready: Ready) {
+fn drive(
+    i: usize,
+    listener: StdListener,
+    shared: Arc<Shared>,
+    choice: IoDriver,
+    pool: Pool,
+    ready: Ready,
+) {
     if choice != IoDriver::Legacy {
         let built = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(RING_ENTRIES)
+            .attach_thread_pool(Box::new(pool.clone()))
             .enable_timer()
             .build();
         match built {
@@ -288,6 +321,7 @@ fn drive(i: usize, listener: StdListener, shared: Arc<Shared>, choice: IoDriver,
         }
     }
     match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .attach_thread_pool(Box::new(pool))
         .enable_timer()
         .build()
     {
@@ -317,6 +351,7 @@ async fn run(
     drop(ready);
     let limits = shared.config.http.clone();
     let metrics = shared.metrics.core(i);
+    let worker = std::rc::Rc::new(crate::fill::Worker::new(&shared.stores));
     let refusing = std::rc::Rc::new(std::cell::Cell::new(0usize));
     loop {
         let accepted = listener.accept().await;
@@ -348,12 +383,14 @@ async fn run(
             continue;
         }
         let task_shared = Arc::clone(&shared);
+        let task_worker = std::rc::Rc::clone(&worker);
         monoio::spawn(async move {
             let result = CatchUnwind::new(crate::conn::serve(
                 stream,
                 peer,
                 Arc::clone(&task_shared),
                 i,
+                task_worker,
             ))
             .await;
             if let Err(payload) = result {

@@ -15,6 +15,13 @@ pub enum Store {
     File {
         /// The directory.
         dir: PathBuf,
+        /// Served through the cache.
+        cached: bool,
+    },
+    /// An HTTP origin (always served through the cache).
+    Http {
+        /// Where and how to fetch.
+        origin: crate::origin::OriginConfig,
     },
 }
 
@@ -42,8 +49,27 @@ impl Store {
     /// The store for a configuration entry.
     pub fn new(config: &StoreConfig) -> Store {
         match config {
-            StoreConfig::File { path } => Store::File { dir: path.clone() },
+            StoreConfig::File { path, cache } => Store::File {
+                dir: path.clone(),
+                cached: *cache,
+            },
+            StoreConfig::Http { origin } => Store::Http {
+                origin: origin.clone(),
+            },
         }
+    }
+
+    /// Whether images of this store go through the cache.
+    pub fn cached(&self) -> bool {
+        match self {
+            Store::File { cached, .. } => *cached,
+            Store::Http { .. } => true,
+        }
+    }
+
+    /// The object name of an image: its canonical UUID text.
+    pub fn object_name(image: &Uuid) -> String {
+        image.hyphenated().to_string()
     }
 
     /// Opens the object of `image` and checks it has `size` bytes.
@@ -51,7 +77,9 @@ impl Store {
     /// The image id is a parsed UUID, so the file name is 36 safe characters:
     /// no path from the request reaches the file system.
     pub fn open(&self, image: &Uuid, size: u64) -> Result<File, OpenError> {
-        let Store::File { dir } = self;
+        let Store::File { dir, .. } = self else {
+            return Err(OpenError::NotFound);
+        };
         let mut name = Uuid::encode_buffer();
         let path = dir.join(image.hyphenated().encode_lower(&mut name));
         let file = File::open(&path).map_err(|e| match e.kind() {

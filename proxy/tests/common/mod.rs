@@ -72,38 +72,7 @@ impl Node {
              [stores.local]\nkind = \"file\"\npath = \"images\"\n{tables}\n"
         );
         std::fs::write(dir.path().join("stream.toml"), config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_glance-stream"))
-            .arg("--config")
-            .arg(dir.path().join("stream.toml"))
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err_pipe = child.stderr.take().unwrap();
-        let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err_pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .split_whitespace()
-            .nth(3)
-            .unwrap_or_else(|| panic!("no ready line: {line:?} {}", stderr.lock().unwrap()))
-            .parse()
-            .unwrap();
+        let (child, addr, stderr, line) = spawn(&dir.path().join("stream.toml"));
         assert!(line.contains(&format!("driver {driver}")), "{line}");
         Node {
             dir,
@@ -169,6 +138,62 @@ impl Node {
 
     pub fn logs(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+}
+
+/// Starts glance-stream on `config` and waits for its ready line.
+fn spawn(config: &Path) -> (Child, SocketAddr, Arc<Mutex<String>>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_glance-stream"))
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let mut err_pipe = child.stderr.take().unwrap();
+    let sink = Arc::clone(&stderr);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = err_pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split_whitespace()
+        .nth(3)
+        .unwrap_or_else(|| panic!("no ready line: {line:?} {}", stderr.lock().unwrap()))
+        .parse()
+        .unwrap();
+    (child, addr, stderr, line)
+}
+
+/// A glance-stream started again on an existing config (a restart).
+pub struct Running {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+/// Starts glance-stream again on `config`.
+pub fn restart(config: &Path) -> Running {
+    let (child, addr, _, _) = spawn(config);
+    Running { addr, child }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -1,0 +1,174 @@
+//! Misses served through the cache from a real HTTP origin (Debian's nginx,
+//! whose access log counts the bytes it sent): one fetch per chunk however
+//! many clients ask, warm hits read nothing, ranges read only their chunks,
+//! bytes that do not match the link are never kept.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::nginx::Nginx;
+use common::{Image, Node, pseudo_random, sha512};
+
+const MIB: usize = 1 << 20;
+
+fn node_with_origin(driver: &str, nginx: &Nginx) -> Node {
+    Node::start(
+        driver,
+        "threads = 2",
+        &format!(
+            "[stores.web]\nkind = \"http\"\nurl = \"http://127.0.0.1:{}/\"\n",
+            nginx.port
+        ),
+    )
+}
+
+/// Puts `bytes` on the origin as the object of a new image and returns it.
+fn on_origin(node: &Node, nginx: &Nginx, bytes: Vec<u8>, seed: u64) -> Image {
+    let mut img = node.add_image(bytes, seed);
+    std::fs::remove_file(
+        node.dir
+            .path()
+            .join("images")
+            .join(img.params.image_id.to_string()),
+    )
+    .unwrap();
+    std::fs::write(nginx.root.join(img.params.image_id.to_string()), &img.bytes).unwrap();
+    img.params.store = glance_link::StoreId::new("web").unwrap();
+    img
+}
+
+#[test]
+fn cold_downloads_by_many_clients_fetch_each_chunk_once_and_warm_ones_fetch_nothing() {
+    for driver in common::DRIVERS {
+        let dir = tempfile::tempdir().unwrap();
+        let nginx = Nginx::start(dir.path());
+        let node = node_with_origin(driver, &nginx);
+        let img = on_origin(&node, &nginx, pseudo_random(64 * MIB + 12345, 101), 101);
+        let link = node.link(&img.params);
+        let hashes: Vec<[u8; 64]> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| sha512(&node.get(&link, &[]).body)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(
+            hashes.iter().all(|h| *h == img.params.sha512),
+            "{driver}: a client got other bytes"
+        );
+        let origin_bytes = nginx.bytes_sent();
+        assert_eq!(
+            origin_bytes,
+            img.bytes.len() as u64,
+            "{driver}: the origin sent {origin_bytes} bytes"
+        );
+        assert_eq!(node.metric("glance_stream_chunks_filled_total"), 9);
+        // Warm: nothing more from the origin.
+        let r = node.get(&link, &[]);
+        assert_eq!(sha512(&r.body), img.params.sha512);
+        assert_eq!(
+            nginx.bytes_sent(),
+            origin_bytes,
+            "{driver}: a warm download read the origin"
+        );
+        assert!(node.metric("glance_stream_cache_lookups_total{outcome=\"hit\"}") >= 1);
+    }
+}
+
+#[test]
+fn a_cold_range_reads_only_the_chunks_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(dir.path());
+    let node = node_with_origin("io_uring", &nginx);
+    let img = on_origin(&node, &nginx, pseudo_random(64 * MIB, 102), 102);
+    let link = node.link(&img.params);
+    let (a, b) = (20 * MIB + 7, 20 * MIB + 106);
+    let r = node.get(&link, &[("Range", &format!("bytes={a}-{b}"))]);
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &img.bytes[a..=b]);
+    assert_eq!(nginx.bytes_sent(), 8 * MIB as u64, "one 8 MiB chunk");
+    // A range across a chunk boundary adds only the next chunk.
+    let (a, b) = (24 * MIB - 10, 24 * MIB + 10);
+    let r = node.get(&link, &[("Range", &format!("bytes={a}-{b}"))]);
+    assert_eq!(r.body, &img.bytes[a..=b]);
+    assert_eq!(nginx.bytes_sent(), 16 * MIB as u64);
+}
+
+#[test]
+fn bytes_that_do_not_match_the_link_are_never_served_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(dir.path());
+    let node = node_with_origin("legacy", &nginx);
+    let img = on_origin(&node, &nginx, pseudo_random(10 * MIB, 103), 103);
+    // The origin's object is tampered with after the link was made.
+    let mut tampered = img.bytes.clone();
+    tampered[5 * MIB] ^= 0x55;
+    std::fs::write(nginx.root.join(img.params.image_id.to_string()), &tampered).unwrap();
+    let link = node.link(&img.params);
+    let first = node.get(&link, &[]);
+    assert_eq!(first.body.len(), img.bytes.len());
+    assert_ne!(
+        sha512(&first.body),
+        img.params.sha512,
+        "the client can tell by the hash"
+    );
+    assert_eq!(node.metric("glance_stream_cache_invalidations_total"), 1);
+    let before = nginx.bytes_sent();
+    let _ = node.get(&link, &[]);
+    assert!(
+        nginx.bytes_sent() > before,
+        "the second request must read the origin again"
+    );
+}
+
+#[test]
+fn the_cache_survives_a_restart_and_serves_without_the_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(dir.path());
+    let node = node_with_origin("io_uring", &nginx);
+    let img = on_origin(&node, &nginx, pseudo_random(9 * MIB, 104), 104);
+    let link = node.link(&img.params);
+    assert_eq!(sha512(&node.get(&link, &[]).body), img.params.sha512);
+    let read = nginx.bytes_sent();
+    // Restart the node on the same directory: the cache survives.
+    let dir_path = node.dir.path().to_path_buf();
+    let mut node = node;
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+    let config = dir_path.join("stream.toml");
+    let restarted = common::restart(&config);
+    let r = common::request(restarted.addr, "GET", &link, &[]);
+    assert_eq!(sha512(&r.body), img.params.sha512);
+    assert_eq!(
+        nginx.bytes_sent(),
+        read,
+        "served from the cache after a restart"
+    );
+    drop(restarted);
+}
+
+#[test]
+fn a_file_store_with_cache_true_fills_once_then_hits() {
+    let node = Node::start(
+        "legacy",
+        "",
+        "[stores.nfs]\nkind = \"file\"\npath = \"images\"\ncache = true\n",
+    );
+    let mut img = node.add_image(pseudo_random(20 * MIB + 3, 105), 105);
+    img.params.store = glance_link::StoreId::new("nfs").unwrap();
+    let link = node.link(&img.params);
+    assert_eq!(sha512(&node.get(&link, &[]).body), img.params.sha512);
+    assert_eq!(
+        node.metric("glance_stream_backend_bytes_total"),
+        img.bytes.len() as u64
+    );
+    let r = node.get(&link, &[("Range", "bytes=-100")]);
+    assert_eq!(r.body, &img.bytes[img.bytes.len() - 100..]);
+    assert_eq!(
+        node.metric("glance_stream_backend_bytes_total"),
+        img.bytes.len() as u64
+    );
+    assert_eq!(
+        node.metric("glance_stream_cache_lookups_total{outcome=\"hit\"}"),
+        1
+    );
+}
