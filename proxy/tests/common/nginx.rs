@@ -16,15 +16,22 @@ pub struct Nginx {
 impl Nginx {
     /// Serves `dir/root` on a free loopback port.
     pub fn start(dir: &Path) -> Nginx {
-        let root = dir.join("root");
-        let prefix = dir.join("nginx");
-        std::fs::create_dir_all(&root).unwrap();
-        std::fs::create_dir_all(prefix.join("logs")).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        Nginx::start_with(dir, port, "")
+    }
+
+    /// Serves `dir/root` on `port`, with extra `http` directives.
+    pub fn start_with(dir: &Path, port: u16, extra: &str) -> Nginx {
+        let root = dir.join("root");
+        let prefix = dir.join("nginx");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(prefix.join("logs")).unwrap();
+        // A restart on the same directory starts a new log.
+        let _ = std::fs::remove_file(prefix.join("access.log"));
         let log = prefix.join("access.log");
         let conf = prefix.join("nginx.conf");
         std::fs::write(
@@ -36,7 +43,7 @@ impl Nginx {
                    sendfile on;\n  keepalive_requests 100000;\n  keepalive_timeout 1s;\n\
                    client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fcgi;\n\
                    uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;\n\
-                   server {{ listen 127.0.0.1:{port}; root {r}; }}\n}}\n",
+                   {extra}\n  server {{ listen 127.0.0.1:{port}; root {r}; }}\n}}\n",
                 p = prefix.display(),
                 l = log.display(),
                 r = root.display()
