@@ -4,13 +4,20 @@
 //! image, and no entry is complete unless all of it does.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::meta;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use glance_cache::format::State;
-use glance_cache::{Cache, CacheConfig, ChunkState, ImageMeta, Lookup};
-use md5::Digest as _;
+use glance_cache::{Cache, CacheConfig, ChunkState, Lookup};
+
+fn chunk_bytes(b: &[u8], i: u64) -> &[u8] {
+    common::chunk_bytes(b, i, CHUNK)
+}
 
 const CHUNK: u32 = 64 << 10;
 const CHILD_ENV: &str = "GLANCE_CACHE_CRASH_CHILD";
@@ -22,14 +29,6 @@ fn image(k: u8) -> Vec<u8> {
         .collect()
 }
 
-fn meta(b: &[u8]) -> ImageMeta {
-    ImageMeta {
-        size: b.len() as u64,
-        md5: md5::Md5::digest(b).into(),
-        sha512: sha2::Sha512::digest(b).into(),
-    }
-}
-
 fn open(dir: &Path) -> Cache {
     Cache::open(CacheConfig {
         dir: dir.to_path_buf(),
@@ -38,11 +37,6 @@ fn open(dir: &Path) -> Cache {
         faults: None,
     })
     .unwrap()
-}
-
-fn chunk_bytes(b: &[u8], i: u64) -> &[u8] {
-    let s = (i * u64::from(CHUNK)) as usize;
-    &b[s..(s + CHUNK as usize).min(b.len())]
 }
 
 /// The child's work: fill images 0..8, alternating in-order and reversed

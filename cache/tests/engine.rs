@@ -2,30 +2,29 @@
 //! eviction, the size limit, recovery after a crash, concurrency.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::meta;
+
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use glance_cache::format::State;
-use glance_cache::{Cache, CacheConfig, CacheError, ChunkState, Committed, ImageMeta, Lookup};
-use md5::Digest as _;
+use glance_cache::{Cache, CacheConfig, CacheError, ChunkState, Committed, Lookup};
 use redb::ReadableTable as _;
 
 const CHUNK: u32 = 4 << 20;
 const MIB: u64 = 1 << 20;
 
+fn chunk_of(bytes: &[u8], i: u64) -> &[u8] {
+    common::chunk_bytes(bytes, i, CHUNK)
+}
+
 fn data(len: u64, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
-}
-
-fn meta(bytes: &[u8]) -> ImageMeta {
-    ImageMeta {
-        size: bytes.len() as u64,
-        md5: md5::Md5::digest(bytes).into(),
-        sha512: sha2::Sha512::digest(bytes).into(),
-    }
 }
 
 fn open(dir: &Path, max: u64) -> Cache {
@@ -40,12 +39,6 @@ fn open(dir: &Path, max: u64) -> Cache {
 
 fn key(n: u8) -> [u8; 16] {
     [n; 16]
-}
-
-fn chunk_of(bytes: &[u8], i: u64) -> &[u8] {
-    let start = (i * u64::from(CHUNK)) as usize;
-    let end = (start + CHUNK as usize).min(bytes.len());
-    &bytes[start..end]
 }
 
 /// Fills every chunk of an entry in order; returns the last commit's outcome.

@@ -4,16 +4,21 @@
 //! bytes and can finish every image.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::meta;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use glance_cache::format::State;
-use glance_cache::{
-    Cache, CacheConfig, ChunkState, Committed, FaultHook, FaultPoint, ImageMeta, Lookup,
-};
-use md5::Digest as _;
+use glance_cache::{Cache, CacheConfig, ChunkState, Committed, FaultHook, FaultPoint, Lookup};
 use proptest::prelude::*;
+
+fn chunk_bytes(b: &[u8], i: u64) -> &[u8] {
+    common::chunk_bytes(b, i, CHUNK)
+}
 
 const CHUNK: u32 = 64 << 10;
 
@@ -21,19 +26,6 @@ fn image(k: u8) -> Vec<u8> {
     (0..(3 * CHUNK as usize + 500 * usize::from(k)))
         .map(|i| (i as u8) ^ k)
         .collect()
-}
-
-fn meta(b: &[u8]) -> ImageMeta {
-    ImageMeta {
-        size: b.len() as u64,
-        md5: md5::Md5::digest(b).into(),
-        sha512: sha2::Sha512::digest(b).into(),
-    }
-}
-
-fn chunk_bytes(b: &[u8], i: u64) -> &[u8] {
-    let s = (i * u64::from(CHUNK)) as usize;
-    &b[s..(s + CHUNK as usize).min(b.len())]
 }
 
 fn open(dir: &Path, faults: Option<FaultHook>) -> Cache {

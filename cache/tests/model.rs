@@ -5,13 +5,20 @@
 //! exactly the image's bytes, and every present chunk matching the image.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::meta;
+
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use glance_cache::format::State;
-use glance_cache::{Cache, CacheConfig, ChunkState, ImageMeta, Lease, Lookup};
-use md5::Digest as _;
+use glance_cache::{Cache, CacheConfig, ChunkState, Lease, Lookup};
 use proptest::prelude::*;
+
+fn chunk_bytes(b: &[u8], i: u64) -> &[u8] {
+    common::chunk_bytes(b, i, CHUNK)
+}
 
 const CHUNK: u32 = 64 << 10;
 const LIMIT: u64 = 600 << 10;
@@ -21,19 +28,6 @@ const KEYS: u8 = 6;
 fn image(k: u8) -> Vec<u8> {
     let len = [1usize, 64 << 10, 100_000, 200_000, 262_145, 150_000][k as usize];
     (0..len).map(|i| (i as u8) ^ k.wrapping_mul(37)).collect()
-}
-
-fn meta(b: &[u8]) -> ImageMeta {
-    ImageMeta {
-        size: b.len() as u64,
-        md5: md5::Md5::digest(b).into(),
-        sha512: sha2::Sha512::digest(b).into(),
-    }
-}
-
-fn chunk_bytes(b: &[u8], i: u64) -> &[u8] {
-    let s = (i * u64::from(CHUNK)) as usize;
-    &b[s..(s + CHUNK as usize).min(b.len())]
 }
 
 #[derive(Debug, Clone)]

@@ -1,11 +1,14 @@
 //! Readers waiting for chunks being filled, across monoio threads.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::meta;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use glance_cache::{Cache, CacheConfig, CacheError, ChunkState, ImageMeta, Lookup};
-use md5::Digest as _;
+use glance_cache::{Cache, CacheConfig, CacheError, ChunkState, Lookup};
 
 const CHUNK: u32 = 4 << 20;
 
@@ -13,14 +16,6 @@ fn bytes(len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i % 251) as u8 ^ (i >> 20) as u8)
         .collect()
-}
-
-fn meta(b: &[u8]) -> ImageMeta {
-    ImageMeta {
-        size: b.len() as u64,
-        md5: md5::Md5::digest(b).into(),
-        sha512: sha2::Sha512::digest(b).into(),
-    }
 }
 
 fn open(dir: &std::path::Path) -> Cache {
