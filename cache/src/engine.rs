@@ -762,6 +762,24 @@ impl Lease {
         Ok(MappedImage { map, _lease: self })
     }
 
+    /// When every chunk is present but the entry is not complete (a commit
+    /// failed after its chunk landed, before the hashes were checked), checks
+    /// the hashes now. `None` when there is nothing to do. Blocks: it may
+    /// read the whole image back.
+    pub fn finish_if_filled(&self) -> Result<Option<Committed>, CacheError> {
+        let pending = {
+            let mut shared = self.inner.lock();
+            current(&mut shared, &self.key, self.generation).is_some_and(|e| {
+                e.record.state != State::Complete
+                    && e.chunks.iter().all(|c| *c == ChunkState::Present)
+            })
+        };
+        if !pending {
+            return Ok(None);
+        }
+        finish(&self.inner, &self.key, self.generation, &self.file).map(Some)
+    }
+
     /// Reads chunk `i` back (for the copy path and tests); `None` unless present.
     pub fn read_chunk(&self, i: u64) -> Result<Option<Vec<u8>>, CacheError> {
         if self.chunk(i) != Some(ChunkState::Present) {

@@ -55,47 +55,94 @@ fn other(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// Longest one backend fetch attempt may take, whole.
+const FETCH_DEADLINE: Duration = Duration::from_secs(120);
+/// Longest a reader waits for a chunk another request is filling.
+const WAIT_DEADLINE: Duration = Duration::from_secs(180);
+/// Longest a cache operation on the blocking pool may take.
+const CACHE_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Runs blocking cache work on monoio's pool, bounded in time.
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> io::Result<R> {
+    match monoio::time::timeout(CACHE_DEADLINE, monoio::spawn_blocking(f)).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(_)) => Err(other("a cache task failed")),
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
 /// Answers a download of an image in a cached store.
+///
+/// The response head goes out once the first bytes are at hand, so a backend
+/// that fails at once gets the client a 502, not a 200 with no body.
 pub async fn serve(io: &mut Io, link: &VerifiedLink, a: &Answer) -> io::Result<bool> {
+    if a.head_only {
+        // Nothing to fetch for a HEAD: the link has everything the head needs.
+        write_head(io, link, a).await?;
+        return Ok(a.keep_alive);
+    }
     let p = link.params();
     let meta = ImageMeta {
         size: p.size,
         md5: p.md5,
         sha512: p.sha512,
     };
-    let lookup = io
-        .shared
-        .cache
-        .lookup(*p.image_id.as_bytes(), &meta, clock::unix_now());
-    let lookup = match lookup {
-        Ok(l) => l,
-        Err(e) => {
+    let cache = io.shared.cache.clone();
+    let key = *p.image_id.as_bytes();
+    // Admission creates a file and commits the index: off the event loop.
+    let lookup = match blocking(move || cache.lookup(key, &meta, clock::unix_now())).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
             tracing::error!(image = %p.image_id, error = %e, "cache lookup failed; streaming through");
             Lookup::Bypass
         }
+        Err(e) => return Err(e),
     };
-    write_head(io, link, a).await?;
-    match lookup {
+    let mut head = Head {
+        answer: a,
+        sent: false,
+    };
+    let served = match lookup {
         Lookup::Hit(lease) => {
             io.metrics().cache(CacheOutcome::Hit);
-            if !a.head_only {
-                send_body(io, lease.file(), a.start, a.end - a.start + 1).await?;
-            }
+            head.send(io, link).await?;
+            send_body(io, lease.file(), a.start, a.end - a.start + 1).await
         }
         Lookup::Partial(lease) => {
             io.metrics().cache(CacheOutcome::Miss);
-            if !a.head_only {
-                serve_filling(io, link, &lease, a.start, a.end).await?;
-            }
+            serve_filling(io, link, lease, &mut head).await
         }
         Lookup::Bypass => {
             io.metrics().cache(CacheOutcome::Bypass);
-            if !a.head_only {
-                stream_through(io, link, a.start, a.end).await?;
-            }
+            stream_through(io, link, a.start, a.end, &mut head).await
         }
+    };
+    match served {
+        Ok(()) => Ok(a.keep_alive),
+        Err(e) if !head.sent => {
+            tracing::error!(image = %p.image_id, error = %e, "backend failed before any byte was sent");
+            io.simple(502, "the image could not be read from its store\n", false)
+                .await?;
+            Ok(false)
+        }
+        Err(e) => Err(e),
     }
-    Ok(a.keep_alive)
+}
+
+/// The response head, sent once, just before the first body bytes.
+struct Head<'a> {
+    answer: &'a Answer,
+    sent: bool,
+}
+
+impl Head<'_> {
+    async fn send(&mut self, io: &mut Io, link: &VerifiedLink) -> io::Result<()> {
+        if !self.sent {
+            self.sent = true;
+            write_head(io, link, self.answer).await?;
+        }
+        Ok(())
+    }
 }
 
 /// How a lookup went, for the metrics.
@@ -109,34 +156,53 @@ pub enum CacheOutcome {
     Bypass,
 }
 
-/// Sends bytes `start..=end` of a filling entry, filling missing chunks.
+/// Sends the answer's bytes of a filling entry, filling missing chunks.
 async fn serve_filling(
     io: &mut Io,
     link: &VerifiedLink,
-    lease: &Lease,
-    start: u64,
-    end: u64,
+    lease: Lease,
+    head: &mut Head<'_>,
 ) -> io::Result<()> {
+    let (start, end) = (head.answer.start, head.answer.end);
+    // Every chunk present yet not complete: a commit failed before the
+    // hashes were checked. Check them now rather than serve unverified bytes.
+    let (lease, finished) = blocking(move || {
+        let r = lease.finish_if_filled();
+        (lease, r)
+    })
+    .await?;
+    if finished.map_err(other)? == Some(Committed::Invalid) {
+        io.metrics().chunk_filled(true);
+        return stream_through(io, link, start, end, head).await;
+    }
     let cs = u64::from(lease.record().chunk_size);
     for i in start / cs..=end / cs {
         loop {
             match lease.chunk(i) {
                 Some(ChunkState::Present) => break,
                 Some(ChunkState::Filling) => {
-                    lease.wait(i).await.map_err(other)?;
+                    match monoio::time::timeout(WAIT_DEADLINE, lease.wait(i)).await {
+                        Ok(r) => {
+                            r.map_err(other)?;
+                        }
+                        Err(_) => {
+                            return Err(other("timed out waiting for another request's fill"));
+                        }
+                    }
                 }
                 Some(ChunkState::Missing) => {
                     if let Some(claim) = lease.claim(i)
-                        && fill_chunk(io, link, lease, claim).await? == Committed::Invalid
+                        && fill_chunk(io, link, &lease, claim).await? == Committed::Invalid
                     {
                         // The bytes do not match the link: the entry is gone.
                         // This client gets the backend's bytes (it verifies
                         // them end to end); nothing of it is kept.
-                        let (a, b) = overlap(lease, i, start, end);
+                        let (a, b) = overlap(&lease, i, start, end);
+                        head.send(io, link).await?;
                         send_body(io, lease.file(), a, b - a).await?;
                         let rest = ((i + 1) * cs).min(end + 1);
                         if rest <= end {
-                            stream_through(io, link, rest, end).await?;
+                            stream_through(io, link, rest, end, head).await?;
                         }
                         return Ok(());
                     }
@@ -144,7 +210,8 @@ async fn serve_filling(
                 None => return Err(other("the cache entry was invalidated")),
             }
         }
-        let (a, b) = overlap(lease, i, start, end);
+        let (a, b) = overlap(&lease, i, start, end);
+        head.send(io, link).await?;
         send_body(io, lease.file(), a, b - a).await?;
     }
     Ok(())
@@ -169,9 +236,7 @@ async fn fill_chunk(
         .chunk_range(claim.chunk())
         .ok_or_else(|| other("chunk out of range"))?;
     let data = fetch(io, link, a, b - 1).await?;
-    let committed = monoio::spawn_blocking(move || claim.commit(&data))
-        .await
-        .map_err(|_| other("the cache commit task failed"))?;
+    let committed = blocking(move || claim.commit(&data)).await?;
     match committed {
         Ok(c) => {
             io.metrics().chunk_filled(c == Committed::Invalid);
@@ -185,11 +250,18 @@ async fn fill_chunk(
 }
 
 /// Streams bytes `start..=end` from the backend without caching them.
-async fn stream_through(io: &mut Io, link: &VerifiedLink, start: u64, end: u64) -> io::Result<()> {
+async fn stream_through(
+    io: &mut Io,
+    link: &VerifiedLink,
+    start: u64,
+    end: u64,
+    head: &mut Head<'_>,
+) -> io::Result<()> {
     let mut at = start;
     while at <= end {
         let last = (at + THROUGH_CHUNK - 1).min(end);
         let data = fetch(io, link, at, last).await?;
+        head.send(io, link).await?;
         let sent = data.len() as u64;
         let timeout = io.shared.config.http.send_timeout;
         match monoio::time::timeout(timeout, io.stream.write_all(data)).await {
@@ -215,9 +287,7 @@ async fn fetch(io: &mut Io, link: &VerifiedLink, start: u64, end: u64) -> io::Re
     let data = match store {
         Store::File { dir, .. } => {
             let path = dir.join(&object);
-            monoio::spawn_blocking(move || read_range(&path, start, end))
-                .await
-                .map_err(|_| other("the file read task failed"))??
+            blocking(move || read_range(&path, start, end)).await??
         }
         Store::Http { .. } => {
             let origin = io
@@ -229,8 +299,21 @@ async fn fetch(io: &mut Io, link: &VerifiedLink, start: u64, end: u64) -> io::Re
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let (r, b) = origin.fetch(&object, start, end, buf).await;
-                buf = b;
+                let attempt_result = monoio::time::timeout(
+                    FETCH_DEADLINE,
+                    origin.fetch(&object, start, end, p.size, buf),
+                )
+                .await;
+                let r = match attempt_result {
+                    Ok((r, b)) => {
+                        buf = b;
+                        r
+                    }
+                    Err(_) => {
+                        buf = Vec::new();
+                        Err(FetchError::Timeout("the whole fetch"))
+                    }
+                };
                 match r {
                     Ok(()) => break buf,
                     Err(e) if e.retryable() && attempt < ATTEMPTS => {

@@ -6,7 +6,8 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::time::Duration;
+use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut as _;
 use monoio::io::{AsyncReadRent as _, AsyncWriteRentExt as _};
@@ -107,8 +108,12 @@ impl FetchError {
 /// An origin and this thread's idle connections to it.
 pub struct Origin {
     config: OriginConfig,
-    idle: RefCell<Vec<TcpStream>>,
+    idle: RefCell<Vec<(TcpStream, Instant)>>,
 }
+
+/// Pooled connections older than this are closed rather than reused: an
+/// origin or a load balancer in between may have dropped them silently.
+const MAX_IDLE_AGE: Duration = Duration::from_secs(4);
 
 /// What went wrong on one connection attempt.
 enum Attempt {
@@ -133,35 +138,41 @@ impl Origin {
         self.idle.borrow().len()
     }
 
-    /// Fetches bytes `start..=end` of `object` into `buf` (cleared first).
-    /// The buffer is handed back whatever the outcome.
+    /// Fetches bytes `start..=end` of `object`, whose whole size is `total`,
+    /// into `buf` (cleared first). The buffer is handed back whatever the
+    /// outcome.
     pub async fn fetch(
         &self,
         object: &str,
         start: u64,
         end: u64,
+        total: u64,
         buf: Vec<u8>,
     ) -> (Result<(), FetchError>, Vec<u8>) {
-        if end < start || object.contains(['/', '?', '#', ' ', '\r', '\n']) {
+        if end < start || end >= total || object.contains(['/', '?', '#', ' ', '\r', '\n']) {
             return (
                 Err(FetchError::Protocol("bad object name or range".into())),
                 buf,
             );
         }
-        let pooled = self.idle.borrow_mut().pop();
+        let pooled = {
+            let mut idle = self.idle.borrow_mut();
+            idle.retain(|(_, since)| since.elapsed() < MAX_IDLE_AGE);
+            idle.pop().map(|(conn, _)| conn)
+        };
         let (result, buf) = match pooled {
             Some(conn) => {
-                let (r, buf) = self.attempt(conn, object, start, end, buf).await;
+                let (r, buf) = self.attempt(conn, object, start, end, total, buf).await;
                 match r {
                     Err(Attempt::Stale(_)) => match self.connect().await {
-                        Ok(conn) => self.attempt(conn, object, start, end, buf).await,
+                        Ok(conn) => self.attempt(conn, object, start, end, total, buf).await,
                         Err(e) => (Err(Attempt::Failed(e)), buf),
                     },
                     other => (other, buf),
                 }
             }
             None => match self.connect().await {
-                Ok(conn) => self.attempt(conn, object, start, end, buf).await,
+                Ok(conn) => self.attempt(conn, object, start, end, total, buf).await,
                 Err(e) => (Err(Attempt::Failed(e)), buf),
             },
         };
@@ -171,16 +182,42 @@ impl Origin {
         (result, buf)
     }
 
+    /// Resolves the host off the event loop (getaddrinfo blocks) and
+    /// connects to the first address that answers.
     async fn connect(&self) -> Result<TcpStream, FetchError> {
-        let addr = (self.config.host.as_str(), self.config.port);
-        match monoio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                Ok(s)
+        let (host, port) = (self.config.host.clone(), self.config.port);
+        let resolved = monoio::spawn_blocking(move || {
+            (host.as_str(), port)
+                .to_socket_addrs()
+                .map(|a| a.collect::<Vec<SocketAddr>>())
+        });
+        let addrs = match monoio::time::timeout(self.config.connect_timeout, resolved).await {
+            Ok(Ok(Ok(addrs))) => addrs,
+            Ok(Ok(Err(e))) => return Err(FetchError::Connect(e)),
+            Ok(Err(_)) => {
+                return Err(FetchError::Connect(io::Error::other(
+                    "name resolution failed",
+                )));
             }
-            Ok(Err(e)) => Err(FetchError::Connect(e)),
-            Err(_) => Err(FetchError::Timeout("a connection")),
+            Err(_) => return Err(FetchError::Timeout("name resolution")),
+        };
+        let mut last = FetchError::Connect(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the host has no address",
+        ));
+        for addr in addrs {
+            match monoio::time::timeout(self.config.connect_timeout, TcpStream::connect_addr(addr))
+                .await
+            {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    return Ok(s);
+                }
+                Ok(Err(e)) => last = FetchError::Connect(e),
+                Err(_) => last = FetchError::Timeout("a connection"),
+            }
         }
+        Err(last)
     }
 
     /// One request on one connection; the connection goes back to the pool
@@ -191,12 +228,19 @@ impl Origin {
         object: &str,
         start: u64,
         end: u64,
+        total: u64,
         mut buf: Vec<u8>,
     ) -> (Result<(), Attempt>, Vec<u8>) {
         let c = &self.config;
+        // An IPv6 literal goes in brackets in the Host header.
+        let host = if c.host.contains(':') {
+            format!("[{}]", c.host)
+        } else {
+            c.host.clone()
+        };
         let request = format!(
-            "GET {}{object} HTTP/1.1\r\nHost: {}:{}\r\nRange: bytes={start}-{end}\r\nUser-Agent: glance-stream\r\n\r\n",
-            c.prefix, c.host, c.port
+            "GET {}{object} HTTP/1.1\r\nHost: {host}:{}\r\nRange: bytes={start}-{end}\r\nUser-Agent: glance-stream\r\n\r\n",
+            c.prefix, c.port
         );
         let (written, _) = conn.write_all(request.into_bytes()).await;
         if let Err(e) = written {
@@ -213,7 +257,7 @@ impl Origin {
             }
         };
         let len = end - start + 1;
-        if let Err(e) = check_head(&head, start, end) {
+        if let Err(e) = check_head(&head, start, end, total) {
             return (Err(Attempt::Failed(e)), buf);
         }
         buf.clear();
@@ -265,7 +309,7 @@ impl Origin {
         if head.keep_alive {
             let mut idle = self.idle.borrow_mut();
             if idle.len() < c.max_idle {
-                idle.push(conn);
+                idle.push((conn, Instant::now()));
             }
         }
         (Ok(()), buf)
@@ -299,9 +343,11 @@ async fn read_head(conn: &mut TcpStream) -> Result<Head, Attempt> {
         raw = slice.into_inner();
         match res {
             Ok(0) if filled == 0 => {
-                return Err(Attempt::Stale(FetchError::Protocol(
-                    "closed before answering".into(),
-                )));
+                // Retryable: the origin closed the connection (a restart, an
+                // idle timeout) before answering anything.
+                let closed =
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "closed before answering");
+                return Err(Attempt::Stale(FetchError::Io(closed)));
             }
             Ok(0) => {
                 return Err(Attempt::Failed(FetchError::Protocol(
@@ -329,6 +375,12 @@ async fn read_head(conn: &mut TcpStream) -> Result<Head, Attempt> {
                 for h in resp.headers.iter() {
                     let value = String::from_utf8_lossy(h.value);
                     if h.name.eq_ignore_ascii_case("content-length") {
+                        if head.content_length.is_some() {
+                            // Two lengths: the framing cannot be trusted.
+                            return Err(Attempt::Failed(FetchError::Protocol(
+                                "several Content-Length headers".into(),
+                            )));
+                        }
                         head.content_length = value.trim().parse().ok();
                     } else if h.name.eq_ignore_ascii_case("content-range") {
                         head.content_range = Some(value.trim().to_owned());
@@ -346,8 +398,8 @@ async fn read_head(conn: &mut TcpStream) -> Result<Head, Attempt> {
     }
 }
 
-/// The answer must carry exactly bytes `start..=end`.
-fn check_head(head: &Head, start: u64, end: u64) -> Result<(), FetchError> {
+/// The answer must carry exactly bytes `start..=end` of an object of `total` bytes.
+fn check_head(head: &Head, start: u64, end: u64, total: u64) -> Result<(), FetchError> {
     let len = end - start + 1;
     if head.chunked {
         return Err(FetchError::Protocol(
@@ -365,9 +417,9 @@ fn check_head(head: &Head, start: u64, end: u64) -> Result<(), FetchError> {
     }
     match head.status {
         206 => {
-            let want = format!("bytes {start}-{end}/");
+            let want = format!("bytes {start}-{end}/{total}");
             match &head.content_range {
-                Some(r) if r.starts_with(&want) => Ok(()),
+                Some(r) if *r == want => Ok(()),
                 other => Err(FetchError::Protocol(format!(
                     "Content-Range {other:?}, asked for {start}-{end}"
                 ))),
@@ -375,7 +427,7 @@ fn check_head(head: &Head, start: u64, end: u64) -> Result<(), FetchError> {
         }
         // An origin that ignores Range sends the whole object: usable only
         // when that is exactly what was asked for.
-        200 if start == 0 => Ok(()),
+        200 if start == 0 && end + 1 == total => Ok(()),
         s => Err(FetchError::Status(s)),
     }
 }
@@ -425,22 +477,26 @@ mod tests {
 
     #[test]
     fn only_an_answer_for_exactly_the_asked_range_is_accepted() {
-        assert!(check_head(&head(206, Some(10), Some("bytes 5-14/100")), 5, 14).is_ok());
-        assert!(check_head(&head(200, Some(100), None), 0, 99).is_ok());
-        assert!(check_head(&head(206, Some(10), Some("bytes 6-15/100")), 5, 14).is_err());
-        assert!(check_head(&head(206, Some(9), Some("bytes 5-14/100")), 5, 14).is_err());
-        assert!(check_head(&head(200, Some(100), None), 5, 14).is_err());
+        assert!(check_head(&head(206, Some(10), Some("bytes 5-14/100")), 5, 14, 100).is_ok());
+        assert!(check_head(&head(200, Some(100), None), 0, 99, 100).is_ok());
+        assert!(check_head(&head(206, Some(10), Some("bytes 6-15/100")), 5, 14, 100).is_err());
+        assert!(
+            check_head(&head(206, Some(10), Some("bytes 5-14/101")), 5, 14, 100).is_err(),
+            "another object"
+        );
+        assert!(check_head(&head(206, Some(9), Some("bytes 5-14/100")), 5, 14, 100).is_err());
+        assert!(check_head(&head(200, Some(100), None), 5, 14, 100).is_err());
         assert!(matches!(
-            check_head(&head(404, Some(0), None), 0, 9),
+            check_head(&head(404, Some(0), None), 0, 9, 10),
             Err(FetchError::Status(404))
         ));
         assert!(matches!(
-            check_head(&head(503, None, None), 0, 9),
+            check_head(&head(503, None, None), 0, 9, 10),
             Err(FetchError::Status(503))
         ));
         let mut chunked = head(206, Some(10), Some("bytes 5-14/100"));
         chunked.chunked = true;
-        assert!(check_head(&chunked, 5, 14).is_err());
+        assert!(check_head(&chunked, 5, 14, 100).is_err());
         assert!(FetchError::Status(503).retryable() && !FetchError::Status(404).retryable());
     }
 }

@@ -222,3 +222,32 @@ fn an_origin_that_dies_mid_fill_cuts_the_body_and_a_later_request_resumes() {
         "resumed: the origin sent {second} bytes the second time"
     );
 }
+
+#[test]
+fn a_head_admits_nothing_and_a_missing_object_is_a_502_not_an_empty_200() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(dir.path());
+    let node = node_with_origin("legacy", &nginx);
+    let img = on_origin(&node, &nginx, pseudo_random(9 * MIB, 107), 107);
+    let link = node.link(&img.params);
+    let head = common::request(node.addr, "HEAD", &link, &[]);
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("content-length"),
+        Some(&*img.bytes.len().to_string())
+    );
+    let data_dir = node.dir.path().join("cache").join("data");
+    assert!(
+        std::fs::read_dir(&data_dir).unwrap().next().is_none(),
+        "a HEAD reserved cache space"
+    );
+    assert_eq!(nginx.requests(), 0);
+    // The object is gone from the origin: the client hears it before any byte.
+    std::fs::remove_file(nginx.root.join(img.params.image_id.to_string())).unwrap();
+    let r = node.get(&link, &[]);
+    assert_eq!(r.status, 502);
+    assert!(
+        node.logs()
+            .contains("backend failed before any byte was sent")
+    );
+}

@@ -9,14 +9,19 @@ use common::nginx::Nginx;
 use common::{DRIVERS, pseudo_random};
 use glance_stream::origin::{FetchError, Origin, OriginConfig};
 
+/// Runs `f` on `driver` with a blocking pool attached (the origin client
+/// resolves names on it, as glance-stream's workers do).
 fn run<F: std::future::Future>(driver: &str, f: F) -> F::Output {
+    let pool = || Box::new(monoio::blocking::DefaultThreadPool::new(2));
     match driver {
         "io_uring" => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .attach_thread_pool(pool())
             .enable_timer()
             .build()
             .unwrap()
             .block_on(f),
         _ => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .attach_thread_pool(pool())
             .enable_timer()
             .build()
             .unwrap()
@@ -42,7 +47,7 @@ fn ranged_fetches_return_exact_bytes_over_one_kept_alive_connection() {
                 ((3 << 20) - 1, (3 << 20) - 1),
                 (0, (3 << 20) - 1),
             ] {
-                let (r, got) = origin.fetch("img", a, b, buf).await;
+                let (r, got) = origin.fetch("img", a, b, 3 << 20, buf).await;
                 r.unwrap();
                 assert_eq!(got, &bytes[a as usize..=b as usize], "{driver} {a}-{b}");
                 buf = got;
@@ -66,16 +71,19 @@ fn origin_errors_are_typed_and_say_whether_to_retry() {
             OriginConfig::from_url(&format!("http://127.0.0.1:{}/", nginx.port)).unwrap(),
         );
         run(driver, async {
-            let (r, _) = origin.fetch("missing", 0, 9, Vec::new()).await;
+            let (r, _) = origin.fetch("missing", 0, 9, 10, Vec::new()).await;
             assert!(matches!(r, Err(FetchError::Status(404))), "{driver}: {r:?}");
             assert!(!r.unwrap_err().retryable());
-            // A range past the end: nginx answers 416.
-            let (r, _) = origin.fetch("small", 20, 29, Vec::new()).await;
+            // The origin's object is shorter than the link says: nginx
+            // answers 416 past its end, and a short range elsewhere.
+            let (r, _) = origin.fetch("small", 20, 29, 100, Vec::new()).await;
             assert!(matches!(r, Err(FetchError::Status(416))), "{driver}: {r:?}");
-            // A range reaching past the end: fewer bytes than asked for.
-            let (r, _) = origin.fetch("small", 5, 50, Vec::new()).await;
+            let (r, _) = origin.fetch("small", 5, 50, 100, Vec::new()).await;
             assert!(matches!(r, Err(FetchError::Protocol(_))), "{driver}: {r:?}");
-            let (r, _) = origin.fetch("../etc/passwd", 0, 1, Vec::new()).await;
+            // Same length asked, other total size: another object.
+            let (r, _) = origin.fetch("small", 0, 4, 11, Vec::new()).await;
+            assert!(matches!(r, Err(FetchError::Protocol(_))), "{driver}: {r:?}");
+            let (r, _) = origin.fetch("../etc/passwd", 0, 1, 2, Vec::new()).await;
             assert!(matches!(r, Err(FetchError::Protocol(_))));
         });
     }
@@ -97,14 +105,14 @@ fn a_dead_or_silent_origin_times_out_cleanly() {
             let origin = Origin::new(
                 OriginConfig::from_url(&format!("http://127.0.0.1:{closed}/")).unwrap(),
             );
-            let (r, _) = origin.fetch("x", 0, 9, Vec::new()).await;
+            let (r, _) = origin.fetch("x", 0, 9, 10, Vec::new()).await;
             assert!(matches!(r, Err(FetchError::Connect(_))), "{driver}: {r:?}");
             assert!(r.unwrap_err().retryable());
             let mut config =
                 OriginConfig::from_url(&format!("http://127.0.0.1:{silent_port}/")).unwrap();
             config.first_byte_timeout = Duration::from_millis(300);
             let origin = Origin::new(config);
-            let (r, _) = origin.fetch("x", 0, 9, Vec::new()).await;
+            let (r, _) = origin.fetch("x", 0, 9, 10, Vec::new()).await;
             assert!(matches!(r, Err(FetchError::Timeout(_))), "{driver}: {r:?}");
         });
     }
@@ -122,12 +130,12 @@ fn a_pooled_connection_the_origin_closed_is_replaced_transparently() {
             OriginConfig::from_url(&format!("http://127.0.0.1:{}/", nginx.port)).unwrap(),
         );
         run(driver, async {
-            let (r, _) = origin.fetch("img", 0, 999, Vec::new()).await;
+            let (r, _) = origin.fetch("img", 0, 999, 1000, Vec::new()).await;
             r.unwrap();
             assert_eq!(origin.idle_connections(), 1);
             // nginx closes idle keep-alive connections after a second.
             monoio::time::sleep(Duration::from_millis(1500)).await;
-            let (r, got) = origin.fetch("img", 10, 19, Vec::new()).await;
+            let (r, got) = origin.fetch("img", 10, 19, 1000, Vec::new()).await;
             r.unwrap();
             assert_eq!(got, &bytes[10..20], "{driver}");
         });
