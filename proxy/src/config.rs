@@ -66,6 +66,12 @@ struct RawCache {
     max_bytes: u64,
     #[serde(default = "default_chunk_mib")]
     chunk_size_mib: u32,
+    #[serde(default = "default_scrub")]
+    scrub_chunks_per_sec: u32,
+}
+
+fn default_scrub() -> u32 {
+    1
 }
 
 fn default_chunk_mib() -> u32 {
@@ -187,6 +193,8 @@ pub struct Config {
     pub cache_max_bytes: u64,
     /// Cache chunk size in bytes.
     pub cache_chunk_size: u32,
+    /// Chunks the scrubber re-checks per second (0: no scrubbing).
+    pub scrub_chunks_per_sec: u32,
     /// HTTP limits and timeouts.
     pub http: HttpLimits,
     /// Backend stores by id.
@@ -287,6 +295,7 @@ impl Config {
             cache_dir: base.join(raw.cache.dir),
             cache_max_bytes: raw.cache.max_bytes,
             cache_chunk_size: raw.cache.chunk_size_mib << 20,
+            scrub_chunks_per_sec: raw.cache.scrub_chunks_per_sec,
             http,
             stores,
         })

@@ -317,7 +317,10 @@ impl Conn {
                 Ok(Some(keep_alive))
             }
             Route::Metrics => {
-                let text = io.shared.metrics.render();
+                let text = io
+                    .shared
+                    .metrics
+                    .render_with_cache(&io.shared.cache.stats());
                 ResponseHead::new(&mut io.out, 200)
                     .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                     .header("Content-Length", text.len())

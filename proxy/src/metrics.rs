@@ -145,6 +145,51 @@ impl Metrics {
         self.cores.iter().map(CoreMetrics::active).sum()
     }
 
+    /// The Prometheus text exposition of every metric, with the cache's
+    /// own counters.
+    pub fn render_with_cache(&self, cache: &glance_cache::Stats) -> String {
+        let mut out = self.render();
+        let _ = writeln!(
+            out,
+            "# HELP glance_stream_cache_bytes Bytes admitted to the cache, and its limit."
+        );
+        let _ = writeln!(out, "# TYPE glance_stream_cache_bytes gauge");
+        let _ = writeln!(
+            out,
+            "glance_stream_cache_bytes{{kind=\"used\"}} {}",
+            cache.bytes_used
+        );
+        let _ = writeln!(
+            out,
+            "glance_stream_cache_bytes{{kind=\"limit\"}} {}",
+            cache.bytes_limit
+        );
+        let _ = writeln!(
+            out,
+            "# HELP glance_stream_cache_evictions_total Cache entries evicted."
+        );
+        let _ = writeln!(out, "# TYPE glance_stream_cache_evictions_total counter");
+        let _ = writeln!(
+            out,
+            "glance_stream_cache_evictions_total {}",
+            cache.evictions
+        );
+        let _ = writeln!(
+            out,
+            "# HELP glance_stream_cache_scrub_failures_total Cached chunks the scrubber found damaged."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE glance_stream_cache_scrub_failures_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "glance_stream_cache_scrub_failures_total {}",
+            cache.scrub_failures
+        );
+        out
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);

@@ -352,6 +352,9 @@ async fn run(
     let limits = shared.config.http.clone();
     let metrics = shared.metrics.core(i);
     let worker = std::rc::Rc::new(crate::fill::Worker::new(&shared.stores));
+    if i == 0 && shared.config.scrub_chunks_per_sec > 0 {
+        monoio::spawn(scrub(Arc::clone(&shared)));
+    }
     let refusing = std::rc::Rc::new(std::cell::Cell::new(0usize));
     loop {
         let accepted = listener.accept().await;
@@ -410,6 +413,26 @@ async fn run(
             open = metrics.active(),
             "drain timeout: closing the remaining connections"
         );
+    }
+}
+
+/// Re-checks cached chunks' crc32 a few per second, on the blocking pool,
+/// until shutdown (worker 0 runs it: one scrubber per process).
+async fn scrub(shared: Arc<Shared>) {
+    let per_sec = shared.config.scrub_chunks_per_sec as usize;
+    while !shared.shutdown.load(Ordering::Relaxed) {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        let cache = shared.cache.clone();
+        match monoio::spawn_blocking(move || cache.scrub(per_sec)).await {
+            Ok(Ok(report)) if report.bad > 0 => {
+                tracing::warn!(
+                    bad = report.bad,
+                    "the scrubber found damaged cache chunks; they will be fetched again"
+                );
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cache scrub failed"),
+            _ => {}
+        }
     }
 }
 

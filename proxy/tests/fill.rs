@@ -246,8 +246,65 @@ fn a_head_admits_nothing_and_a_missing_object_is_a_502_not_an_empty_200() {
     std::fs::remove_file(nginx.root.join(img.params.image_id.to_string())).unwrap();
     let r = node.get(&link, &[]);
     assert_eq!(r.status, 502);
+    // The log line reaches the test through a pipe: give it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !node
+        .logs()
+        .contains("backend failed before any byte was sent")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the failure was not logged"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert!(
         node.logs()
             .contains("backend failed before any byte was sent")
+    );
+}
+
+#[test]
+fn the_scrubber_finds_a_damaged_cached_chunk_and_the_image_is_fetched_again() {
+    use std::os::unix::fs::FileExt as _;
+    let node = Node::start(
+        "io_uring",
+        "",
+        "[stores.nfs]\nkind = \"file\"\npath = \"images\"\ncache = true\n",
+    );
+    let mut img = node.add_image(pseudo_random(9 * MIB, 108), 108);
+    img.params.store = glance_link::StoreId::new("nfs").unwrap();
+    let link = node.link(&img.params);
+    assert_eq!(sha512(&node.get(&link, &[]).body), img.params.sha512);
+    let read = node.metric("glance_stream_backend_bytes_total");
+    // Damage the cached copy behind the cache's back.
+    let cached = node
+        .dir
+        .path()
+        .join("cache")
+        .join("data")
+        .join(hex::encode(img.params.image_id.as_bytes()));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cached)
+        .unwrap();
+    f.write_all_at(&[!img.bytes[100]], 100).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while node.metric("glance_stream_cache_scrub_failures_total") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scrubber never found the damage"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let r = node.get(&link, &[]);
+    assert_eq!(
+        sha512(&r.body),
+        img.params.sha512,
+        "damaged bytes were served"
+    );
+    assert!(
+        node.metric("glance_stream_backend_bytes_total") > read,
+        "the image was not fetched again"
     );
 }
