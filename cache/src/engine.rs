@@ -230,6 +230,41 @@ impl Entry {
 /// Most chunks of one entry (a larger image is streamed through, not cached).
 pub const MAX_CHUNKS: u64 = 1 << 20;
 
+/// A lease on `key`'s entry when it is there with `meta`'s size and hashes,
+/// counting the access; `None` when absent or stale.
+fn lease_existing(
+    inner: &Arc<Inner>,
+    shared: &mut Shared,
+    key: Key,
+    meta: &ImageMeta,
+    now: u64,
+) -> Option<Lookup> {
+    let entry = shared.entries.get_mut(&key)?;
+    let r = &entry.record;
+    if r.size != meta.size || r.md5 != meta.md5 || r.sha512 != meta.sha512 {
+        return None;
+    }
+    entry.leases += 1;
+    entry.record.hits += 1;
+    entry.record.last_access = now;
+    let lease = Lease {
+        inner: Arc::clone(inner),
+        key,
+        generation: entry.record.seq,
+        file: Arc::clone(&entry.file),
+        record: entry.record.clone(),
+    };
+    let complete = entry.record.state == State::Complete;
+    shared.policy.access(&key);
+    if complete {
+        shared.stats.hits += 1;
+        Some(Lookup::Hit(lease))
+    } else {
+        shared.stats.misses += 1;
+        Some(Lookup::Partial(lease))
+    }
+}
+
 /// The entry of `key` if it is still generation `generation`.
 fn current<'a>(shared: &'a mut Shared, key: &Key, generation: u64) -> Option<&'a mut Entry> {
     shared
@@ -405,6 +440,16 @@ impl Cache {
         })
     }
 
+    /// The memory-only part of [`Cache::lookup`]: a lease on an entry that
+    /// is already there with these hashes, or `None` (absent, stale, or
+    /// nothing to cache), in which case `lookup` must decide. It does no I/O,
+    /// so a hit can be answered on an event loop; `lookup` may create files
+    /// and commit the index and belongs on a blocking thread.
+    pub fn lookup_present(&self, key: Key, meta: &ImageMeta, now: u64) -> Option<Lookup> {
+        let mut shared = self.inner.lock();
+        lease_existing(&self.inner, &mut shared, key, meta, now)
+    }
+
     /// Finds the entry for `key`, or reserves space for a new one.
     ///
     /// An entry whose recorded size or hashes differ from `meta` is stale
@@ -430,25 +475,8 @@ impl Cache {
                 inner.remove(&mut shared, &key)?;
             }
         }
-        if let Some(entry) = shared.entries.get_mut(&key) {
-            entry.leases += 1;
-            entry.record.hits += 1;
-            entry.record.last_access = now;
-            let lease = Lease {
-                inner: Arc::clone(inner),
-                key,
-                generation: entry.record.seq,
-                file: Arc::clone(&entry.file),
-                record: entry.record.clone(),
-            };
-            let complete = entry.record.state == State::Complete;
-            shared.policy.access(&key);
-            if complete {
-                shared.stats.hits += 1;
-                return Ok(Lookup::Hit(lease));
-            }
-            shared.stats.misses += 1;
-            return Ok(Lookup::Partial(lease));
+        if let Some(found) = lease_existing(inner, &mut shared, key, meta, now) {
+            return Ok(found);
         }
         shared.stats.misses += 1;
         let admission = {

@@ -640,3 +640,21 @@ fn evict_the_size_limit_holds_under_a_concurrent_burst_of_reservations() {
     assert!(listed <= 40 * MIB, "{listed}");
     assert_eq!(listed, cache.stats().bytes_used);
 }
+
+#[test]
+fn lookup_present_finds_only_what_is_there_and_never_admits() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(dir.path(), 100 * MIB);
+    let a = data(5 * MIB, 70);
+    assert!(cache.lookup_present(key(70), &meta(&a), 1).is_none());
+    assert!(cache.list().is_empty(), "lookup_present reserved space");
+    fill(&cache, key(70), &a);
+    assert!(matches!(
+        cache.lookup_present(key(70), &meta(&a), 2),
+        Some(Lookup::Hit(_))
+    ));
+    // Other hashes under the same id: left to `lookup` to replace.
+    let b = data(5 * MIB, 71);
+    assert!(cache.lookup_present(key(70), &meta(&b), 3).is_none());
+    assert_eq!(cache.stats().hits, 1);
+}

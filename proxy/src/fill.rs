@@ -87,16 +87,23 @@ pub async fn serve(io: &mut Io, link: &VerifiedLink, a: &Answer) -> io::Result<b
         md5: p.md5,
         sha512: p.sha512,
     };
-    let cache = io.shared.cache.clone();
     let key = *p.image_id.as_bytes();
-    // Admission creates a file and commits the index: off the event loop.
-    let lookup = match blocking(move || cache.lookup(key, &meta, clock::unix_now())).await {
-        Ok(Ok(l)) => l,
-        Ok(Err(e)) => {
-            tracing::error!(image = %p.image_id, error = %e, "cache lookup failed; streaming through");
-            Lookup::Bypass
+    let now = clock::unix_now();
+    // A cached image is found in memory, here; only admission (a new file,
+    // an index commit) goes to the blocking pool.
+    let lookup = match io.shared.cache.lookup_present(key, &meta, now) {
+        Some(found) => found,
+        None => {
+            let cache = io.shared.cache.clone();
+            match blocking(move || cache.lookup(key, &meta, now)).await {
+                Ok(Ok(l)) => l,
+                Ok(Err(e)) => {
+                    tracing::error!(image = %p.image_id, error = %e, "cache lookup failed; streaming through");
+                    Lookup::Bypass
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Err(e) => return Err(e),
     };
     let mut head = Head {
         answer: a,
