@@ -97,7 +97,7 @@ fn trace(len: usize, catalogue: u64, alpha: f64, one_off_every: u64, seed: u64) 
     let mut seen = std::collections::HashSet::new();
     let mut total_unique_bytes = 0;
     for _ in 0..len {
-        let key = if rng.next() % one_off_every == 0 {
+        let key = if rng.next().is_multiple_of(one_off_every) {
             next_one_off += 1;
             next_one_off
         } else {

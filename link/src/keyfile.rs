@@ -1,4 +1,5 @@
-//! Reading the keyring file: the one piece of I/O in this crate.
+//! Reading the keyring file, and other private files holding secrets: the
+//! one piece of I/O in this crate.
 
 use std::path::Path;
 
@@ -13,16 +14,22 @@ impl Keyring {
     /// Refuses a file that group or others may access at all, before reading
     /// its contents: the secrets in it sign every download link.
     pub fn load(path: &Path) -> Result<Keyring, KeyringError> {
-        let shown = path.display().to_string();
-        let io = |source| KeyringError::Io {
-            path: shown.clone(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(io)?;
-        check_mode(&file, &shown)?;
-        let text = std::io::read_to_string(file).map_err(io)?;
-        Keyring::from_toml(&text)
+        Keyring::from_toml(&read_private_file(path)?)
     }
+}
+
+/// Reads a file that holds secrets (the keyring, a backend's secret key, an
+/// admin token), refusing it before reading a byte when group or others may
+/// access it.
+pub fn read_private_file(path: &Path) -> Result<String, KeyringError> {
+    let shown = path.display().to_string();
+    let io = |source| KeyringError::Io {
+        path: shown.clone(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    check_mode(&file, &shown)?;
+    std::io::read_to_string(file).map_err(io)
 }
 
 #[cfg(unix)]

@@ -25,8 +25,8 @@ pub const MIN_SECRET_BYTES: usize = 32;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyringError {
-    /// The file could not be read.
-    #[error("cannot read keyring {path}: {source}")]
+    /// The file (the keyring, or another private file) could not be read.
+    #[error("cannot read {path}: {source}")]
     Io {
         /// The keyring file.
         path: String,
@@ -35,7 +35,7 @@ pub enum KeyringError {
     },
     /// Group or others may read the file.
     #[error(
-        "keyring {path} has mode {mode:o}: group and others must have no access (run `chmod 600 {path}`)"
+        "{path} has mode {mode:o}: group and others must have no access (run `chmod 600 {path}`)"
     )]
     Permissions {
         /// The keyring file.

@@ -68,6 +68,18 @@ struct RawCache {
     chunk_size_mib: u32,
     #[serde(default = "default_scrub")]
     scrub_chunks_per_sec: u32,
+    #[serde(default = "default_readahead_mib")]
+    readahead_mib: u32,
+    #[serde(default = "default_fill_parallelism")]
+    fill_parallelism: usize,
+}
+
+fn default_readahead_mib() -> u32 {
+    16
+}
+
+fn default_fill_parallelism() -> usize {
+    8
 }
 
 fn default_scrub() -> u32 {
@@ -111,6 +123,16 @@ struct RawStore {
     path: Option<PathBuf>,
     url: Option<String>,
     cache: Option<bool>,
+    endpoint: Option<String>,
+    bucket: Option<String>,
+    region: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key_file: Option<PathBuf>,
+    prefix: Option<String>,
+    connect_timeout_secs: Option<u64>,
+    first_byte_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_idle_connections: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -155,7 +177,7 @@ pub struct HttpLimits {
 }
 
 /// A backend store, by kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum StoreConfig {
     /// A directory holding one file per image, named by image id (Glance's filesystem store layout).
@@ -169,6 +191,12 @@ pub enum StoreConfig {
     /// An HTTP origin: the object of an image is the URL plus its id;
     /// always served through the cache.
     Http {
+        /// Where and how to fetch.
+        origin: crate::origin::OriginConfig,
+    },
+    /// An S3 bucket: the object of an image is the key prefix plus its id,
+    /// read with SigV4-presigned ranged GETs; always served through the cache.
+    S3 {
         /// Where and how to fetch.
         origin: crate::origin::OriginConfig,
     },
@@ -195,6 +223,10 @@ pub struct Config {
     pub cache_chunk_size: u32,
     /// Chunks the scrubber re-checks per second (0: no scrubbing).
     pub scrub_chunks_per_sec: u32,
+    /// Bytes a reader claims past its position on a miss, fetched in parallel.
+    pub readahead_bytes: u64,
+    /// Most readahead chunk fetches under way at once per worker thread.
+    pub fill_parallelism: usize,
     /// HTTP limits and timeouts.
     pub http: HttpLimits,
     /// Backend stores by id.
@@ -245,37 +277,8 @@ impl Config {
         let mut stores = BTreeMap::new();
         for (id, store) in raw.stores {
             let store_id = StoreId::new(&id).map_err(|e| invalid(format!("[stores.{id}]: {e}")))?;
-            let store = match (store.kind, store.path, store.url) {
-                (StoreKind::File, Some(path), None) => StoreConfig::File {
-                    path: base.join(path),
-                    cache: store.cache.unwrap_or(false),
-                },
-                (StoreKind::File, _, _) => {
-                    return Err(invalid(format!(
-                        "[stores.{id}]: a file store needs `path` (and no `url`)"
-                    )));
-                }
-                (StoreKind::Http, None, Some(url)) => {
-                    if store.cache == Some(false) {
-                        return Err(invalid(format!(
-                            "[stores.{id}]: an http store is always served through the cache"
-                        )));
-                    }
-                    let origin = crate::origin::OriginConfig::from_url(&url)
-                        .map_err(|e| invalid(format!("[stores.{id}]: {e}")))?;
-                    StoreConfig::Http { origin }
-                }
-                (StoreKind::Http, _, _) => {
-                    return Err(invalid(format!(
-                        "[stores.{id}]: an http store needs `url` (and no `path`)"
-                    )));
-                }
-                (StoreKind::S3 | StoreKind::Swift, _, _) => {
-                    return Err(invalid(format!(
-                        "[stores.{id}]: this build serves kind = \"file\" and \"http\" stores"
-                    )));
-                }
-            };
+            let store =
+                check_store(store, base).map_err(|e| invalid(format!("[stores.{id}]: {e}")))?;
             stores.insert(store_id, store);
         }
         if raw.cache.max_bytes == 0 {
@@ -284,6 +287,14 @@ impl Config {
         if !(4..=16).contains(&raw.cache.chunk_size_mib) {
             return Err(invalid(
                 "[cache] chunk_size_mib must be between 4 and 16".into(),
+            ));
+        }
+        if raw.cache.readahead_mib > 16 {
+            return Err(invalid("[cache] readahead_mib must be at most 16".into()));
+        }
+        if !(1..=64).contains(&raw.cache.fill_parallelism) {
+            return Err(invalid(
+                "[cache] fill_parallelism must be between 1 and 64".into(),
             ));
         }
         Ok(Config {
@@ -296,10 +307,116 @@ impl Config {
             cache_max_bytes: raw.cache.max_bytes,
             cache_chunk_size: raw.cache.chunk_size_mib << 20,
             scrub_chunks_per_sec: raw.cache.scrub_chunks_per_sec,
+            readahead_bytes: u64::from(raw.cache.readahead_mib) << 20,
+            fill_parallelism: raw.cache.fill_parallelism,
             http,
             stores,
         })
     }
+}
+
+/// Checks one `[stores.X]` table: the keys its kind needs, and no others.
+fn check_store(raw: RawStore, base: &Path) -> Result<StoreConfig, String> {
+    let remote_keys = [
+        ("connect_timeout_secs", raw.connect_timeout_secs.is_some()),
+        (
+            "first_byte_timeout_secs",
+            raw.first_byte_timeout_secs.is_some(),
+        ),
+        ("idle_timeout_secs", raw.idle_timeout_secs.is_some()),
+        ("max_idle_connections", raw.max_idle_connections.is_some()),
+    ];
+    let s3_keys = [
+        ("endpoint", raw.endpoint.is_some()),
+        ("bucket", raw.bucket.is_some()),
+        ("region", raw.region.is_some()),
+        ("access_key_id", raw.access_key_id.is_some()),
+        (
+            "secret_access_key_file",
+            raw.secret_access_key_file.is_some(),
+        ),
+        ("prefix", raw.prefix.is_some()),
+    ];
+    let refuse = |kind: &str, keys: &[(&str, bool)]| -> Result<(), String> {
+        match keys.iter().find(|(_, set)| *set) {
+            Some((key, _)) => Err(format!("`{key}` does not apply to a {kind} store")),
+            None => Ok(()),
+        }
+    };
+    let path_url = [("path", raw.path.is_some()), ("url", raw.url.is_some())];
+    match raw.kind {
+        StoreKind::File => {
+            refuse("file", &remote_keys)?;
+            refuse("file", &s3_keys)?;
+            refuse("file", &path_url[1..])?;
+            let path = raw.path.ok_or("a file store needs `path`")?;
+            Ok(StoreConfig::File {
+                path: base.join(path),
+                cache: raw.cache.unwrap_or(false),
+            })
+        }
+        StoreKind::Http => {
+            refuse("http", &s3_keys)?;
+            refuse("http", &path_url[..1])?;
+            if raw.cache == Some(false) {
+                return Err("an http store is always served through the cache".into());
+            }
+            let url = raw.url.as_deref().ok_or("an http store needs `url`")?;
+            let mut origin = crate::origin::OriginConfig::from_url(url)?;
+            remote_settings(&raw, &mut origin)?;
+            Ok(StoreConfig::Http { origin })
+        }
+        StoreKind::S3 => {
+            refuse("s3", &path_url)?;
+            if raw.cache == Some(false) {
+                return Err("an s3 store is always served through the cache".into());
+            }
+            let need = |v: &Option<String>, key: &str| {
+                v.clone()
+                    .ok_or_else(|| format!("an s3 store needs `{key}`"))
+            };
+            let secret_file = raw
+                .secret_access_key_file
+                .as_ref()
+                .ok_or("an s3 store needs `secret_access_key_file`")?;
+            let secret = glance_link::read_private_file(&base.join(secret_file))
+                .map_err(|e| format!("secret_access_key_file: {e}"))?;
+            let mut origin = crate::origin::OriginConfig::s3(&crate::origin::S3Settings {
+                endpoint: &need(&raw.endpoint, "endpoint")?,
+                bucket: &need(&raw.bucket, "bucket")?,
+                region: &need(&raw.region, "region")?,
+                access_key_id: &need(&raw.access_key_id, "access_key_id")?,
+                secret_access_key: secret.trim(),
+                key_prefix: raw.prefix.as_deref().unwrap_or(""),
+            })?;
+            remote_settings(&raw, &mut origin)?;
+            Ok(StoreConfig::S3 { origin })
+        }
+        StoreKind::Swift => Err("kind = \"swift\" is not served by this build; \
+             use its S3 API (kind = \"s3\")"
+            .into()),
+    }
+}
+
+/// Applies a remote store's timeouts and pool size.
+fn remote_settings(raw: &RawStore, origin: &mut crate::origin::OriginConfig) -> Result<(), String> {
+    let secs = |v: Option<u64>, key: &str, default: Duration| match v {
+        None => Ok(default),
+        Some(0) => Err(format!("`{key}` must be at least 1")),
+        Some(n) => Ok(Duration::from_secs(n)),
+    };
+    let t = &mut origin.timeouts;
+    t.connect = secs(raw.connect_timeout_secs, "connect_timeout_secs", t.connect)?;
+    t.first_byte = secs(
+        raw.first_byte_timeout_secs,
+        "first_byte_timeout_secs",
+        t.first_byte,
+    )?;
+    t.idle = secs(raw.idle_timeout_secs, "idle_timeout_secs", t.idle)?;
+    if let Some(n) = raw.max_idle_connections {
+        origin.max_idle = n;
+    }
+    Ok(())
 }
 
 fn check_http(raw: &RawHttp) -> Result<HttpLimits, String> {
@@ -357,13 +474,10 @@ path = "images"
         assert_eq!(c.http.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.io_driver, IoDriver::Auto);
         let local = StoreId::new("local").unwrap();
-        assert_eq!(
-            c.stores[&local],
-            StoreConfig::File {
-                path: "/etc/gs/images".into(),
-                cache: false,
-            }
-        );
+        assert!(matches!(
+            &c.stores[&local],
+            StoreConfig::File { path, cache: false } if path == Path::new("/etc/gs/images")
+        ));
         assert_eq!(c.cache_chunk_size, 8 << 20);
     }
 

@@ -4,57 +4,44 @@
 //! missing claims it; every other reader, on any thread, waits for it);
 //! when the cache cannot admit the image, it streams through uncached.
 //!
+//! Each claimed chunk is fetched and committed by a task of its own, so a
+//! fill finishes even when the client that started it goes away. A reader
+//! also claims up to the configured readahead past its position, so several
+//! chunks come from the backend at once (bounded per thread): a backend that
+//! limits each connection's rate is read in parallel.
+//!
 //! A backend that fails mid-response cuts the response before its
 //! `Content-Length` (a short body, never a complete-looking lie); the chunks
 //! that landed stay, and a later request resumes from them. When the bytes
 //! turn out not to match the link's hashes, the entry is thrown away; the
-//! client that was streaming got the backend's bytes and verifies them end
+//! clients that were streaming get the backend's bytes and verify them end
 //! to end, as Glance's clients do.
 
-use std::collections::HashMap;
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::os::unix::fs::FileExt as _;
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use glance_cache::{ChunkState, Claim, Committed, ImageMeta, Lease, Lookup};
-use glance_link::{StoreId, VerifiedLink};
+use glance_link::{LinkParams, StoreId, VerifiedLink};
 use monoio::io::AsyncWriteRentExt as _;
 
 use crate::clock;
 use crate::conn::Io;
 use crate::image::{Answer, send_body, write_head};
-use crate::metrics::SendPath;
+use crate::isolate::{CatchUnwind, panic_message};
+use crate::metrics::{CoreMetrics, FillEvent, SendPath};
 use crate::origin::{FetchError, Origin};
+use crate::server::Shared;
 use crate::store::Store;
 
 /// Bytes fetched per backend request when streaming through uncached.
 const THROUGH_CHUNK: u64 = 4 << 20;
 /// Attempts of one backend fetch (retryable failures only).
 const ATTEMPTS: u32 = 3;
-
-/// One worker thread's backend connections (sockets never leave their thread).
-pub struct Worker {
-    origins: HashMap<StoreId, Origin>,
-}
-
-impl Worker {
-    /// Connection pools for every HTTP store.
-    pub fn new(stores: &std::collections::BTreeMap<StoreId, Store>) -> Worker {
-        let origins = stores
-            .iter()
-            .filter_map(|(id, s)| match s {
-                Store::Http { origin } => Some((*id, Origin::new(origin.clone()))),
-                Store::File { .. } => None,
-            })
-            .collect();
-        Worker { origins }
-    }
-}
-
-fn other(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
-}
-
 /// Longest one backend fetch attempt may take, whole.
 const FETCH_DEADLINE: Duration = Duration::from_secs(120);
 /// Longest a reader waits for a chunk another request is filling.
@@ -62,12 +49,119 @@ const WAIT_DEADLINE: Duration = Duration::from_secs(180);
 /// Longest a cache operation on the blocking pool may take.
 const CACHE_DEADLINE: Duration = Duration::from_secs(120);
 
+/// One worker thread's backend connections (sockets never leave their
+/// thread) and its count of chunk fills under way.
+pub struct Worker {
+    origins: HashMap<StoreId, Rc<Origin>>,
+    fills: Cell<usize>,
+    max_fills: usize,
+    readahead: u64,
+}
+
+impl Worker {
+    /// Connection pools for every remote store; at most `max_fills` chunk
+    /// fetches at once on this thread beyond the ones readers wait for, and
+    /// `readahead` bytes claimed past a reader's position.
+    pub fn new(stores: &BTreeMap<StoreId, Store>, max_fills: usize, readahead: u64) -> Worker {
+        let origins = stores
+            .iter()
+            .filter_map(|(id, s)| match s {
+                Store::Remote { origin } => Some((*id, Rc::new(Origin::new(origin.clone())))),
+                Store::File { .. } => None,
+            })
+            .collect();
+        Worker {
+            origins,
+            fills: Cell::new(0),
+            max_fills,
+            readahead,
+        }
+    }
+}
+
+/// Counts a chunk fill as under way on its thread for as long as it lives.
+struct FillSlot(Rc<Worker>);
+
+impl FillSlot {
+    fn new(worker: &Rc<Worker>) -> FillSlot {
+        worker.fills.set(worker.fills.get() + 1);
+        FillSlot(Rc::clone(worker))
+    }
+}
+
+impl Drop for FillSlot {
+    fn drop(&mut self) {
+        self.0.fills.set(self.0.fills.get().saturating_sub(1));
+    }
+}
+
+/// Where an image's bytes come from, independent of any client connection:
+/// fill tasks outlive the request that started them.
+#[derive(Clone)]
+pub struct Source {
+    shared: Arc<Shared>,
+    worker: Rc<Worker>,
+    core: usize,
+    params: Rc<LinkParams>,
+}
+
+impl Source {
+    /// The source of a verified link's image, on worker `core`.
+    pub fn new(shared: Arc<Shared>, worker: Rc<Worker>, core: usize, params: LinkParams) -> Source {
+        Source {
+            shared,
+            worker,
+            core,
+            params: Rc::new(params),
+        }
+    }
+
+    fn metrics(&self) -> &CoreMetrics {
+        self.shared.metrics.core(self.core)
+    }
+
+    fn fill_event(&self, event: FillEvent) {
+        self.shared.metrics.fill(&self.params.store, event);
+    }
+
+    fn meta(&self) -> ImageMeta {
+        ImageMeta {
+            size: self.params.size,
+            md5: self.params.md5,
+            sha512: self.params.sha512,
+        }
+    }
+}
+
+fn other(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
 /// Runs blocking cache work on monoio's pool, bounded in time.
 async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> io::Result<R> {
     match monoio::time::timeout(CACHE_DEADLINE, monoio::spawn_blocking(f)).await {
         Ok(Ok(r)) => Ok(r),
         Ok(Err(_)) => Err(other("a cache task failed")),
         Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Finds or admits the image's cache entry: in memory on the event loop
+/// when it exists; admission (a new file, an index commit) on the blocking pool.
+async fn lookup(src: &Source) -> io::Result<Lookup> {
+    let meta = src.meta();
+    let key = *src.params.image_id.as_bytes();
+    let now = clock::unix_now();
+    if let Some(found) = src.shared.cache.lookup_present(key, &meta, now) {
+        return Ok(found);
+    }
+    let cache = src.shared.cache.clone();
+    match blocking(move || cache.lookup(key, &meta, now)).await? {
+        Ok(l) => Ok(l),
+        Err(e) => {
+            tracing::error!(image = %src.params.image_id, error = %e, "cache lookup failed; streaming through");
+            Ok(Lookup::Bypass)
+        }
     }
 }
 
@@ -81,53 +175,44 @@ pub async fn serve(io: &mut Io, link: &VerifiedLink, a: &Answer) -> io::Result<b
         write_head(io, link, a).await?;
         return Ok(a.keep_alive);
     }
-    let p = link.params();
-    let meta = ImageMeta {
-        size: p.size,
-        md5: p.md5,
-        sha512: p.sha512,
-    };
-    let key = *p.image_id.as_bytes();
-    let now = clock::unix_now();
-    // A cached image is found in memory, here; only admission (a new file,
-    // an index commit) goes to the blocking pool.
-    let lookup = match io.shared.cache.lookup_present(key, &meta, now) {
-        Some(found) => found,
-        None => {
-            let cache = io.shared.cache.clone();
-            match blocking(move || cache.lookup(key, &meta, now)).await {
-                Ok(Ok(l)) => l,
-                Ok(Err(e)) => {
-                    tracing::error!(image = %p.image_id, error = %e, "cache lookup failed; streaming through");
-                    Lookup::Bypass
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    };
-    let mut head = Head {
+    let src = Source::new(
+        io.shared.clone(),
+        io.worker.clone(),
+        io.core,
+        link.params().clone(),
+    );
+    let mut sink = Sink {
+        io,
+        link,
         answer: a,
-        sent: false,
+        head_sent: false,
     };
-    let served = match lookup {
+    let served = match lookup(&src).await? {
         Lookup::Hit(lease) => {
-            io.metrics().cache(CacheOutcome::Hit);
-            head.send(io, link).await?;
-            send_body(io, lease.file(), a.start, a.end - a.start + 1).await
+            src.metrics().cache(CacheOutcome::Hit);
+            sink.head().await?;
+            send_body(sink.io, lease.file(), a.start, a.end - a.start + 1).await
         }
         Lookup::Partial(lease) => {
-            io.metrics().cache(CacheOutcome::Miss);
-            serve_filling(io, link, lease, &mut head).await
+            src.metrics().cache(CacheOutcome::Miss);
+            match walk(&src, lease, a.start, a.end, Some(&mut sink)).await {
+                Ok(Walked::Done) => Ok(()),
+                Ok(Walked::Invalidated { from }) => {
+                    stream_through(&src, &mut sink, from, a.end).await
+                }
+                Err(e) => Err(e),
+            }
         }
         Lookup::Bypass => {
-            io.metrics().cache(CacheOutcome::Bypass);
-            stream_through(io, link, a.start, a.end, &mut head).await
+            src.metrics().cache(CacheOutcome::Bypass);
+            stream_through(&src, &mut sink, a.start, a.end).await
         }
     };
     match served {
         Ok(()) => Ok(a.keep_alive),
-        Err(e) if !head.sent => {
-            tracing::error!(image = %p.image_id, error = %e, "backend failed before any byte was sent");
+        Err(e) if !sink.head_sent => {
+            tracing::error!(image = %src.params.image_id, error = %e, "backend failed before any byte was sent");
+            let io = sink.io;
             io.simple(502, "the image could not be read from its store\n", false)
                 .await?;
             Ok(false)
@@ -136,17 +221,35 @@ pub async fn serve(io: &mut Io, link: &VerifiedLink, a: &Answer) -> io::Result<b
     }
 }
 
-/// The response head, sent once, just before the first body bytes.
-struct Head<'a> {
-    answer: &'a Answer,
-    sent: bool,
+/// Fills every missing chunk of an image without sending it anywhere (a
+/// pre-warm). Returns once the image is complete in the cache.
+pub async fn prewarm(src: Source) -> io::Result<()> {
+    match lookup(&src).await? {
+        Lookup::Hit(_) => Ok(()),
+        Lookup::Partial(lease) => match walk(&src, lease, 0, src.params.size - 1, None).await? {
+            Walked::Done => Ok(()),
+            Walked::Invalidated { .. } => {
+                Err(other("the backend's bytes do not match the link's hashes"))
+            }
+        },
+        Lookup::Bypass => Err(other("the cache cannot admit the image now")),
+    }
 }
 
-impl Head<'_> {
-    async fn send(&mut self, io: &mut Io, link: &VerifiedLink) -> io::Result<()> {
-        if !self.sent {
-            self.sent = true;
-            write_head(io, link, self.answer).await?;
+/// A client receiving an answer: its head goes out once, just before the
+/// first body bytes.
+struct Sink<'a, 'l> {
+    io: &'a mut Io,
+    link: &'l VerifiedLink,
+    answer: &'l Answer,
+    head_sent: bool,
+}
+
+impl Sink<'_, '_> {
+    async fn head(&mut self) -> io::Result<()> {
+        if !self.head_sent {
+            self.head_sent = true;
+            write_head(self.io, self.link, self.answer).await?;
         }
         Ok(())
     }
@@ -163,14 +266,25 @@ pub enum CacheOutcome {
     Bypass,
 }
 
-/// Sends the answer's bytes of a filling entry, filling missing chunks.
-async fn serve_filling(
-    io: &mut Io,
-    link: &VerifiedLink,
+/// How a walk over an entry's chunks ended.
+enum Walked {
+    /// Every byte asked for is present (and was sent, with a sink).
+    Done,
+    /// The entry was thrown away (its bytes did not match the link) before
+    /// byte `from` was sent.
+    Invalidated { from: u64 },
+}
+
+/// Goes through the chunks holding bytes `start..=end` of a filling entry,
+/// in order: fills the missing ones, waits for the ones being filled, and
+/// sends each to `sink` (if any) as it lands.
+async fn walk(
+    src: &Source,
     lease: Lease,
-    head: &mut Head<'_>,
-) -> io::Result<()> {
-    let (start, end) = (head.answer.start, head.answer.end);
+    start: u64,
+    end: u64,
+    mut sink: Option<&mut Sink<'_, '_>>,
+) -> io::Result<Walked> {
     // Every chunk present yet not complete: a commit failed before the
     // hashes were checked. Check them now rather than serve unverified bytes.
     let (lease, finished) = blocking(move || {
@@ -179,49 +293,77 @@ async fn serve_filling(
     })
     .await?;
     if finished.map_err(other)? == Some(Committed::Invalid) {
-        io.metrics().chunk_filled(true);
-        return stream_through(io, link, start, end, head).await;
+        src.metrics().invalidated();
+        return Ok(Walked::Invalidated { from: start });
     }
     let cs = u64::from(lease.record().chunk_size);
+    let last_chunk = (src.params.size - 1) / cs;
+    let ahead = src.worker.readahead / cs;
     for i in start / cs..=end / cs {
+        let from = start.max(i * cs);
+        read_ahead(src, &lease, i + 1, (i + ahead).min(last_chunk));
+        let mut waited = false;
         loop {
             match lease.chunk(i) {
                 Some(ChunkState::Present) => break,
                 Some(ChunkState::Filling) => {
+                    if !waited {
+                        src.metrics().coalesced();
+                        waited = true;
+                    }
                     match monoio::time::timeout(WAIT_DEADLINE, lease.wait(i)).await {
-                        Ok(r) => {
-                            r.map_err(other)?;
+                        Ok(Ok(_)) => {}
+                        // Thrown away while we waited: its bytes were wrong.
+                        Ok(Err(glance_cache::CacheError::NotFound)) => {
+                            return Ok(Walked::Invalidated { from });
                         }
+                        Ok(Err(e)) => return Err(other(e)),
                         Err(_) => {
                             return Err(other("timed out waiting for another request's fill"));
                         }
                     }
                 }
+                // The fill this reader waited for gave up after its retries:
+                // the backend is failing. Cut this response too rather than
+                // retry one waiter after another; a later request resumes.
+                Some(ChunkState::Missing) if waited => {
+                    return Err(other("the backend failed while this chunk was filled"));
+                }
                 Some(ChunkState::Missing) => {
-                    if let Some(claim) = lease.claim(i)
-                        && fill_chunk(io, link, &lease, claim).await? == Committed::Invalid
-                    {
-                        // The bytes do not match the link: the entry is gone.
-                        // This client gets the backend's bytes (it verifies
-                        // them end to end); nothing of it is kept.
-                        let (a, b) = overlap(&lease, i, start, end);
-                        head.send(io, link).await?;
-                        send_body(io, lease.file(), a, b - a).await?;
-                        let rest = ((i + 1) * cs).min(end + 1);
-                        if rest <= end {
-                            stream_through(io, link, rest, end, head).await?;
+                    if let Some(claim) = lease.claim(i) {
+                        let handle = spawn_fill(src, &lease, claim)?;
+                        match handle.await {
+                            Ok(Ok(Committed::Invalid)) => return Ok(Walked::Invalidated { from }),
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => return Err(e),
+                            Err(panic) => return Err(other(panic_message(panic.as_ref()))),
                         }
-                        return Ok(());
                     }
                 }
-                None => return Err(other("the cache entry was invalidated")),
+                None => return Ok(Walked::Invalidated { from }),
             }
         }
-        let (a, b) = overlap(&lease, i, start, end);
-        head.send(io, link).await?;
-        send_body(io, lease.file(), a, b - a).await?;
+        if let Some(sink) = sink.as_deref_mut() {
+            let (a, b) = overlap(&lease, i, start, end);
+            sink.head().await?;
+            send_body(sink.io, lease.file(), a, b - a).await?;
+        }
     }
-    Ok(())
+    Ok(Walked::Done)
+}
+
+/// Starts fills of the missing chunks among `from..=to`, as far as this
+/// thread's fill budget allows; nobody waits on them here.
+fn read_ahead(src: &Source, lease: &Lease, from: u64, to: u64) {
+    for j in from..=to {
+        if src.worker.fills.get() >= src.worker.max_fills {
+            return;
+        }
+        if let Some(claim) = lease.claim(j) {
+            // Detached: the fill goes on whoever reads the chunk.
+            let _ = spawn_fill(src, lease, claim);
+        }
+    }
 }
 
 /// The part of chunk `i` inside `start..=end`, as `[a, b)`.
@@ -230,62 +372,76 @@ fn overlap(lease: &Lease, i: u64, start: u64, end: u64) -> (u64, u64) {
     (cs.max(start), ce.min(end + 1))
 }
 
-/// Fetches one claimed chunk from the backend and commits it to the cache
-/// (write, fdatasync, index) on the blocking pool, off the event loop.
-async fn fill_chunk(
-    io: &mut Io,
-    link: &VerifiedLink,
-    lease: &Lease,
-    claim: Claim,
-) -> io::Result<Committed> {
+type FillHandle =
+    monoio::task::JoinHandle<Result<io::Result<Committed>, Box<dyn std::any::Any + Send>>>;
+
+/// Starts a task that fetches one claimed chunk from the backend and
+/// commits it to the cache (write, fdatasync, index) on the blocking pool.
+fn spawn_fill(src: &Source, lease: &Lease, claim: Claim) -> io::Result<FillHandle> {
     let (a, b) = lease
         .record()
         .chunk_range(claim.chunk())
         .ok_or_else(|| other("chunk out of range"))?;
-    let data = fetch(io, link, a, b - 1).await?;
-    let committed = blocking(move || claim.commit(&data)).await?;
-    match committed {
-        Ok(c) => {
-            io.metrics().chunk_filled(c == Committed::Invalid);
-            if c == Committed::Invalid {
-                tracing::error!(image = %link.params().image_id, "backend bytes do not match the link's hashes; entry discarded");
+    let slot = FillSlot::new(&src.worker);
+    let src = src.clone();
+    src.fill_event(FillEvent::Started);
+    Ok(monoio::spawn(CatchUnwind::new(async move {
+        let _slot = slot;
+        let chunk = claim.chunk();
+        let result = match fetch(&src, a, b - 1).await {
+            Ok(data) => match blocking(move || claim.commit(&data)).await {
+                Ok(Ok(c)) => Ok(c),
+                Ok(Err(e)) => Err(other(e)),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(c) => {
+                src.fill_event(FillEvent::Completed);
+                if *c == Committed::Invalid {
+                    src.metrics().invalidated();
+                    tracing::error!(image = %src.params.image_id, "backend bytes do not match the link's hashes; entry discarded");
+                }
             }
-            Ok(c)
+            Err(e) => {
+                src.fill_event(FillEvent::Failed);
+                tracing::warn!(image = %src.params.image_id, chunk, error = %e, "chunk fill failed; it stays missing");
+            }
         }
-        Err(e) => Err(other(e)),
-    }
+        result
+    })))
 }
 
 /// Streams bytes `start..=end` from the backend without caching them.
 async fn stream_through(
-    io: &mut Io,
-    link: &VerifiedLink,
+    src: &Source,
+    sink: &mut Sink<'_, '_>,
     start: u64,
     end: u64,
-    head: &mut Head<'_>,
 ) -> io::Result<()> {
     let mut at = start;
     while at <= end {
         let last = (at + THROUGH_CHUNK - 1).min(end);
-        let data = fetch(io, link, at, last).await?;
-        head.send(io, link).await?;
+        let data = fetch(src, at, last).await?;
+        sink.head().await?;
         let sent = data.len() as u64;
-        let timeout = io.shared.config.http.send_timeout;
-        match monoio::time::timeout(timeout, io.stream.write_all(data)).await {
+        let timeout = sink.io.shared.config.http.send_timeout;
+        match monoio::time::timeout(timeout, sink.io.stream.write_all(data)).await {
             Ok((res, _)) => res?,
             Err(_) => return Err(io::ErrorKind::TimedOut.into()),
         };
-        io.metrics().sent(SendPath::Copy, sent);
+        src.metrics().sent(SendPath::Copy, sent);
         at = last + 1;
     }
     Ok(())
 }
 
-/// Fetches bytes `start..=end` of the link's image from its store, retrying
+/// Fetches bytes `start..=end` of the image from its store, retrying
 /// retryable failures with backoff.
-async fn fetch(io: &mut Io, link: &VerifiedLink, start: u64, end: u64) -> io::Result<Vec<u8>> {
-    let p = link.params();
-    let store = io
+async fn fetch(src: &Source, start: u64, end: u64) -> io::Result<Vec<u8>> {
+    let p = &src.params;
+    let store = src
         .shared
         .stores
         .get(&p.store)
@@ -296,48 +452,57 @@ async fn fetch(io: &mut Io, link: &VerifiedLink, start: u64, end: u64) -> io::Re
             let path = dir.join(&object);
             blocking(move || read_range(&path, start, end)).await??
         }
-        Store::Http { .. } => {
-            let origin = io
+        Store::Remote { .. } => {
+            let origin = src
                 .worker
                 .origins
                 .get(&p.store)
                 .ok_or_else(|| other("no origin pool for the store"))?;
-            let mut buf = Vec::new();
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let attempt_result = monoio::time::timeout(
-                    FETCH_DEADLINE,
-                    origin.fetch(&object, start, end, p.size, buf),
-                )
-                .await;
-                let r = match attempt_result {
-                    Ok((r, b)) => {
-                        buf = b;
-                        r
-                    }
-                    Err(_) => {
-                        buf = Vec::new();
-                        Err(FetchError::Timeout("the whole fetch"))
-                    }
-                };
-                match r {
-                    Ok(()) => break buf,
-                    Err(e) if e.retryable() && attempt < ATTEMPTS => {
-                        tracing::warn!(image = %p.image_id, attempt, error = %e, "backend fetch failed; retrying");
-                        monoio::time::sleep(Duration::from_millis(100 << (2 * attempt))).await;
-                    }
-                    Err(e) => return Err(fetch_error(e)),
-                }
-            }
+            fetch_remote(origin, &object, start, end, p).await?
         }
     };
-    io.metrics().backend_bytes(data.len() as u64);
+    src.shared
+        .metrics
+        .backend_bytes(&p.store, data.len() as u64);
     Ok(data)
 }
 
-fn fetch_error(e: FetchError) -> io::Error {
-    io::Error::other(e.to_string())
+/// One ranged GET from a remote store, retried with backoff.
+async fn fetch_remote(
+    origin: &Origin,
+    object: &str,
+    start: u64,
+    end: u64,
+    p: &LinkParams,
+) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let attempt_result = monoio::time::timeout(
+            FETCH_DEADLINE,
+            origin.fetch(object, start, end, p.size, buf),
+        )
+        .await;
+        let r = match attempt_result {
+            Ok((r, b)) => {
+                buf = b;
+                r
+            }
+            Err(_) => {
+                buf = Vec::new();
+                Err(FetchError::Timeout("the whole fetch"))
+            }
+        };
+        match r {
+            Ok(()) => return Ok(buf),
+            Err(e) if e.retryable() && attempt < ATTEMPTS => {
+                tracing::warn!(image = %p.image_id, attempt, error = %e, "backend fetch failed; retrying");
+                monoio::time::sleep(Duration::from_millis(100 << (2 * attempt))).await;
+            }
+            Err(e) => return Err(other(e)),
+        }
+    }
 }
 
 /// Reads bytes `start..=end` of a file (on the blocking pool).

@@ -4,7 +4,9 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use glance_link::Rejection;
+use std::collections::BTreeMap;
+
+use glance_link::{Rejection, StoreId};
 
 /// Status codes counted by name; any other lands in `other`.
 pub const STATUSES: [u16; 16] = [
@@ -32,9 +34,27 @@ pub struct CoreMetrics {
     rejections: [AtomicU64; Rejection::ALL.len()],
     panics: AtomicU64,
     cache_lookups: [AtomicU64; 3],
-    backend_bytes: AtomicU64,
-    chunks_filled: AtomicU64,
+    coalesced: AtomicU64,
     invalidations: AtomicU64,
+}
+
+/// What happened to a chunk fill (one chunk's fetch from a backend and its
+/// commit to the cache).
+#[derive(Debug, Clone, Copy)]
+pub enum FillEvent {
+    /// A chunk was claimed and its fetch started.
+    Started,
+    /// The chunk landed in the cache.
+    Completed,
+    /// The fetch or the commit failed after its retries; the chunk stays missing.
+    Failed,
+}
+
+/// One backend store's counters (updated once per chunk, so shared by all threads).
+#[derive(Default)]
+struct StoreCounters {
+    backend_bytes: AtomicU64,
+    fills: [AtomicU64; 3],
 }
 
 impl CoreMetrics {
@@ -93,18 +113,15 @@ impl CoreMetrics {
         self.cache_lookups[i].fetch_add(1, Relaxed);
     }
 
-    /// Bytes read from a backend store.
-    pub fn backend_bytes(&self, n: u64) {
-        self.backend_bytes.fetch_add(n, Relaxed);
+    /// A reader waited for a chunk another request was fetching, instead
+    /// of fetching it again.
+    pub fn coalesced(&self) {
+        self.coalesced.fetch_add(1, Relaxed);
     }
 
-    /// A chunk fetched and committed to the cache; `invalid` when it
-    /// completed an image whose hashes did not match.
-    pub fn chunk_filled(&self, invalid: bool) {
-        self.chunks_filled.fetch_add(1, Relaxed);
-        if invalid {
-            self.invalidations.fetch_add(1, Relaxed);
-        }
+    /// A cached image was thrown away: its bytes did not match the link's hashes.
+    pub fn invalidated(&self) {
+        self.invalidations.fetch_add(1, Relaxed);
     }
 
     /// A connection task that panicked (and was contained).
@@ -116,17 +133,36 @@ impl CoreMetrics {
 /// Every thread's counters, plus process-wide facts.
 pub struct Metrics {
     cores: Vec<CoreMetrics>,
+    stores: BTreeMap<StoreId, StoreCounters>,
     driver: std::sync::OnceLock<&'static str>,
 }
 
 impl Metrics {
-    /// Counters for `threads` workers (at least one slot).
-    pub fn new(threads: usize) -> Metrics {
+    /// Counters for `threads` workers (at least one slot) and the given stores.
+    pub fn new(threads: usize, stores: impl IntoIterator<Item = StoreId>) -> Metrics {
         Metrics {
             cores: (0..threads.max(1))
                 .map(|_| CoreMetrics::default())
                 .collect(),
+            stores: stores
+                .into_iter()
+                .map(|id| (id, StoreCounters::default()))
+                .collect(),
             driver: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Bytes read from a backend store.
+    pub fn backend_bytes(&self, store: &StoreId, n: u64) {
+        if let Some(c) = self.stores.get(store) {
+            c.backend_bytes.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Counts a chunk fill event of a store.
+    pub fn fill(&self, store: &StoreId, event: FillEvent) {
+        if let Some(c) = self.stores.get(store) {
+            c.fills[event as usize].fetch_add(1, Relaxed);
         }
     }
 
@@ -289,23 +325,39 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
-            "# HELP glance_stream_backend_bytes_total Bytes read from backend stores."
+            "# HELP glance_stream_backend_bytes_total Bytes read from backend stores, by store."
         );
         let _ = writeln!(out, "# TYPE glance_stream_backend_bytes_total counter");
+        for (id, c) in &self.stores {
+            let _ = writeln!(
+                out,
+                "glance_stream_backend_bytes_total{{store=\"{id}\"}} {}",
+                c.backend_bytes.load(Relaxed)
+            );
+        }
         let _ = writeln!(
             out,
-            "glance_stream_backend_bytes_total {}",
-            sum(&|c| &c.backend_bytes)
+            "# HELP glance_stream_chunk_fills_total Chunk fetches from a backend into the cache, by store and event (started, completed, failed after retries)."
         );
+        let _ = writeln!(out, "# TYPE glance_stream_chunk_fills_total counter");
+        for (id, c) in &self.stores {
+            for (i, event) in ["started", "completed", "failed"].iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "glance_stream_chunk_fills_total{{store=\"{id}\",event=\"{event}\"}} {}",
+                    c.fills[i].load(Relaxed)
+                );
+            }
+        }
         let _ = writeln!(
             out,
-            "# HELP glance_stream_chunks_filled_total Cache chunks fetched from a backend and committed."
+            "# HELP glance_stream_coalesced_waits_total Times a reader waited for a chunk another request was already fetching."
         );
-        let _ = writeln!(out, "# TYPE glance_stream_chunks_filled_total counter");
+        let _ = writeln!(out, "# TYPE glance_stream_coalesced_waits_total counter");
         let _ = writeln!(
             out,
-            "glance_stream_chunks_filled_total {}",
-            sum(&|c| &c.chunks_filled)
+            "glance_stream_coalesced_waits_total {}",
+            sum(&|c| &c.coalesced)
         );
         let _ = writeln!(
             out,

@@ -16,61 +16,205 @@ use monoio::net::TcpStream;
 /// Largest response head read from an origin.
 const MAX_HEAD: usize = 16 << 10;
 
+/// How patient to be with a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Longest wait for a connection.
+    pub connect: Duration,
+    /// Longest wait for the response head.
+    pub first_byte: Duration,
+    /// Longest wait for the next body bytes.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    /// 5 s to connect, 30 s for the first byte, 30 s between body bytes.
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(30),
+            idle: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Where an origin is and how patient to be with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct OriginConfig {
     /// Host name or address.
     pub host: String,
     /// Port.
     pub port: u16,
-    /// Path prefix, starting and ending with `/`; the object name follows it.
-    pub prefix: String,
-    /// Longest wait for a connection.
-    pub connect_timeout: Duration,
-    /// Longest wait for the response head.
-    pub first_byte_timeout: Duration,
-    /// Longest wait for the next body bytes.
-    pub idle_timeout: Duration,
+    /// How an object name becomes a request.
+    pub target: Target,
+    /// Connect, first-byte and idle timeouts.
+    pub timeouts: Timeouts,
     /// Idle connections kept per worker thread.
     pub max_idle: usize,
 }
 
-impl OriginConfig {
-    /// Parses `http://host[:port]/prefix/` (default timeouts: 5 s connect,
-    /// 30 s first byte, 30 s idle; 16 idle connections).
-    pub fn from_url(url: &str) -> Result<OriginConfig, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("origin url {url:?} must start with http://"))?;
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-                let port = p
-                    .parse()
-                    .map_err(|_| format!("origin url {url:?} has a bad port"))?;
-                (h.trim_start_matches('[').trim_end_matches(']'), port)
-            }
-            _ => (authority, 80),
+/// How an object name becomes a request target.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A plain HTTP origin: a path prefix, starting and ending with `/`; the
+    /// object name follows it.
+    Prefix(String),
+    /// An S3 bucket: every GET is presigned with AWS Signature Version 4.
+    S3(Box<S3Target>),
+}
+
+/// An S3 bucket and the credentials that read it.
+#[derive(Clone)]
+pub struct S3Target {
+    bucket: rusty_s3::Bucket,
+    credentials: rusty_s3::Credentials,
+    key_prefix: String,
+}
+
+impl std::fmt::Debug for S3Target {
+    // The credentials never reach a log line, not even through `Debug`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Target")
+            .field("bucket", &self.bucket.name())
+            .field("region", &self.bucket.region())
+            .field("key_prefix", &self.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a presigned backend request stays valid: it is used at once.
+const PRESIGN_VALIDITY: Duration = Duration::from_secs(300);
+
+impl S3Target {
+    /// The request target (path and query) and the `Host` header of a
+    /// presigned GET of `object`.
+    fn presigned(&self, object: &str) -> Option<(String, String)> {
+        use rusty_s3::S3Action as _;
+        let key = format!("{}{object}", self.key_prefix);
+        let url = self
+            .bucket
+            .get_object(Some(&self.credentials), &key)
+            .sign(PRESIGN_VALIDITY);
+        let host = url.host_str()?;
+        // The signed `host` header: the port only when it is not the default.
+        let host = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
         };
-        if host.is_empty() || path.contains(['?', '#', ' ']) {
-            return Err(format!(
-                "origin url {url:?} is not a plain http://host:port/prefix/"
-            ));
-        }
+        let target = format!("{}?{}", url.path(), url.query()?);
+        Some((target, host))
+    }
+}
+
+/// An S3 store's settings, as configured.
+pub struct S3Settings<'a> {
+    /// `http://host[:port]` of the S3 API.
+    pub endpoint: &'a str,
+    /// The bucket (addressed path-style).
+    pub bucket: &'a str,
+    /// The region the signatures name.
+    pub region: &'a str,
+    /// Access key id.
+    pub access_key_id: &'a str,
+    /// Secret access key.
+    pub secret_access_key: &'a str,
+    /// Prepended to the image id to make the object key.
+    pub key_prefix: &'a str,
+}
+
+impl OriginConfig {
+    /// Parses `http://host[:port]/prefix/` (default timeouts; 16 idle
+    /// connections).
+    pub fn from_url(url: &str) -> Result<OriginConfig, String> {
+        let (host, port, path) = split_http_url(url)?;
         let mut prefix = format!("/{path}");
         if !prefix.ends_with('/') {
             prefix.push('/');
         }
         Ok(OriginConfig {
-            host: host.to_owned(),
+            host,
             port,
-            prefix,
-            connect_timeout: Duration::from_secs(5),
-            first_byte_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(30),
+            target: Target::Prefix(prefix),
+            timeouts: Timeouts::default(),
             max_idle: 16,
         })
     }
+
+    /// An S3 bucket reached at `endpoint`, path-style.
+    pub fn s3(s: &S3Settings<'_>) -> Result<OriginConfig, String> {
+        let (host, port, _) = split_http_url(s.endpoint)?;
+        if s.bucket.is_empty() || s.bucket.contains(['/', '?', '#']) {
+            return Err(format!("bucket {:?} is not a bucket name", s.bucket));
+        }
+        let endpoint: url::Url = s
+            .endpoint
+            .parse()
+            .map_err(|e| format!("endpoint {:?}: {e}", s.endpoint))?;
+        let bucket = rusty_s3::Bucket::new(
+            endpoint,
+            rusty_s3::UrlStyle::Path,
+            s.bucket.to_owned(),
+            s.region.to_owned(),
+        )
+        .map_err(|e| format!("bucket {:?}: {e}", s.bucket))?;
+        if s.access_key_id.is_empty() || s.secret_access_key.is_empty() {
+            return Err("the access key id and the secret access key must not be empty".into());
+        }
+        if s.key_prefix.contains(['\r', '\n']) {
+            return Err("the key prefix must be one line".into());
+        }
+        Ok(OriginConfig {
+            host,
+            port,
+            target: Target::S3(Box::new(S3Target {
+                bucket,
+                credentials: rusty_s3::Credentials::new(s.access_key_id, s.secret_access_key),
+                key_prefix: s.key_prefix.to_owned(),
+            })),
+            timeouts: Timeouts::default(),
+            max_idle: 16,
+        })
+    }
+
+    /// The request target and `Host` header of a GET of `object`.
+    fn request_target(&self, object: &str) -> Option<(String, String)> {
+        match &self.target {
+            Target::Prefix(prefix) => {
+                // An IPv6 literal goes in brackets in the Host header.
+                let host = if self.host.contains(':') {
+                    format!("[{}]:{}", self.host, self.port)
+                } else {
+                    format!("{}:{}", self.host, self.port)
+                };
+                Some((format!("{prefix}{object}"), host))
+            }
+            Target::S3(s3) => s3.presigned(object),
+        }
+    }
+}
+
+/// Splits `http://host[:port][/path]` into host, port and path (without
+/// its leading `/`); only plain HTTP is spoken to backends.
+fn split_http_url(url: &str) -> Result<(String, u16, &str), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("url {url:?} must start with http://"))?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
+            let port = p
+                .parse()
+                .map_err(|_| format!("url {url:?} has a bad port"))?;
+            (h.trim_start_matches('[').trim_end_matches(']'), port)
+        }
+        _ => (authority, 80),
+    };
+    if host.is_empty() || host.contains('@') || path.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "url {url:?} is not a plain http://host:port/prefix/"
+        ));
+    }
+    Ok((host.to_owned(), port, path))
 }
 
 /// Why a fetch failed.
@@ -191,7 +335,7 @@ impl Origin {
                 .to_socket_addrs()
                 .map(|a| a.collect::<Vec<SocketAddr>>())
         });
-        let addrs = match monoio::time::timeout(self.config.connect_timeout, resolved).await {
+        let addrs = match monoio::time::timeout(self.config.timeouts.connect, resolved).await {
             Ok(Ok(Ok(addrs))) => addrs,
             Ok(Ok(Err(e))) => return Err(FetchError::Connect(e)),
             Ok(Err(_)) => {
@@ -206,7 +350,7 @@ impl Origin {
             "the host has no address",
         ));
         for addr in addrs {
-            match monoio::time::timeout(self.config.connect_timeout, TcpStream::connect_addr(addr))
+            match monoio::time::timeout(self.config.timeouts.connect, TcpStream::connect_addr(addr))
                 .await
             {
                 Ok(Ok(s)) => {
@@ -232,21 +376,22 @@ impl Origin {
         mut buf: Vec<u8>,
     ) -> (Result<(), Attempt>, Vec<u8>) {
         let c = &self.config;
-        // An IPv6 literal goes in brackets in the Host header.
-        let host = if c.host.contains(':') {
-            format!("[{}]", c.host)
-        } else {
-            c.host.clone()
+        let Some((target, host)) = c.request_target(object) else {
+            return (
+                Err(Attempt::Failed(FetchError::Protocol(
+                    "cannot build the request".into(),
+                ))),
+                buf,
+            );
         };
         let request = format!(
-            "GET {}{object} HTTP/1.1\r\nHost: {host}:{}\r\nRange: bytes={start}-{end}\r\nUser-Agent: glance-stream\r\n\r\n",
-            c.prefix, c.port
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\nRange: bytes={start}-{end}\r\nUser-Agent: glance-stream\r\n\r\n"
         );
         let (written, _) = conn.write_all(request.into_bytes()).await;
         if let Err(e) = written {
             return (Err(Attempt::Stale(FetchError::Io(e))), buf);
         }
-        let head = match monoio::time::timeout(c.first_byte_timeout, read_head(&mut conn)).await {
+        let head = match monoio::time::timeout(c.timeouts.first_byte, read_head(&mut conn)).await {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => return (Err(e), buf),
             Err(_) => {
@@ -283,7 +428,7 @@ impl Origin {
         while buf.len() < want {
             let filled = buf.len();
             let read = conn.read(buf.slice_mut(filled..want));
-            let (res, slice) = match monoio::time::timeout(c.idle_timeout, read).await {
+            let (res, slice) = match monoio::time::timeout(c.timeouts.idle, read).await {
                 Ok(r) => r,
                 Err(_) => {
                     return (
@@ -438,20 +583,27 @@ mod tests {
 
     #[test]
     fn origin_urls_parse_into_host_port_and_prefix() {
-        let c = OriginConfig::from_url("http://10.0.0.5:8080/images").unwrap();
+        let target = |url: &str| {
+            let c = OriginConfig::from_url(url).unwrap();
+            let (path, host) = c.request_target("obj").unwrap();
+            (c.host, c.port, path, host)
+        };
         assert_eq!(
-            (c.host.as_str(), c.port, c.prefix.as_str()),
-            ("10.0.0.5", 8080, "/images/")
+            target("http://10.0.0.5:8080/images"),
+            (
+                "10.0.0.5".into(),
+                8080,
+                "/images/obj".into(),
+                "10.0.0.5:8080".into()
+            )
         );
-        let c = OriginConfig::from_url("http://origin/").unwrap();
         assert_eq!(
-            (c.host.as_str(), c.port, c.prefix.as_str()),
-            ("origin", 80, "/")
+            target("http://origin/"),
+            ("origin".into(), 80, "/obj".into(), "origin:80".into())
         );
-        let c = OriginConfig::from_url("http://[::1]:81/a/b/").unwrap();
         assert_eq!(
-            (c.host.as_str(), c.port, c.prefix.as_str()),
-            ("::1", 81, "/a/b/")
+            target("http://[::1]:81/a/b/"),
+            ("::1".into(), 81, "/a/b/obj".into(), "[::1]:81".into())
         );
         for bad in [
             "https://x/",
@@ -459,8 +611,58 @@ mod tests {
             "http://:80/",
             "http://x:port/",
             "http://x/a?b",
+            "http://user:pw@x/",
         ] {
             assert!(OriginConfig::from_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn s3_gets_are_presigned_path_style_with_the_key_encoded_and_no_secret() {
+        let c = OriginConfig::s3(&S3Settings {
+            endpoint: "http://127.0.0.1:8080",
+            bucket: "images",
+            region: "us-east-1",
+            access_key_id: "test:tester",
+            secret_access_key: "s3cr3t-value",
+            key_prefix: "glance images/\u{e9}/",
+        })
+        .unwrap();
+        let (target, host) = c
+            .request_target("3b8f0c1e-0000-4abc-8def-0123456789ab")
+            .unwrap();
+        assert_eq!(host, "127.0.0.1:8080");
+        let (path, query) = target.split_once('?').unwrap();
+        assert_eq!(
+            path,
+            "/images/glance%20images/%C3%A9/3b8f0c1e-0000-4abc-8def-0123456789ab"
+        );
+        for field in [
+            "X-Amz-Algorithm=AWS4-HMAC-SHA256",
+            "X-Amz-Credential=test%3Atester%2F",
+            "%2Fus-east-1%2Fs3%2Faws4_request",
+            "X-Amz-Expires=300",
+            "X-Amz-SignedHeaders=host",
+            "X-Amz-Signature=",
+        ] {
+            assert!(query.contains(field), "{field} in {query}");
+        }
+        assert!(!target.contains("s3cr3t"));
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        let settings = |endpoint, bucket| S3Settings {
+            endpoint,
+            bucket,
+            region: "r",
+            access_key_id: "k",
+            secret_access_key: "s",
+            key_prefix: "",
+        };
+        // The default port is not part of the signed host.
+        let c = OriginConfig::s3(&settings("http://s3.example", "b")).unwrap();
+        assert_eq!(c.request_target("o").unwrap().1, "s3.example");
+        for (endpoint, bucket) in [("https://s3.example", "b"), ("http://s3.example", "")] {
+            let r = OriginConfig::s3(&settings(endpoint, bucket));
+            assert!(r.is_err(), "{endpoint} {bucket}");
         }
     }
 

@@ -153,18 +153,19 @@ impl Server {
             .map(StdListener::try_clone)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| StartError::Listen { addr, source })?;
+        let metrics = Metrics::new(threads, stores.keys().copied());
         let shared = Arc::new(Shared {
             config,
             keyring: ArcSwap::from_pointee(keyring),
             stores,
             cache,
-            metrics: Metrics::new(threads),
+            metrics,
             shutdown: AtomicBool::new(false),
             listeners: duplicates,
         });
         // Blocking work (cache commits: write, fdatasync, index) runs here,
         // off the event loops.
-        let pool = monoio::blocking::DefaultThreadPool::new(threads.max(2));
+        let pool = monoio::blocking::DefaultThreadPool::new((threads * 2).max(4));
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut workers = Vec::with_capacity(threads);
         for (i, listener) in listeners.into_iter().enumerate() {
@@ -351,7 +352,11 @@ async fn run(
     drop(ready);
     let limits = shared.config.http.clone();
     let metrics = shared.metrics.core(i);
-    let worker = std::rc::Rc::new(crate::fill::Worker::new(&shared.stores));
+    let worker = std::rc::Rc::new(crate::fill::Worker::new(
+        &shared.stores,
+        shared.config.fill_parallelism,
+        shared.config.readahead_bytes,
+    ));
     if i == 0 && shared.config.scrub_chunks_per_sec > 0 {
         monoio::spawn(scrub(Arc::clone(&shared)));
     }

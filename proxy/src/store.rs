@@ -18,8 +18,8 @@ pub enum Store {
         /// Served through the cache.
         cached: bool,
     },
-    /// An HTTP origin (always served through the cache).
-    Http {
+    /// An HTTP origin or an S3 bucket (always served through the cache).
+    Remote {
         /// Where and how to fetch.
         origin: crate::origin::OriginConfig,
     },
@@ -53,7 +53,7 @@ impl Store {
                 dir: path.clone(),
                 cached: *cache,
             },
-            StoreConfig::Http { origin } => Store::Http {
+            StoreConfig::Http { origin } | StoreConfig::S3 { origin } => Store::Remote {
                 origin: origin.clone(),
             },
         }
@@ -63,7 +63,7 @@ impl Store {
     pub fn cached(&self) -> bool {
         match self {
             Store::File { cached, .. } => *cached,
-            Store::Http { .. } => true,
+            Store::Remote { .. } => true,
         }
     }
 

@@ -12,9 +12,14 @@ use common::{Image, Node, pseudo_random, sha512};
 const MIB: usize = 1 << 20;
 
 fn node_with_origin(driver: &str, nginx: &Nginx) -> Node {
-    Node::start(
+    node_with_origin_cache(driver, nginx, "")
+}
+
+fn node_with_origin_cache(driver: &str, nginx: &Nginx, cache: &str) -> Node {
+    Node::start_with_cache(
         driver,
         "threads = 2",
+        cache,
         &format!(
             "[stores.web]\nkind = \"http\"\nurl = \"http://127.0.0.1:{}/\"\n",
             nginx.port
@@ -61,7 +66,12 @@ fn cold_downloads_by_many_clients_fetch_each_chunk_once_and_warm_ones_fetch_noth
             img.bytes.len() as u64,
             "{driver}: the origin sent {origin_bytes} bytes"
         );
-        assert_eq!(node.metric("glance_stream_chunks_filled_total"), 9);
+        node.settle("web");
+        assert_eq!(node.metric(COMPLETED), 9);
+        assert!(
+            node.metric("glance_stream_coalesced_waits_total") >= 7,
+            "{driver}: every client but one waited for chunk 0"
+        );
         // Warm: nothing more from the origin.
         let r = node.get(&link, &[]);
         assert_eq!(sha512(&r.body), img.params.sha512);
@@ -74,11 +84,13 @@ fn cold_downloads_by_many_clients_fetch_each_chunk_once_and_warm_ones_fetch_noth
     }
 }
 
+const COMPLETED: &str = "glance_stream_chunk_fills_total{store=\"web\",event=\"completed\"}";
+
 #[test]
 fn a_cold_range_reads_only_the_chunks_it_needs() {
     let dir = tempfile::tempdir().unwrap();
     let nginx = Nginx::start(dir.path());
-    let node = node_with_origin("io_uring", &nginx);
+    let node = node_with_origin_cache("io_uring", &nginx, "readahead_mib = 0");
     let img = on_origin(&node, &nginx, pseudo_random(64 * MIB, 102), 102);
     let link = node.link(&img.params);
     let (a, b) = (20 * MIB + 7, 20 * MIB + 106);
@@ -91,6 +103,35 @@ fn a_cold_range_reads_only_the_chunks_it_needs() {
     let r = node.get(&link, &[("Range", &format!("bytes={a}-{b}"))]);
     assert_eq!(r.body, &img.bytes[a..=b]);
     assert_eq!(nginx.bytes_sent(), 16 * MIB as u64);
+}
+
+#[test]
+fn a_cold_range_reads_its_chunks_and_at_most_the_readahead_past_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(dir.path());
+    // The default readahead: 16 MiB, two 8 MiB chunks.
+    let node = node_with_origin("legacy", &nginx);
+    let img = on_origin(&node, &nginx, pseudo_random(64 * MIB, 109), 109);
+    let link = node.link(&img.params);
+    let (a, b) = (20 * MIB + 7, 20 * MIB + 106);
+    let r = node.get(&link, &[("Range", &format!("bytes={a}-{b}"))]);
+    assert_eq!(r.body, &img.bytes[a..=b]);
+    node.settle("web");
+    assert_eq!(
+        nginx.bytes_sent(),
+        24 * MIB as u64,
+        "chunk 2 and the two after it"
+    );
+    // The chunks read ahead are served without the origin.
+    let (a, b) = (24 * MIB, 40 * MIB - 1);
+    let r = node.get(&link, &[("Range", &format!("bytes={a}-{b}"))]);
+    assert_eq!(r.body, &img.bytes[a..=b]);
+    node.settle("web");
+    assert_eq!(
+        nginx.bytes_sent(),
+        40 * MIB as u64,
+        "chunks 5 and 6 read ahead of chunk 4, nothing else"
+    );
 }
 
 #[test]
@@ -158,13 +199,13 @@ fn a_file_store_with_cache_true_fills_once_then_hits() {
     let link = node.link(&img.params);
     assert_eq!(sha512(&node.get(&link, &[]).body), img.params.sha512);
     assert_eq!(
-        node.metric("glance_stream_backend_bytes_total"),
+        node.metric("glance_stream_backend_bytes_total{store=\"nfs\"}"),
         img.bytes.len() as u64
     );
     let r = node.get(&link, &[("Range", "bytes=-100")]);
     assert_eq!(r.body, &img.bytes[img.bytes.len() - 100..]);
     assert_eq!(
-        node.metric("glance_stream_backend_bytes_total"),
+        node.metric("glance_stream_backend_bytes_total{store=\"nfs\"}"),
         img.bytes.len() as u64
     );
     assert_eq!(
@@ -276,7 +317,7 @@ fn the_scrubber_finds_a_damaged_cached_chunk_and_the_image_is_fetched_again() {
     img.params.store = glance_link::StoreId::new("nfs").unwrap();
     let link = node.link(&img.params);
     assert_eq!(sha512(&node.get(&link, &[]).body), img.params.sha512);
-    let read = node.metric("glance_stream_backend_bytes_total");
+    let read = node.metric("glance_stream_backend_bytes_total{store=\"nfs\"}");
     // Damage the cached copy behind the cache's back.
     let cached = node
         .dir
@@ -304,7 +345,7 @@ fn the_scrubber_finds_a_damaged_cached_chunk_and_the_image_is_fetched_again() {
         "damaged bytes were served"
     );
     assert!(
-        node.metric("glance_stream_backend_bytes_total") > read,
+        node.metric("glance_stream_backend_bytes_total{store=\"nfs\"}") > read,
         "the image was not fetched again"
     );
 }

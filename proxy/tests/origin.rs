@@ -110,7 +110,7 @@ fn a_dead_or_silent_origin_times_out_cleanly() {
             assert!(r.unwrap_err().retryable());
             let mut config =
                 OriginConfig::from_url(&format!("http://127.0.0.1:{silent_port}/")).unwrap();
-            config.first_byte_timeout = Duration::from_millis(300);
+            config.timeouts.first_byte = Duration::from_millis(300);
             let origin = Origin::new(config);
             let (r, _) = origin.fetch("x", 0, 9, 10, Vec::new()).await;
             assert!(matches!(r, Err(FetchError::Timeout(_))), "{driver}: {r:?}");

@@ -59,16 +59,21 @@ pub struct Image {
 }
 
 impl Node {
-    /// Starts a node on `driver` with extra config lines `extra` (top-level
-    /// keys first, then tables).
+    /// Starts a node on `driver` with extra config lines: top-level keys
+    /// first, then tables.
     pub fn start(driver: &str, top: &str, tables: &str) -> Node {
+        Node::start_with_cache(driver, top, "", tables)
+    }
+
+    /// Like [`Node::start`], with extra `[cache]` keys.
+    pub fn start_with_cache(driver: &str, top: &str, cache: &str, tables: &str) -> Node {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("images")).unwrap();
         std::fs::create_dir(dir.path().join("cache")).unwrap();
         write_keyring(dir.path(), "k1", &[("k1", 1)]);
         let config = format!(
             "listen = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:1\"\nkeyring = \"keyring.toml\"\n\
-             io_driver = \"{driver}\"\n{top}\n[cache]\ndir = \"cache\"\nmax_bytes = 1000000000\n\
+             io_driver = \"{driver}\"\n{top}\n[cache]\ndir = \"cache\"\nmax_bytes = 1000000000\n{cache}\n\
              [stores.local]\nkind = \"file\"\npath = \"images\"\n{tables}\n"
         );
         std::fs::write(dir.path().join("stream.toml"), config).unwrap();
@@ -125,6 +130,24 @@ impl Node {
                     .map(|v| v.trim().parse().unwrap())
             })
             .unwrap_or_else(|| panic!("no metric {line_prefix} in\n{body}"))
+    }
+
+    /// Waits until no chunk fill of `store` is under way (readahead fills
+    /// may outlive the responses that started them).
+    pub fn settle(&self, store: &str) {
+        let m = |event: &str| {
+            self.metric(&format!(
+                "glance_stream_chunk_fills_total{{store=\"{store}\",event=\"{event}\"}}"
+            ))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while m("started") != m("completed") + m("failed") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fills of {store} never settled"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     pub fn signal(&self, signal: &str) {

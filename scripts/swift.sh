@@ -1,0 +1,439 @@
+#!/usr/bin/env bash
+# Runs a real OpenStack Swift (Debian's packages) as a one-replica,
+# S3-compatible object store on loopback, for the project's tests.
+#
+# Usage:
+#   scripts/swift.sh install
+#       Installs Debian's Swift and memcached packages unless their programs
+#       are already there. Idempotent; needs root (apt-get).
+#   scripts/swift.sh serve DIR
+#       DIR is an empty directory owned by the caller (a temp dir). Everything
+#       Swift needs is written under it: swift.conf, server configs, rings,
+#       the one storage device (DIR/srv/node/d1) and the logs (DIR/logs/*.log).
+#       /etc/swift is never read. Starts memcached and the account, container,
+#       object and proxy servers on free loopback ports, waits (90 s at most)
+#       until all of them answer, then prints exactly one line to stdout:
+#
+#         ready endpoint=http://127.0.0.1:PORT region=us-east-1 access_key_id=test:tester secret=testing
+#
+#       and keeps serving until its standard input reaches end of file (the
+#       caller closed it or died) or it gets SIGTERM, SIGINT or SIGHUP. Then it
+#       stops every process it started, by PID, and exits. The servers also get
+#       SIGKILL from the kernel should this script itself be killed (parent
+#       death signal). If a server dies while serving, the script stops the
+#       others and exits 1; if start-up fails, it prints the logs' tails to
+#       stderr and exits 1.
+#
+# The S3 API (Swift's s3api middleware over tempauth) takes path-style
+# requests (http://127.0.0.1:PORT/BUCKET/KEY) signed with AWS Signature V4,
+# in an Authorization header or as a presigned URL (X-Amz-* query
+# parameters), for the region us-east-1. The access key id is test:tester
+# (tempauth's account "test", user "tester") and the secret is testing.
+set -euo pipefail
+
+# Debian's Swift is a library of the system's Python 3 (not of any other
+# python3 that PATH may find first).
+PY=/usr/bin/python3
+REGION=us-east-1
+ACCESS_KEY_ID=test:tester
+SECRET=testing
+START_TIMEOUT=90
+
+die() {
+  printf 'swift.sh: %s\n' "$*" >&2
+  exit 1
+}
+
+usage() {
+  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2
+  exit 2
+}
+
+# --- install -----------------------------------------------------------------
+
+install() {
+  local bin missing=0
+  for bin in swift-proxy-server swift-account-server swift-container-server \
+    swift-object-server memcached; do
+    [ -x "/usr/bin/$bin" ] || missing=1
+  done
+  [ "$missing" = 0 ] && return 0
+  local pkgs=(swift swift-proxy swift-account swift-container swift-object memcached)
+  export DEBIAN_FRONTEND=noninteractive
+  # The package lists may be missing or stale on a fresh machine: update them
+  # only if installing without doing so fails.
+  if ! apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null; then
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null
+  fi
+  # The packages' own services are not wanted (and systemd does not run here):
+  # this script starts the servers itself with its own configuration.
+}
+
+# --- serve -------------------------------------------------------------------
+
+# PIDs of the processes this script started, and their names (for messages).
+PIDS=()
+NAMES=()
+
+# Stops every process this script started: SIGTERM, a grace period of 5 s,
+# then SIGKILL for any still alive, and reaps them all.
+stop_children() {
+  local pid i
+  [ ${#PIDS[@]} -gt 0 ] || return 0
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for ((i = 0; i < 50; i++)); do
+    alive=0
+    for pid in "${PIDS[@]}"; do
+      kill -0 "$pid" 2>/dev/null && alive=1
+    done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${PIDS[@]}"; do
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  wait "${PIDS[@]}" 2>/dev/null || true
+  PIDS=()
+}
+
+# Prints the end of every log under DIR/logs to stderr.
+show_logs() {
+  local log
+  for log in "$DIR"/logs/*.log; do
+    [ -e "$log" ] || continue
+    printf '\n--- %s (last 30 lines)\n' "$log" >&2
+    tail -n 30 "$log" >&2
+  done
+}
+
+# Starts a child process in the background, its stdin from /dev/null and its
+# output into DIR/logs/NAME.log, and records its PID.
+spawn() {
+  local name=$1
+  shift
+  "$@" </dev/null >"$DIR/logs/$name.log" 2>&1 &
+  PIDS+=("$!")
+  NAMES+=("$name")
+}
+
+# Prints the name of the first child that has exited, if any.
+dead_child() {
+  local i
+  for i in "${!PIDS[@]}"; do
+    if ! kill -0 "${PIDS[$i]}" 2>/dev/null; then
+      printf '%s (pid %s)\n' "${NAMES[$i]}" "${PIDS[$i]}"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# True when 127.0.0.1:PORT answers GET /healthcheck with 200 (bash's /dev/tcp,
+# so no other program is needed).
+healthy() {
+  (
+    exec 3<>"/dev/tcp/127.0.0.1/$1"
+    printf 'GET /healthcheck HTTP/1.0\r\nHost: 127.0.0.1:%s\r\n\r\n' "$1" >&3
+    IFS= read -r -t 5 status <&3
+    [[ $status == "HTTP/1."?" 200"* ]]
+  ) 2>/dev/null
+}
+
+# True when memcached at 127.0.0.1:PORT answers its "version" command.
+memcached_up() {
+  (
+    exec 3<>"/dev/tcp/127.0.0.1/$1"
+    printf 'version\r\n' >&3
+    IFS= read -r -t 5 reply <&3
+    [[ $reply == VERSION* ]]
+  ) 2>/dev/null
+}
+
+# Writes the Python program that runs one Swift server (or builds the rings).
+# Debian's Swift reads swift.conf only from the fixed path
+# /etc/swift/swift.conf (swift.common.utils.SWIFT_CONF_FILE, with no
+# environment variable or option to change it for the servers), so this
+# program points that variable at DIR/swift.conf before any other Swift
+# module loads it, then calls what /usr/bin/swift-*-server would.
+write_runner() {
+  cat >"$DIR/run-swift.py" <<'EOF'
+"""Runs one Swift server, or builds the rings, with swift.conf from SWIFT_DIR.
+
+  run-swift.py rings ACCOUNT_PORT CONTAINER_PORT OBJECT_PORT
+  run-swift.py server (proxy|account|container|object)-server CONF
+"""
+import ctypes
+import logging
+import os
+import signal
+import sys
+
+SWIFT_DIR = os.environ['SWIFT_DIR']
+
+# Before anything else of Swift's: swift.conf comes from SWIFT_DIR (the
+# storage-policy and constraints modules read it when they are imported).
+from swift.common import utils  # noqa: E402
+utils.SWIFT_CONF_FILE = os.path.join(SWIFT_DIR, 'swift.conf')
+
+
+def build_rings(ports):
+    """One ring per server kind: 2^10 partitions, 1 replica, 1 device."""
+    from swift.common.ring import RingBuilder
+    for kind, port in zip(('account', 'container', 'object'), ports):
+        builder = RingBuilder(10, 1, 1)
+        builder.add_dev({'region': 1, 'zone': 1, 'ip': '127.0.0.1',
+                         'port': int(port), 'device': 'd1', 'weight': 100,
+                         'meta': ''})
+        builder.rebalance()
+        builder.save(os.path.join(SWIFT_DIR, kind + '.builder'))
+        builder.get_ring().save(os.path.join(SWIFT_DIR, kind + '.ring.gz'))
+
+
+def run_server(section, conf):
+    # Die with the script that started us, even if it gets SIGKILL.
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != int(os.environ['SWIFT_SH_PID']):
+        sys.exit('the script that started this server is gone')
+    # Log to stderr only: Swift also adds a syslog handler, which without
+    # /dev/log would send every line as UDP to localhost:514.
+    utils.ThreadSafeSysLogHandler = lambda *args, **kwargs: logging.NullHandler()
+    from swift.common.wsgi import run_wsgi
+    kwargs = {'verbose': True}  # log to the console (stderr)
+    if section == 'object-server':
+        from swift.obj import server
+        kwargs['global_conf_callback'] = server.global_conf_callback
+    sys.exit(run_wsgi(conf, section, **kwargs))
+
+
+if __name__ == '__main__':
+    if sys.argv[1] == 'rings':
+        build_rings(sys.argv[2:5])
+    else:
+        run_server(sys.argv[2], sys.argv[3])
+EOF
+}
+
+# Writes DIR/swift.conf and the four servers' configs.
+write_configs() {
+  local suffix prefix user kind port
+  suffix=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+  prefix=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+  user=$(id -un)
+
+  cat >"$DIR/swift.conf" <<EOF
+[swift-hash]
+swift_hash_path_suffix = $suffix
+swift_hash_path_prefix = $prefix
+
+[storage-policy:0]
+name = Policy-0
+default = yes
+EOF
+
+  # Settings every server shares: its own port, one process (workers = 0:
+  # no forked workers, so the PID started is the server), everything under DIR.
+  common() {
+    cat <<EOF
+[DEFAULT]
+bind_ip = 127.0.0.1
+bind_port = $1
+workers = 0
+user = $user
+swift_dir = $DIR
+devices = $DIR/srv/node
+mount_check = false
+disable_fallocate = true
+fallocate_reserve = 0
+recon_cache_path = $DIR/cache
+log_name = $2
+log_level = INFO
+EOF
+  }
+
+  for kind in account container object; do
+    case $kind in
+      account) port=$ACCOUNT_PORT ;;
+      container) port=$CONTAINER_PORT ;;
+      object) port=$OBJECT_PORT ;;
+    esac
+    {
+      common "$port" "$kind-server"
+      cat <<EOF
+
+[pipeline:main]
+pipeline = healthcheck $kind-server
+
+[app:$kind-server]
+use = egg:swift#$kind
+
+[filter:healthcheck]
+use = egg:swift#healthcheck
+EOF
+    } >"$DIR/$kind-server.conf"
+  done
+
+  # The proxy: s3api translates S3 requests and hands their signature to
+  # tempauth (after it in the pipeline), which checks it with the user's key.
+  {
+    common "$PROXY_PORT" proxy-server
+    cat <<EOF
+
+[pipeline:main]
+pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats s3api tempauth copy slo dlo versioned_writes proxy-logging proxy-server
+
+[app:proxy-server]
+use = egg:swift#proxy
+allow_account_management = true
+account_autocreate = true
+
+[filter:s3api]
+use = egg:swift#s3api
+location = $REGION
+
+[filter:tempauth]
+use = egg:swift#tempauth
+user_test_tester = $SECRET .admin
+
+[filter:cache]
+use = egg:swift#memcache
+memcache_servers = 127.0.0.1:$MEMCACHED_PORT
+
+[filter:catch_errors]
+use = egg:swift#catch_errors
+
+[filter:gatekeeper]
+use = egg:swift#gatekeeper
+
+[filter:healthcheck]
+use = egg:swift#healthcheck
+
+[filter:proxy-logging]
+use = egg:swift#proxy_logging
+
+[filter:listing_formats]
+use = egg:swift#listing_formats
+
+[filter:copy]
+use = egg:swift#copy
+
+[filter:slo]
+use = egg:swift#slo
+
+[filter:dlo]
+use = egg:swift#dlo
+
+[filter:versioned_writes]
+use = egg:swift#versioned_writes
+EOF
+  } >"$DIR/proxy-server.conf"
+}
+
+serve() {
+  [ -d "$1" ] || die "serve: no such directory: $1"
+  DIR=$(cd "$1" && pwd)
+  [ -x "$PY" ] && [ -x /usr/bin/memcached ] &&
+    "$PY" -c 'import swift' 2>/dev/null ||
+    die "Swift is not installed: run '$0 install' first"
+  mkdir -p "$DIR/srv/node/d1" "$DIR/logs" "$DIR/cache"
+
+  # Swift keeps object metadata in extended attributes: fail clearly if the
+  # file system under DIR has none (e.g. tmpfs before Linux 6.6).
+  "$PY" -c 'import os, sys; os.setxattr(sys.argv[1], "user.swift.probe", b"1")' \
+    "$DIR/srv/node/d1" 2>/dev/null ||
+    die "the file system under $DIR has no user extended attributes, which Swift needs"
+
+  # Free loopback ports: bind all five at once (so they differ), then release
+  # them for the servers.
+  read -r PROXY_PORT ACCOUNT_PORT CONTAINER_PORT OBJECT_PORT MEMCACHED_PORT < <(
+    "$PY" -c '
+import socket
+socks = [socket.socket() for _ in range(5)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+for s in socks:
+    s.close()
+')
+
+  write_runner
+  write_configs
+  export SWIFT_DIR=$DIR SWIFT_SH_PID=$$
+
+  # From here on, whatever happens, stop what was started.
+  trap stop_children EXIT
+  trap 'exit 143' TERM
+  trap 'exit 130' INT
+  trap 'exit 129' HUP
+
+  # memcached (tempauth and the proxy's caches), on loopback only.
+  local memcached=(/usr/bin/memcached -l 127.0.0.1 -p "$MEMCACHED_PORT" -U 0 -m 64 -t 2)
+  [ "$(id -u)" = 0 ] && memcached+=(-u root)
+  # setpriv: memcached too gets SIGKILL should this script be killed.
+  if setpriv --help 2>/dev/null | grep -q -- --pdeathsig; then
+    memcached=(setpriv --pdeathsig KILL "${memcached[@]}")
+  fi
+  spawn memcached "${memcached[@]}"
+
+  # The storage servers need no rings; build the rings while they start.
+  local kind
+  for kind in account container object; do
+    spawn "$kind-server" "$PY" "$DIR/run-swift.py" server "$kind-server" "$DIR/$kind-server.conf"
+  done
+  "$PY" "$DIR/run-swift.py" rings "$ACCOUNT_PORT" "$CONTAINER_PORT" "$OBJECT_PORT" \
+    >"$DIR/logs/rings.log" 2>&1 || {
+    show_logs
+    die "building the rings failed"
+  }
+  spawn proxy-server "$PY" "$DIR/run-swift.py" server proxy-server "$DIR/proxy-server.conf"
+
+  # Wait until every server answers (and memcached too).
+  local deadline=$((SECONDS + START_TIMEOUT)) dead port
+  for port in "$MEMCACHED_PORT" "$ACCOUNT_PORT" "$CONTAINER_PORT" "$OBJECT_PORT" "$PROXY_PORT"; do
+    until if [ "$port" = "$MEMCACHED_PORT" ]; then memcached_up "$port"; else healthy "$port"; fi; do
+      if dead=$(dead_child); then
+        show_logs
+        die "$dead exited during start-up"
+      fi
+      if ((SECONDS >= deadline)); then
+        show_logs
+        die "Swift did not answer within ${START_TIMEOUT}s"
+      fi
+      sleep 0.1
+    done
+  done
+
+  printf 'ready endpoint=http://127.0.0.1:%s region=%s access_key_id=%s secret=%s\n' \
+    "$PROXY_PORT" "$REGION" "$ACCESS_KEY_ID" "$SECRET"
+
+  # Serve until stdin reaches end of file; check on the servers every second.
+  local rc
+  while :; do
+    rc=0
+    IFS= read -r -t 1 _ || rc=$?
+    if ((rc == 0)); then
+      continue # a line of input: ignored
+    elif ((rc <= 128)); then
+      exit 0 # end of file
+    fi
+    if dead=$(dead_child); then
+      show_logs
+      die "$dead exited"
+    fi
+  done
+}
+
+case ${1:-} in
+  install)
+    [ $# = 1 ] || usage
+    install
+    ;;
+  serve)
+    [ $# = 2 ] || usage
+    serve "$2"
+    ;;
+  *) usage ;;
+esac
