@@ -57,7 +57,27 @@ struct RawConfig {
     http: RawHttp,
     #[serde(default)]
     stores: BTreeMap<String, RawStore>,
+    admin: Option<RawAdmin>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    token_file: PathBuf,
+}
+
+/// The admin API's bearer token (never shown by `Debug`).
+#[derive(Clone)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
+}
+
+/// The shortest admin token accepted, in bytes.
+pub const MIN_ADMIN_TOKEN: usize = 16;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -231,6 +251,8 @@ pub struct Config {
     pub http: HttpLimits,
     /// Backend stores by id.
     pub stores: BTreeMap<StoreId, StoreConfig>,
+    /// The admin API's token; no admin API without one.
+    pub admin_token: Option<AdminToken>,
 }
 
 impl Config {
@@ -297,6 +319,20 @@ impl Config {
                 "[cache] fill_parallelism must be between 1 and 64".into(),
             ));
         }
+        let admin_token = match raw.admin {
+            None => None,
+            Some(admin) => {
+                let text = glance_link::read_private_file(&base.join(admin.token_file))
+                    .map_err(|e| invalid(format!("[admin] token_file: {e}")))?;
+                let token = text.trim();
+                if token.len() < MIN_ADMIN_TOKEN || token.contains(char::is_whitespace) {
+                    return Err(invalid(format!(
+                        "[admin] token_file: the token must be one word of at least {MIN_ADMIN_TOKEN} characters"
+                    )));
+                }
+                Some(AdminToken(token.to_owned()))
+            }
+        };
         Ok(Config {
             listen,
             public_url,
@@ -311,6 +347,7 @@ impl Config {
             fill_parallelism: raw.cache.fill_parallelism,
             http,
             stores,
+            admin_token,
         })
     }
 }
@@ -503,6 +540,79 @@ path = "images"
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn s3_stores_read_their_secret_from_a_private_file_and_refuse_foreign_keys() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("s3-secret");
+        std::fs::write(&secret, "s3cr3t\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s3 = format!(
+            "{MINIMAL}\n[stores.s3]\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:8080\"\n\
+             bucket = \"images\"\nregion = \"us-east-1\"\naccess_key_id = \"test:tester\"\n\
+             secret_access_key_file = \"s3-secret\"\nprefix = \"glance/\"\nidle_timeout_secs = 7\n"
+        );
+        let c = Config::from_toml(&s3, dir.path(), "t").unwrap();
+        let StoreConfig::S3 { origin } = &c.stores[&StoreId::new("s3").unwrap()] else {
+            panic!("not an s3 store");
+        };
+        assert_eq!(origin.timeouts.idle, Duration::from_secs(7));
+        assert!(!format!("{c:?}").contains("s3cr3t"), "the secret in Debug");
+        let cases = [
+            (s3.replace("bucket = \"images\"\n", ""), "bucket"),
+            (s3.replace("prefix", "path"), "path"),
+            (
+                s3.replace("idle_timeout_secs = 7", "idle_timeout_secs = 0"),
+                "idle_timeout_secs",
+            ),
+            (
+                s3.replace("http://127.0.0.1:8080", "https://s3.example"),
+                "http://",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[stores.w]\nkind = \"http\"\nurl = \"http://o/\"\nbucket = \"b\"\n"
+                ),
+                "bucket",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = Config::from_toml(&text, dir.path(), "t")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Config::from_toml(&s3, dir.path(), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("chmod 600") && !err.contains("s3cr3t"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_admin_token_must_be_private_and_long_enough() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let text = format!("{MINIMAL}\n[admin]\ntoken_file = \"token\"\n");
+        for (token, mode, ok) in [
+            ("0123456789abcdef\n", 0o600, true),
+            ("short", 0o600, false),
+            ("0123456789abcdef", 0o640, false),
+        ] {
+            std::fs::write(&file, token).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            let c = Config::from_toml(&text, dir.path(), "t");
+            assert_eq!(c.is_ok(), ok, "{token} {mode:o}");
+            if let Ok(c) = c {
+                assert_eq!(c.admin_token.unwrap().0, "0123456789abcdef");
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ use monoio::buf::IoBufMut as _;
 use monoio::io::{AsyncReadRent as _, AsyncWriteRentExt as _};
 use monoio::net::TcpStream;
 
+use crate::admin::AdminRequest;
 use crate::http::{self, Body, HeadError, Parsed, ResponseHead};
 use crate::metrics::CoreMetrics;
 use crate::server::Shared;
@@ -28,6 +29,8 @@ struct Conn {
     buf: Vec<u8>,
     /// Requests answered on this connection so far.
     served: u64,
+    /// Bytes after the current head that its body took from `buf`.
+    body_in_buf: usize,
     /// Everything else: the socket and the response side.
     io: Io,
 }
@@ -93,6 +96,7 @@ pub async fn serve(
     let mut conn = Conn {
         buf: Vec::with_capacity(cap),
         served: 0,
+        body_in_buf: 0,
         io: Io {
             stream,
             peer,
@@ -216,10 +220,12 @@ impl Conn {
             }
             head_deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
         };
+        self.body_in_buf = 0;
         let keep_alive = self.respond().await?;
         self.served += 1;
-        let pipelined = self.buf.len() > head_len;
-        self.buf.drain(..head_len);
+        let consumed = head_len + self.body_in_buf;
+        let pipelined = self.buf.len() > consumed;
+        self.buf.drain(..consumed);
         Ok(match keep_alive {
             Some(true) => Next::KeepAlive,
             // Bytes the client already sent after this request would make the
@@ -281,9 +287,20 @@ impl Conn {
         else {
             return Ok(Some(false));
         };
-        let io = &mut self.io;
         // While draining, every answer says it closes the connection.
-        let keep_alive = head.keep_alive && !io.shutting_down();
+        let keep_alive = head.keep_alive && !self.io.shutting_down();
+        if route(head.path) == Route::Admin {
+            let (body, len) = (head.body, head.len);
+            let request = AdminRequest {
+                method: head.method.to_owned(),
+                path: head.path.to_owned(),
+                query: head.query.to_owned(),
+                authorization: head.authorization.map(<[u8]>::to_vec),
+                body: Vec::new(),
+            };
+            return self.admin(request, body, len, keep_alive).await;
+        }
+        let io = &mut self.io;
         io.head_only = head.method == "HEAD";
         match head.body {
             Body::None => {}
@@ -332,11 +349,77 @@ impl Conn {
                 io.write_out().await?;
                 Ok(Some(keep_alive))
             }
-            Route::NotFound => {
+            Route::NotFound | Route::Admin => {
                 io.simple(404, "no such resource\n", keep_alive).await?;
                 Ok(Some(keep_alive))
             }
         }
+    }
+}
+
+impl Conn {
+    /// Reads an admin request's body (bounded) and answers it.
+    async fn admin(
+        &mut self,
+        mut request: AdminRequest,
+        body: Body,
+        head_len: usize,
+        keep_alive: bool,
+    ) -> std::io::Result<Option<bool>> {
+        let want = match body {
+            Body::None => 0,
+            Body::Length(n) if n <= crate::admin::MAX_BODY => n as usize,
+            Body::Length(_) => {
+                self.io
+                    .simple(413, "the request body is too large\n", false)
+                    .await?;
+                return Ok(None);
+            }
+            Body::Chunked | Body::Invalid => {
+                self.io
+                    .simple(400, "send the body with a Content-Length\n", false)
+                    .await?;
+                return Ok(None);
+            }
+        };
+        let buffered = self.buf.len().saturating_sub(head_len).min(want);
+        request
+            .body
+            .extend_from_slice(&self.buf[head_len..head_len + buffered]);
+        self.body_in_buf = buffered;
+        let limits = self.io.shared.config.http.clone();
+        let deadline = Instant::now() + limits.header_timeout;
+        while request.body.len() < want {
+            let missing = want - request.body.len();
+            let now = Instant::now();
+            if now >= deadline {
+                self.io
+                    .simple(408, "request body not received in time\n", false)
+                    .await?;
+                return Ok(None);
+            }
+            let chunk = vec![0u8; missing];
+            let read = self.io.stream.read(chunk);
+            let (res, chunk) = match monoio::time::timeout(deadline - now, read).await {
+                Ok(r) => r,
+                Err(_) => continue,
+            };
+            match res {
+                Ok(0) => return Ok(Some(false)),
+                Ok(n) => request.body.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Ok(Err(e)) =
+                        monoio::time::timeout(deadline - now, self.io.stream.readable(false)).await
+                    {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        crate::admin::serve(&mut self.io, request, keep_alive)
+            .await
+            .map(Some)
     }
 }
 
@@ -398,6 +481,7 @@ impl Io {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Image,
+    Admin,
     Health,
     Metrics,
     NotFound,
@@ -406,6 +490,8 @@ enum Route {
 fn route(path: &str) -> Route {
     if path.starts_with(glance_link::PATH_PREFIX) {
         Route::Image
+    } else if path.starts_with(crate::admin::PREFIX) {
+        Route::Admin
     } else if path == "/healthz" {
         Route::Health
     } else if path == "/metrics" {

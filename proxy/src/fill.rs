@@ -138,7 +138,9 @@ fn other(e: impl std::fmt::Display) -> io::Error {
 }
 
 /// Runs blocking cache work on monoio's pool, bounded in time.
-async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> io::Result<R> {
+pub(crate) async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> io::Result<R> {
     match monoio::time::timeout(CACHE_DEADLINE, monoio::spawn_blocking(f)).await {
         Ok(Ok(r)) => Ok(r),
         Ok(Err(_)) => Err(other("a cache task failed")),

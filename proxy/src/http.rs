@@ -17,6 +17,8 @@ pub struct RequestHead<'a> {
     pub keep_alive: bool,
     /// The `Range` header, if any.
     pub range: Option<&'a [u8]>,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<&'a [u8]>,
     /// What the head says about a request body.
     pub body: Body,
     /// Length of the head in bytes, including the blank line.
@@ -78,6 +80,7 @@ pub fn parse(buf: &[u8], max_headers: usize, max_bytes: usize) -> Parsed<'_> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut keep_alive = minor == 1;
     let mut range = None;
+    let mut authorization = None;
     let mut body = Body::None;
     let mut lengths = 0;
     for h in req.headers.iter() {
@@ -92,6 +95,8 @@ pub fn parse(buf: &[u8], max_headers: usize, max_bytes: usize) -> Parsed<'_> {
             }
         } else if h.name.eq_ignore_ascii_case("range") {
             range = Some(h.value);
+        } else if h.name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(h.value);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             body = Body::Chunked;
         } else if h.name.eq_ignore_ascii_case("content-length") {
@@ -115,6 +120,7 @@ pub fn parse(buf: &[u8], max_headers: usize, max_bytes: usize) -> Parsed<'_> {
         query,
         keep_alive,
         range,
+        authorization,
         body,
         len,
     })

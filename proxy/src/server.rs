@@ -36,6 +36,8 @@ pub struct Shared {
     pub cache: glance_cache::Cache,
     /// Counters.
     pub metrics: Metrics,
+    /// The admin API's bearer token, if the API is on.
+    pub admin_token: Option<String>,
     /// Set when the server starts draining.
     pub shutdown: AtomicBool,
     /// Duplicates of the workers' listening sockets: shutting them down wakes
@@ -154,7 +156,9 @@ impl Server {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| StartError::Listen { addr, source })?;
         let metrics = Metrics::new(threads, stores.keys().copied());
+        let admin_token = config.admin_token.as_ref().map(|t| t.0.clone());
         let shared = Arc::new(Shared {
+            admin_token,
             config,
             keyring: ArcSwap::from_pointee(keyring),
             stores,

@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::nginx::Nginx;
-use common::{Image, Node, pseudo_random, sha512};
+use common::nginx::{Nginx, on_origin};
+use common::{Node, pseudo_random, sha512};
 
 const MIB: usize = 1 << 20;
 
@@ -25,21 +25,6 @@ fn node_with_origin_cache(driver: &str, nginx: &Nginx, cache: &str) -> Node {
             nginx.port
         ),
     )
-}
-
-/// Puts `bytes` on the origin as the object of a new image and returns it.
-fn on_origin(node: &Node, nginx: &Nginx, bytes: Vec<u8>, seed: u64) -> Image {
-    let mut img = node.add_image(bytes, seed);
-    std::fs::remove_file(
-        node.dir
-            .path()
-            .join("images")
-            .join(img.params.image_id.to_string()),
-    )
-    .unwrap();
-    std::fs::write(nginx.root.join(img.params.image_id.to_string()), &img.bytes).unwrap();
-    img.params.store = glance_link::StoreId::new("web").unwrap();
-    img
 }
 
 #[test]

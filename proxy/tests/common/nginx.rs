@@ -99,3 +99,19 @@ impl Drop for Nginx {
         let _ = self.child.wait();
     }
 }
+
+/// Moves a new image's object from the node's file store to the origin, and
+/// returns the image with its store set to the node's `web` store.
+pub fn on_origin(node: &super::Node, nginx: &Nginx, bytes: Vec<u8>, seed: u64) -> super::Image {
+    let mut img = node.add_image(bytes, seed);
+    std::fs::remove_file(
+        node.dir
+            .path()
+            .join("images")
+            .join(img.params.image_id.to_string()),
+    )
+    .unwrap();
+    std::fs::write(nginx.root.join(img.params.image_id.to_string()), &img.bytes).unwrap();
+    img.params.store = glance_link::StoreId::new("web").unwrap();
+    img
+}

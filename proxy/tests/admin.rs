@@ -1,0 +1,162 @@
+//! The stream node's admin API against a real origin (Debian's nginx): a
+//! bearer token guards it; pre-warm fills the cache from the origin so the
+//! download after it reads nothing more; the inventory lists what is cached;
+//! eviction and prune free it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::time::{Duration, Instant};
+
+use common::nginx::{Nginx, on_origin};
+use common::{Node, pseudo_random, request, request_with_body, sha512};
+
+const MIB: usize = 1 << 20;
+const TOKEN: &str = "admin-token-0123456789abcdef";
+
+/// A node with the admin API on and an HTTP store `web` on `nginx`.
+fn node(dir: &std::path::Path, nginx: &Nginx) -> Node {
+    let token_file = dir.join("admin-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    Node::start(
+        "io_uring",
+        "threads = 2",
+        &format!(
+            "[stores.web]\nkind = \"http\"\nurl = \"http://127.0.0.1:{}/\"\n[admin]\ntoken_file = \"{}\"\n",
+            nginx.port,
+            token_file.display()
+        ),
+    )
+}
+
+fn inventory(node: &Node) -> serde_json::Value {
+    let r = request(
+        node.addr,
+        "GET",
+        "/admin/cache",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+fn admin(node: &Node, method: &str, target: &str, body: &[u8]) -> common::Response {
+    let auth = format!("Bearer {TOKEN}");
+    request_with_body(node.addr, method, target, &[("Authorization", &auth)], body)
+}
+
+#[test]
+fn only_the_token_opens_the_admin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(dir.path());
+    let node = node(dir.path(), &nginx);
+    for auth in [None, Some("Bearer wrong-token-0123456789"), Some(TOKEN)] {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+        let r = request(node.addr, "GET", "/admin/cache", &headers);
+        assert_eq!(r.status, 401, "{auth:?}");
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    }
+    assert_eq!(inventory(&node)["images"], serde_json::json!([]));
+    // A node without [admin] has no admin API at all.
+    let plain = Node::start("legacy", "", "");
+    let r = request(
+        plain.addr,
+        "GET",
+        "/admin/cache",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    );
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn prewarm_fills_from_the_origin_and_the_download_after_reads_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(dir.path());
+    let node = node(dir.path(), &nginx);
+    let img = on_origin(&node, &nginx, pseudo_random(40 * MIB + 77, 301), 301);
+    let link = node.link(&img.params);
+    let (path, query) = link.split_once('?').unwrap();
+    let id = img.params.image_id.to_string();
+    assert_eq!(path, format!("/v1/images/{id}"));
+
+    // A link for another image, or a tampered one, warms nothing.
+    let other = uuid::Uuid::from_u128(7).to_string();
+    let r = admin(
+        &node,
+        "PUT",
+        &format!("/admin/cache/{other}"),
+        query.as_bytes(),
+    );
+    assert_eq!(r.status, 403);
+    let tampered = query.replace("size=", "size=1");
+    let r = admin(
+        &node,
+        "PUT",
+        &format!("/admin/cache/{id}"),
+        tampered.as_bytes(),
+    );
+    assert_eq!(r.status, 403);
+    assert_eq!(nginx.requests(), 0);
+
+    let r = admin(
+        &node,
+        "PUT",
+        &format!("/admin/cache/{id}"),
+        query.as_bytes(),
+    );
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let entry = loop {
+        let inv = inventory(&node);
+        let entry = inv["images"][0].clone();
+        if entry["state"] == "complete" {
+            break entry;
+        }
+        assert!(Instant::now() < deadline, "pre-warm never completed: {inv}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(entry["id"], id.as_str());
+    assert_eq!(entry["size"], img.bytes.len());
+    assert_eq!(entry["bytes_present"], img.bytes.len());
+    let origin = nginx.bytes_sent();
+    assert_eq!(
+        origin,
+        img.bytes.len() as u64,
+        "pre-warm read the image once"
+    );
+
+    let r = node.get(&link, &[]);
+    assert_eq!(sha512(&r.body), img.params.sha512);
+    assert_eq!(nginx.bytes_sent(), origin, "the download read the origin");
+    assert_eq!(
+        inventory(&node)["images"][0]["hits"],
+        2,
+        "looked up by the pre-warm and the download"
+    );
+
+    // Evict: gone from the inventory, and the next download reads the origin.
+    let r = admin(&node, "DELETE", &format!("/admin/cache/{id}"), b"");
+    assert_eq!(r.status, 204);
+    assert_eq!(inventory(&node)["images"], serde_json::json!([]));
+    let r = admin(&node, "DELETE", &format!("/admin/cache/{id}"), b"");
+    assert_eq!(r.status, 404);
+    let r = node.get(&link, &[]);
+    assert_eq!(sha512(&r.body), img.params.sha512);
+    node.settle("web");
+    assert_eq!(nginx.bytes_sent(), 2 * origin);
+
+    // Prune to zero: everything nobody reads goes.
+    let r = admin(&node, "POST", "/admin/cache/prune", b"");
+    assert_eq!(r.status, 200);
+    let pruned: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(pruned["evicted"], 1);
+    assert_eq!(pruned["bytes_used"], 0);
+    assert_eq!(inventory(&node)["bytes_used"], 0);
+    let r = admin(&node, "POST", "/admin/cache/prune?target_bytes=x", b"");
+    assert_eq!(r.status, 400);
+    let r = admin(&node, "GET", "/admin/cache/prune", b"");
+    assert_eq!(r.status, 405);
+}
