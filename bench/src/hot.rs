@@ -121,9 +121,9 @@ fn round(s: &Server, clients: usize, downloads: usize, size: u64) -> Round {
 
 /// Downloads the object `times` over one keep-alive connection; returns the
 /// body bytes received.
-fn download(addr: SocketAddr, target: &str, times: usize, buf: &mut [u8]) -> u64 {
+pub fn download(addr: SocketAddr, target: &str, times: usize, buf: &mut [u8]) -> u64 {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(900))).unwrap();
     let mut total = 0;
     for _ in 0..times {
         write!(s, "GET {target} HTTP/1.1\r\nHost: bench\r\n\r\n").unwrap();
@@ -158,7 +158,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn write_object(path: &Path, size: u64) {
+/// Writes `size` pseudo-random bytes to `path` (kept when already there).
+pub fn write_object(path: &Path, size: u64) {
     if std::fs::metadata(path).is_ok_and(|m| m.len() == size) {
         return;
     }

@@ -6,8 +6,14 @@
 //! 1, 4 and 16 keep-alive clients, and reports throughput and server CPU
 //! seconds per GB (user + system time of the server's processes, read from
 //! /proc). Rounds alternate between the servers; medians are reported.
+//!
+//! `glance-bench cold` sends 8, 32 and 128 clients at once after one image
+//! that no cache holds, from a rate-limited nginx origin, through
+//! glance-stream and through nginx `proxy_cache` with `proxy_cache_lock`,
+//! and reports the origin bytes and the time until every client is done.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cold;
 mod hot;
 mod peer;
 
@@ -25,11 +31,15 @@ struct Cli {
 enum Command {
     /// Hot object throughput and CPU per GB: glance-stream vs nginx sendfile.
     Hot(hot::HotArgs),
+    /// Cold storm: many clients, one uncached image, a rate-limited origin:
+    /// glance-stream vs nginx proxy_cache with its cache lock.
+    Cold(cold::ColdArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     match cli.command {
         Command::Hot(args) => hot::run(&args),
+        Command::Cold(args) => cold::run(&args),
     }
 }

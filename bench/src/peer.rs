@@ -77,15 +77,35 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The image id every benchmark serves.
+pub const IMAGE_ID: &str = "6f1c3b2a-9e8d-4f7a-b6c5-d4e3f2a1b0c9";
+
 /// Starts glance-stream (the binary next to this one) serving `object` from a
 /// file store in `dir`, and returns it with a signed link to the object.
 pub fn glance_stream(dir: &Path, object: &Path, threads: usize) -> Server {
-    let exe = sibling("glance-stream");
     let images = dir.join("gs-images");
     std::fs::create_dir_all(&images).unwrap();
-    let id = "6f1c3b2a-9e8d-4f7a-b6c5-d4e3f2a1b0c9";
-    let _ = std::fs::remove_file(images.join(id));
-    std::fs::hard_link(object, images.join(id)).unwrap();
+    let _ = std::fs::remove_file(images.join(IMAGE_ID));
+    std::fs::hard_link(object, images.join(IMAGE_ID)).unwrap();
+    glance_stream_with(
+        dir,
+        object,
+        threads,
+        "local",
+        "[stores.local]\nkind = \"file\"\npath = \"gs-images\"\n",
+    )
+}
+
+/// Starts glance-stream with the given store tables and a fresh cache, and
+/// returns it with a signed link to `object` in store `store`.
+pub fn glance_stream_with(
+    dir: &Path,
+    object: &Path,
+    threads: usize,
+    store: &str,
+    stores: &str,
+) -> Server {
+    let exe = sibling("glance-stream");
     let keyring = dir.join("keyring.toml");
     std::fs::write(
         &keyring,
@@ -93,14 +113,15 @@ pub fn glance_stream(dir: &Path, object: &Path, threads: usize) -> Server {
     )
     .unwrap();
     std::fs::set_permissions(&keyring, std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::fs::create_dir_all(dir.join("gs-cache")).unwrap();
+    let cache = dir.join("gs-cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    std::fs::create_dir_all(&cache).unwrap();
     let config = dir.join("stream.toml");
     std::fs::write(
         &config,
         format!(
             "listen = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:1\"\nkeyring = \"keyring.toml\"\n\
-             threads = {threads}\n[cache]\ndir = \"gs-cache\"\nmax_bytes = 1000000000000\n\
-             [stores.local]\nkind = \"file\"\npath = \"gs-images\"\n"
+             threads = {threads}\n[cache]\ndir = \"gs-cache\"\nmax_bytes = 1000000000000\n{stores}"
         ),
     )
     .unwrap();
@@ -120,8 +141,8 @@ pub fn glance_stream(dir: &Path, object: &Path, threads: usize) -> Server {
     let (md5, sha512) = crate::hot::hashes(object);
     let ring = glance_link::Keyring::load(&keyring).unwrap();
     let link = ring.sign(glance_link::LinkParams {
-        image_id: glance_link::parse_image_id(id).unwrap(),
-        store: glance_link::StoreId::new("local").unwrap(),
+        image_id: glance_link::parse_image_id(IMAGE_ID).unwrap(),
+        store: glance_link::StoreId::new(store).unwrap(),
         size,
         md5,
         sha512,
@@ -136,33 +157,70 @@ pub fn glance_stream(dir: &Path, object: &Path, threads: usize) -> Server {
     }
 }
 
-/// Starts nginx (Debian's) with `sendfile on` serving `object` from a static root.
-pub fn nginx(dir: &Path, object: &Path, workers: usize) -> Server {
-    let root = dir.join("nginx-root");
+/// An nginx origin: serves `object` as `/IMAGE_ID` at `rate` bytes per
+/// second per connection (`limit_rate`), logging the body bytes of every
+/// answer to `access.log` in its prefix.
+pub fn origin(dir: &Path, object: &Path, rate: &str) -> (Server, PathBuf) {
+    let root = dir.join("origin-root");
     std::fs::create_dir_all(&root).unwrap();
-    let _ = std::fs::remove_file(root.join("image"));
-    std::fs::hard_link(object, root.join("image")).unwrap();
+    let _ = std::fs::remove_file(root.join(IMAGE_ID));
+    std::fs::hard_link(object, root.join(IMAGE_ID)).unwrap();
+    let prefix = dir.join("origin");
+    let log = prefix.join("access.log");
+    let http = format!(
+        "log_format bytes '$body_bytes_sent';\n  access_log {} bytes;\n  limit_rate {rate};\n",
+        log.display()
+    );
+    let mut server = nginx_with(&prefix, 2, &http, &format!("root {};", root.display()));
+    server.name = "origin";
+    (server, log)
+}
+
+/// nginx with `proxy_cache` in front of `origin`, one fetch per object at a
+/// time (`proxy_cache_lock on`, waiting at most `lock_secs`).
+pub fn nginx_proxy_cache(dir: &Path, origin: SocketAddr, lock_secs: u64, workers: usize) -> Server {
+    let prefix = dir.join(format!("nginx-cache-{lock_secs}"));
+    let _ = std::fs::remove_dir_all(&prefix);
+    let http = format!(
+        "access_log off;\n  proxy_cache_path {}/cache levels=1:2 keys_zone=img:10m max_size=100g inactive=1d use_temp_path=off;\n",
+        prefix.display()
+    );
+    let location = format!(
+        "location / {{ proxy_pass http://{origin}; proxy_cache img; proxy_cache_valid 200 1d;\n\
+         proxy_cache_lock on; proxy_cache_lock_timeout {lock_secs}s; proxy_cache_lock_age {lock_secs}s;\n\
+         proxy_read_timeout 600s; }}"
+    );
+    let mut server = nginx_with(&prefix, workers, &http, &location);
+    server.name = if lock_secs >= 60 {
+        "nginx proxy_cache_lock 600 s"
+    } else {
+        "nginx proxy_cache_lock 5 s"
+    };
+    server
+}
+
+/// nginx in `prefix` with `workers` processes, extra `http` directives and
+/// the body of its one `server` block.
+fn nginx_with(prefix: &Path, workers: usize, http: &str, server: &str) -> Server {
     let port = free_port();
-    let prefix = dir.join("nginx");
     std::fs::create_dir_all(prefix.join("logs")).unwrap();
     let conf = prefix.join("nginx.conf");
     std::fs::write(
         &conf,
         format!(
             "daemon off;\nmaster_process on;\nworker_processes {workers};\nerror_log stderr warn;\n\
-             pid {p}/nginx.pid;\nevents {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 100000;\n\
+             pid {p}/nginx.pid;\nevents {{ worker_connections 4096; }}\n\
+             http {{\n  {http}  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 100000;\n\
                client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fcgi;\n\
                uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;\n\
-               server {{ listen 127.0.0.1:{port}; root {r}; }}\n}}\n",
+               server {{ listen 127.0.0.1:{port}; {server} }}\n}}\n",
             p = prefix.display(),
-            r = root.display()
         ),
     )
     .unwrap();
     let child = Command::new(nginx_binary())
         .args(["-p"])
-        .arg(&prefix)
+        .arg(prefix)
         .arg("-c")
         .arg(&conf)
         .spawn()
@@ -177,9 +235,23 @@ pub fn nginx(dir: &Path, object: &Path, workers: usize) -> Server {
     Server {
         name: "nginx",
         addr,
-        target: "/image".into(),
+        target: format!("/{IMAGE_ID}"),
         child,
     }
+}
+
+/// Starts nginx (Debian's) with `sendfile on` serving `object` from a static root.
+pub fn nginx(dir: &Path, object: &Path, workers: usize) -> Server {
+    let root = dir.join("nginx-root");
+    std::fs::create_dir_all(&root).unwrap();
+    let _ = std::fs::remove_file(root.join(IMAGE_ID));
+    std::fs::hard_link(object, root.join(IMAGE_ID)).unwrap();
+    nginx_with(
+        &dir.join("nginx"),
+        workers,
+        "access_log off;\n",
+        &format!("root {};", root.display()),
+    )
 }
 
 fn nginx_binary() -> PathBuf {
