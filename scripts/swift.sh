@@ -51,23 +51,27 @@ usage() {
 
 # --- install -----------------------------------------------------------------
 
-install() {
-  local bin missing=0
+# True when the programs of every package are there.
+installed() {
+  local bin
   for bin in swift-proxy-server swift-account-server swift-container-server \
     swift-object-server memcached; do
-    [ -x "/usr/bin/$bin" ] || missing=1
+    [ -x "/usr/bin/$bin" ] || return 1
   done
-  [ "$missing" = 0 ] && return 0
+}
+
+install() {
+  installed && return 0
   local pkgs=(swift swift-proxy swift-account swift-container swift-object memcached)
   export DEBIAN_FRONTEND=noninteractive
   # The package lists may be missing or stale on a fresh machine: update them
   # only if installing without doing so fails.
-  if ! apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null; then
+  if ! apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null 2>&1; then
     apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null
   fi
-  # The packages' own services are not wanted (and systemd does not run here):
-  # this script starts the servers itself with its own configuration.
+  # The packages' own services are not used (nor started where systemd does
+  # not run): `serve` starts the servers itself, with its own configuration.
 }
 
 # --- serve -------------------------------------------------------------------
@@ -79,7 +83,7 @@ NAMES=()
 # Stops every process this script started: SIGTERM, a grace period of 5 s,
 # then SIGKILL for any still alive, and reaps them all.
 stop_children() {
-  local pid i
+  local pid i alive
   [ ${#PIDS[@]} -gt 0 ] || return 0
   for pid in "${PIDS[@]}"; do
     kill -TERM "$pid" 2>/dev/null || true
@@ -152,18 +156,22 @@ memcached_up() {
   ) 2>/dev/null
 }
 
-# Writes the Python program that runs one Swift server (or builds the rings).
-# Debian's Swift reads swift.conf only from the fixed path
-# /etc/swift/swift.conf (swift.common.utils.SWIFT_CONF_FILE, with no
-# environment variable or option to change it for the servers), so this
-# program points that variable at DIR/swift.conf before any other Swift
-# module loads it, then calls what /usr/bin/swift-*-server would.
+# Writes DIR/run-swift.py, which runs one Swift server in the foreground.
+# Debian's Swift (2.30) reads swift.conf from a fixed path,
+# /etc/swift/swift.conf (swift.common.utils.SWIFT_CONF_FILE: the servers'
+# swift_dir option only locates the rings, and no environment variable changes
+# it), so the program points that variable at DIR/swift.conf before any other
+# Swift module reads it, then does what /usr/bin/swift-*-server do.
 write_runner() {
   cat >"$DIR/run-swift.py" <<'EOF'
-"""Runs one Swift server, or builds the rings, with swift.conf from SWIFT_DIR.
+"""Runs one Swift server in the foreground, with swift.conf from SWIFT_DIR.
 
-  run-swift.py rings ACCOUNT_PORT CONTAINER_PORT OBJECT_PORT
-  run-swift.py server (proxy|account|container|object)-server CONF
+  run-swift.py (account|container|object)-server CONF
+  run-swift.py proxy-server CONF ACCOUNT_PORT CONTAINER_PORT OBJECT_PORT
+
+The proxy first builds the rings, pointing at the storage servers' ports
+(here rather than in a process of its own: one Python start-up less on the
+way to ready).
 """
 import ctypes
 import logging
@@ -171,12 +179,24 @@ import os
 import signal
 import sys
 
+# Die with the script that started this server, even if it gets SIGKILL.
+PR_SET_PDEATHSIG = 1
+ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+if os.getppid() != int(os.environ['SWIFT_SH_PID']):
+    sys.exit('the script that started this server is gone')
+
 SWIFT_DIR = os.environ['SWIFT_DIR']
 
 # Before anything else of Swift's: swift.conf comes from SWIFT_DIR (the
 # storage-policy and constraints modules read it when they are imported).
 from swift.common import utils  # noqa: E402
+
 utils.SWIFT_CONF_FILE = os.path.join(SWIFT_DIR, 'swift.conf')
+
+# Log to stderr only (verbose=True below). Swift always adds a syslog
+# handler too, which without /dev/log sends each line as UDP to
+# localhost:514: replace it with one that drops them.
+utils.ThreadSafeSysLogHandler = lambda *args, **kwargs: logging.NullHandler()
 
 
 def build_rings(ports):
@@ -192,57 +212,32 @@ def build_rings(ports):
         builder.get_ring().save(os.path.join(SWIFT_DIR, kind + '.ring.gz'))
 
 
-def run_server(section, conf):
-    # Die with the script that started us, even if it gets SIGKILL.
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != int(os.environ['SWIFT_SH_PID']):
-        sys.exit('the script that started this server is gone')
-    # Log to stderr only: Swift also adds a syslog handler, which without
-    # /dev/log would send every line as UDP to localhost:514.
-    utils.ThreadSafeSysLogHandler = lambda *args, **kwargs: logging.NullHandler()
+def main(section, conf, *ring_ports):
     from swift.common.wsgi import run_wsgi
-    kwargs = {'verbose': True}  # log to the console (stderr)
-    if section == 'object-server':
+    kwargs = {'verbose': True}
+    if section == 'proxy-server':
+        build_rings(ring_ports)
+    elif section == 'object-server':
         from swift.obj import server
         kwargs['global_conf_callback'] = server.global_conf_callback
-    sys.exit(run_wsgi(conf, section, **kwargs))
+    return run_wsgi(conf, section, **kwargs)
 
 
 if __name__ == '__main__':
-    if sys.argv[1] == 'rings':
-        build_rings(sys.argv[2:5])
-    else:
-        run_server(sys.argv[2], sys.argv[3])
+    sys.exit(main(*sys.argv[1:]))
 EOF
 }
 
-# Writes DIR/swift.conf and the four servers' configs.
-write_configs() {
-  local suffix prefix user kind port
-  suffix=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
-  prefix=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
-  user=$(id -un)
-
-  cat >"$DIR/swift.conf" <<EOF
-[swift-hash]
-swift_hash_path_suffix = $suffix
-swift_hash_path_prefix = $prefix
-
-[storage-policy:0]
-name = Policy-0
-default = yes
-EOF
-
-  # Settings every server shares: its own port, one process (workers = 0:
-  # no forked workers, so the PID started is the server), everything under DIR.
-  common() {
-    cat <<EOF
+# Prints the [DEFAULT] section every server's config shares: loopback and its
+# own port (PORT), one process (workers = 0: no forked workers, so the PID this
+# script started is the server itself), everything under DIR, logs named NAME.
+conf_defaults() {
+  cat <<EOF
 [DEFAULT]
 bind_ip = 127.0.0.1
 bind_port = $1
 workers = 0
-user = $user
+user = $(id -un)
 swift_dir = $DIR
 devices = $DIR/srv/node
 mount_check = false
@@ -252,16 +247,27 @@ recon_cache_path = $DIR/cache
 log_name = $2
 log_level = INFO
 EOF
-  }
+}
 
-  for kind in account container object; do
-    case $kind in
-      account) port=$ACCOUNT_PORT ;;
-      container) port=$CONTAINER_PORT ;;
-      object) port=$OBJECT_PORT ;;
-    esac
+# Writes DIR/swift.conf and the four servers' configs.
+write_configs() {
+  cat >"$DIR/swift.conf" <<EOF
+[swift-hash]
+swift_hash_path_suffix = $(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+swift_hash_path_prefix = $(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+
+[storage-policy:0]
+name = Policy-0
+default = yes
+EOF
+
+  # The storage servers: only their app behind a health check.
+  local kind port
+  for kind in account:$ACCOUNT_PORT container:$CONTAINER_PORT object:$OBJECT_PORT; do
+    port=${kind#*:}
+    kind=${kind%:*}
     {
-      common "$port" "$kind-server"
+      conf_defaults "$port" "$kind-server"
       cat <<EOF
 
 [pipeline:main]
@@ -276,10 +282,11 @@ EOF
     } >"$DIR/$kind-server.conf"
   done
 
-  # The proxy: s3api translates S3 requests and hands their signature to
-  # tempauth (after it in the pipeline), which checks it with the user's key.
+  # The proxy: s3api turns S3 requests into Swift ones and leaves checking
+  # their signature to tempauth, after it in the pipeline, which knows the
+  # user's key. The accounts are made on first use (account_autocreate).
   {
-    common "$PROXY_PORT" proxy-server
+    conf_defaults "$PROXY_PORT" proxy-server
     cat <<EOF
 
 [pipeline:main]
@@ -335,9 +342,7 @@ EOF
 serve() {
   [ -d "$1" ] || die "serve: no such directory: $1"
   DIR=$(cd "$1" && pwd)
-  [ -x "$PY" ] && [ -x /usr/bin/memcached ] &&
-    "$PY" -c 'import swift' 2>/dev/null ||
-    die "Swift is not installed: run '$0 install' first"
+  installed || die "Swift is not installed: run '$0 install' first"
   mkdir -p "$DIR/srv/node/d1" "$DIR/logs" "$DIR/cache"
 
   # Swift keeps object metadata in extended attributes: fail clearly if the
@@ -378,17 +383,13 @@ for s in socks:
   fi
   spawn memcached "${memcached[@]}"
 
-  # The storage servers need no rings; build the rings while they start.
+  # The storage servers, and the proxy, which builds the rings first.
   local kind
   for kind in account container object; do
-    spawn "$kind-server" "$PY" "$DIR/run-swift.py" server "$kind-server" "$DIR/$kind-server.conf"
+    spawn "$kind-server" "$PY" "$DIR/run-swift.py" "$kind-server" "$DIR/$kind-server.conf"
   done
-  "$PY" "$DIR/run-swift.py" rings "$ACCOUNT_PORT" "$CONTAINER_PORT" "$OBJECT_PORT" \
-    >"$DIR/logs/rings.log" 2>&1 || {
-    show_logs
-    die "building the rings failed"
-  }
-  spawn proxy-server "$PY" "$DIR/run-swift.py" server proxy-server "$DIR/proxy-server.conf"
+  spawn proxy-server "$PY" "$DIR/run-swift.py" proxy-server "$DIR/proxy-server.conf" \
+    "$ACCOUNT_PORT" "$CONTAINER_PORT" "$OBJECT_PORT"
 
   # Wait until every server answers (and memcached too).
   local deadline=$((SECONDS + START_TIMEOUT)) dead port

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub mod nginx;
+pub mod swift;
 
 use glance_link::{Keyring, LinkParams, SignedLink, StoreId};
 use md5::Digest as _;
@@ -33,6 +34,37 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 
 pub fn sha512(bytes: &[u8]) -> [u8; 64] {
     sha2::Sha512::digest(bytes).into()
+}
+
+/// Downloads `target` and hashes the body as it arrives (nothing buffered):
+/// returns the status, the body length and its sha512.
+pub fn download_sha512(addr: SocketAddr, target: &str) -> (u16, u64, [u8; 64]) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(s, "GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut head = Vec::new();
+    let body_start = loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the head");
+        head.extend_from_slice(&buf[..n]);
+        if let Some(p) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+    };
+    let status = String::from_utf8_lossy(&head[9..12]).parse().unwrap();
+    let mut hasher = sha2::Sha512::new();
+    hasher.update(&head[body_start..]);
+    let mut len = (head.len() - body_start) as u64;
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    (status, len, hasher.finalize().into())
 }
 
 pub fn md5(bytes: &[u8]) -> [u8; 16] {
