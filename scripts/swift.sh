@@ -9,10 +9,11 @@
 #   scripts/swift.sh serve DIR
 #       DIR is an empty directory owned by the caller (a temp dir). Everything
 #       Swift needs is written under it: swift.conf, server configs, rings,
-#       the one storage device (DIR/srv/node/d1) and the logs (DIR/logs/*.log).
-#       /etc/swift is never read. Starts memcached and the account, container,
-#       object and proxy servers on free loopback ports, waits (90 s at most)
-#       until all of them answer, then prints exactly one line to stdout:
+#       the one storage device (DIR/srv/node/d1) and the logs (DIR/logs/*.log);
+#       nothing under /etc/swift is used. Starts memcached and the account,
+#       container, object and proxy servers on free loopback ports, waits
+#       (90 s at most) until all of them answer, then prints exactly one line
+#       to stdout:
 #
 #         ready endpoint=http://127.0.0.1:PORT region=us-east-1 access_key_id=test:tester secret=testing
 #
@@ -41,6 +42,13 @@ START_TIMEOUT=90
 
 die() {
   printf 'swift.sh: %s\n' "$*" >&2
+  exit 1
+}
+
+# Like die, followed by the end of every server's log.
+fail() {
+  printf 'swift.sh: %s\n' "$*" >&2
+  show_logs
   exit 1
 }
 
@@ -80,24 +88,35 @@ install() {
 PIDS=()
 NAMES=()
 
+# True while PID is a live (not zombie) child of this script. Checking the
+# parent, not just that the PID exists, means a PID that the system has
+# reused for another process after one of ours exited is never signalled.
+alive_child() {
+  local stat state ppid
+  { stat=$(<"/proc/$1/stat"); } 2>/dev/null || return 1
+  # Fields after the command name, which is in parentheses: state, ppid, ...
+  read -r state ppid _ <<<"${stat##*) }"
+  [ "$ppid" = "$$" ] && [ "$state" != Z ]
+}
+
 # Stops every process this script started: SIGTERM, a grace period of 5 s,
 # then SIGKILL for any still alive, and reaps them all.
 stop_children() {
   local pid i alive
   [ ${#PIDS[@]} -gt 0 ] || return 0
   for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
+    alive_child "$pid" && kill -TERM "$pid" 2>/dev/null || true
   done
-  for ((i = 0; i < 50; i++)); do
+  for ((i = 0; i < 100; i++)); do
     alive=0
     for pid in "${PIDS[@]}"; do
-      kill -0 "$pid" 2>/dev/null && alive=1
+      alive_child "$pid" && alive=1
     done
     [ "$alive" = 0 ] && break
-    sleep 0.1
+    sleep 0.05
   done
   for pid in "${PIDS[@]}"; do
-    kill -KILL "$pid" 2>/dev/null || true
+    alive_child "$pid" && kill -KILL "$pid" 2>/dev/null || true
   done
   wait "${PIDS[@]}" 2>/dev/null || true
   PIDS=()
@@ -108,8 +127,12 @@ show_logs() {
   local log
   for log in "$DIR"/logs/*.log; do
     [ -e "$log" ] || continue
-    printf '\n--- %s (last 30 lines)\n' "$log" >&2
-    tail -n 30 "$log" >&2
+    if [ -s "$log" ]; then
+      printf -- '--- %s (last 30 lines)\n' "$log" >&2
+      tail -n 30 "$log" >&2
+    else
+      printf -- '--- %s (empty)\n' "$log" >&2
+    fi
   done
 }
 
@@ -127,7 +150,7 @@ spawn() {
 dead_child() {
   local i
   for i in "${!PIDS[@]}"; do
-    if ! kill -0 "${PIDS[$i]}" 2>/dev/null; then
+    if ! alive_child "${PIDS[$i]}"; then
       printf '%s (pid %s)\n' "${NAMES[$i]}" "${PIDS[$i]}"
       return 0
     fi
@@ -156,12 +179,27 @@ memcached_up() {
   ) 2>/dev/null
 }
 
+# Runs the check given as arguments every 0.1 s until it succeeds; fails if a
+# child exits meanwhile or when DEADLINE (in SECONDS) has passed.
+wait_until() {
+  local dead
+  until "$@"; do
+    if dead=$(dead_child); then
+      fail "$dead exited during start-up"
+    fi
+    if ((SECONDS >= DEADLINE)); then
+      fail "Swift did not answer within ${START_TIMEOUT}s"
+    fi
+    sleep 0.1
+  done
+}
+
 # Writes DIR/run-swift.py, which runs one Swift server in the foreground.
-# Debian's Swift (2.30) reads swift.conf from a fixed path,
-# /etc/swift/swift.conf (swift.common.utils.SWIFT_CONF_FILE: the servers'
-# swift_dir option only locates the rings, and no environment variable changes
-# it), so the program points that variable at DIR/swift.conf before any other
-# Swift module reads it, then does what /usr/bin/swift-*-server do.
+# Debian's Swift (2.30) servers read swift.conf from a fixed path,
+# /etc/swift/swift.conf (swift.common.utils.SWIFT_CONF_FILE: their swift_dir
+# option only locates the rings, and no environment variable changes it), so
+# the program switches Swift to DIR/swift.conf before the modules that read
+# it load, then does what /usr/bin/swift-*-server do.
 write_runner() {
   cat >"$DIR/run-swift.py" <<'EOF'
 """Runs one Swift server in the foreground, with swift.conf from SWIFT_DIR.
@@ -187,11 +225,14 @@ if os.getppid() != int(os.environ['SWIFT_SH_PID']):
 
 SWIFT_DIR = os.environ['SWIFT_DIR']
 
-# Before anything else of Swift's: swift.conf comes from SWIFT_DIR (the
-# storage-policy and constraints modules read it when they are imported).
+# swift.conf comes from SWIFT_DIR. Importing swift.common.utils reads the hash
+# path prefix and suffix from /etc/swift/swift.conf if there is such a file
+# (and ignores its absence); set_swift_dir points SWIFT_CONF_FILE at ours and
+# reloads them from it, before the storage-policy and constraints modules,
+# imported later, read that file.
 from swift.common import utils  # noqa: E402
 
-utils.SWIFT_CONF_FILE = os.path.join(SWIFT_DIR, 'swift.conf')
+utils.set_swift_dir(SWIFT_DIR)
 
 # Log to stderr only (verbose=True below). Swift always adds a syslog
 # handler too, which without /dev/log sends each line as UDP to
@@ -378,7 +419,7 @@ for s in socks:
   local memcached=(/usr/bin/memcached -l 127.0.0.1 -p "$MEMCACHED_PORT" -U 0 -m 64 -t 2)
   [ "$(id -u)" = 0 ] && memcached+=(-u root)
   # setpriv: memcached too gets SIGKILL should this script be killed.
-  if setpriv --help 2>/dev/null | grep -q -- --pdeathsig; then
+  if [[ $(setpriv --help 2>/dev/null) == *--pdeathsig* ]]; then
     memcached=(setpriv --pdeathsig KILL "${memcached[@]}")
   fi
   spawn memcached "${memcached[@]}"
@@ -391,27 +432,19 @@ for s in socks:
   spawn proxy-server "$PY" "$DIR/run-swift.py" proxy-server "$DIR/proxy-server.conf" \
     "$ACCOUNT_PORT" "$CONTAINER_PORT" "$OBJECT_PORT"
 
-  # Wait until every server answers (and memcached too).
-  local deadline=$((SECONDS + START_TIMEOUT)) dead port
-  for port in "$MEMCACHED_PORT" "$ACCOUNT_PORT" "$CONTAINER_PORT" "$OBJECT_PORT" "$PROXY_PORT"; do
-    until if [ "$port" = "$MEMCACHED_PORT" ]; then memcached_up "$port"; else healthy "$port"; fi; do
-      if dead=$(dead_child); then
-        show_logs
-        die "$dead exited during start-up"
-      fi
-      if ((SECONDS >= deadline)); then
-        show_logs
-        die "Swift did not answer within ${START_TIMEOUT}s"
-      fi
-      sleep 0.1
-    done
+  # Wait until memcached and every server answer.
+  DEADLINE=$((SECONDS + START_TIMEOUT))
+  wait_until memcached_up "$MEMCACHED_PORT"
+  local port
+  for port in "$ACCOUNT_PORT" "$CONTAINER_PORT" "$OBJECT_PORT" "$PROXY_PORT"; do
+    wait_until healthy "$port"
   done
 
   printf 'ready endpoint=http://127.0.0.1:%s region=%s access_key_id=%s secret=%s\n' \
     "$PROXY_PORT" "$REGION" "$ACCESS_KEY_ID" "$SECRET"
 
   # Serve until stdin reaches end of file; check on the servers every second.
-  local rc
+  local rc dead
   while :; do
     rc=0
     IFS= read -r -t 1 _ || rc=$?
@@ -421,8 +454,7 @@ for s in socks:
       exit 0 # end of file
     fi
     if dead=$(dead_child); then
-      show_logs
-      die "$dead exited"
+      fail "$dead exited"
     fi
   done
 }

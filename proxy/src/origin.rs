@@ -546,6 +546,10 @@ async fn read_head(conn: &mut TcpStream) -> Result<Head, Attempt> {
 /// The answer must carry exactly bytes `start..=end` of an object of `total` bytes.
 fn check_head(head: &Head, start: u64, end: u64, total: u64) -> Result<(), FetchError> {
     let len = end - start + 1;
+    // An error answer is named by its status, however it is framed.
+    if !matches!(head.status, 200 | 206) {
+        return Err(FetchError::Status(head.status));
+    }
     if head.chunked {
         return Err(FetchError::Protocol(
             "chunked answer to a range request".into(),
@@ -695,6 +699,12 @@ mod tests {
         assert!(matches!(
             check_head(&head(503, None, None), 0, 9, 10),
             Err(FetchError::Status(503))
+        ));
+        let mut chunked_error = head(403, None, None);
+        chunked_error.chunked = true;
+        assert!(matches!(
+            check_head(&chunked_error, 0, 9, 10),
+            Err(FetchError::Status(403))
         ));
         let mut chunked = head(206, Some(10), Some("bytes 5-14/100"));
         chunked.chunked = true;
