@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project on a fresh machine: installs what
-# the tests need (curl, a Python venv with the OpenStack clients), then
+# the tests need (curl, nginx, OpenStack Swift as a real S3 server, a Python
+# venv with the OpenStack clients), then
 # formatting, lints, docs, unit and end-to-end tests, the real-client tests and
 # a short run of each fuzz target. `.ci/run` calls exactly this.
 #
@@ -24,6 +25,9 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
 fi
+# OpenStack Swift with memcached: the S3 server of proxy/tests/s3.rs, which
+# starts it through `scripts/swift.sh serve`.
+scripts/swift.sh install
 
 step "format"
 cargo fmt --all --check
