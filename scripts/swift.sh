@@ -93,7 +93,8 @@ NAMES=()
 # reused for another process after one of ours exited is never signalled.
 alive_child() {
   local stat state ppid
-  { stat=$(<"/proc/$1/stat"); } 2>/dev/null || return 1
+  # (read, not $(<file): under set -e, bash exits if that file is gone.)
+  IFS= read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
   # Fields after the command name, which is in parentheses: state, ppid, ...
   read -r state ppid _ <<<"${stat##*) }"
   [ "$ppid" = "$$" ] && [ "$state" != Z ]
@@ -103,9 +104,10 @@ alive_child() {
 # then SIGKILL for any still alive, and reaps them all.
 stop_children() {
   local pid i alive
+  set +e # clean-up goes on whatever fails
   [ ${#PIDS[@]} -gt 0 ] || return 0
   for pid in "${PIDS[@]}"; do
-    alive_child "$pid" && kill -TERM "$pid" 2>/dev/null || true
+    alive_child "$pid" && kill -TERM "$pid" 2>/dev/null
   done
   for ((i = 0; i < 100; i++)); do
     alive=0
@@ -116,9 +118,9 @@ stop_children() {
     sleep 0.05
   done
   for pid in "${PIDS[@]}"; do
-    alive_child "$pid" && kill -KILL "$pid" 2>/dev/null || true
+    alive_child "$pid" && kill -KILL "$pid" 2>/dev/null
   done
-  wait "${PIDS[@]}" 2>/dev/null || true
+  wait "${PIDS[@]}" 2>/dev/null
   PIDS=()
 }
 

@@ -43,7 +43,10 @@ fn cold_storm(driver: &str, size: usize, clients: usize) {
     });
     for (status, len, hash) in &results {
         assert_eq!((*status, *len), (200, size as u64), "{driver}");
-        assert!(*hash == img.params.sha512, "{driver}: a client got other bytes");
+        assert!(
+            *hash == img.params.sha512,
+            "{driver}: a client got other bytes"
+        );
     }
     node.settle("web");
     let origin_bytes = nginx.bytes_sent();
@@ -218,8 +221,9 @@ fn an_origin_that_dies_mid_fill_cuts_the_body_and_a_later_request_resumes() {
         .local_addr()
         .unwrap()
         .port();
-    // A slow origin: 16 MiB/s per connection.
-    let nginx = Nginx::start_with(dir.path(), port, "limit_rate 16m;");
+    // A slow origin: 8 MiB/s per connection (three at once with the
+    // default readahead: about 2.7 s for the image).
+    let nginx = Nginx::start_with(dir.path(), port, "limit_rate 8m;");
     let node = node_with_origin("io_uring", &nginx);
     let img = on_origin(&node, &nginx, pseudo_random(64 * MIB, 106), 106);
     let link = node.link(&img.params);

@@ -29,6 +29,17 @@ fn bucket(swift: &Swift) -> String {
 
 /// A node with an `s3` store on `bucket`, whose secret file holds `secret`.
 fn node(swift: &Swift, bucket: &str, secret: &str, cache: &str) -> (Node, tempfile::TempDir) {
+    node_at(&swift.endpoint, swift, bucket, secret, cache)
+}
+
+/// Like [`node`], reaching S3 at `endpoint`.
+fn node_at(
+    endpoint: &str,
+    swift: &Swift,
+    bucket: &str,
+    secret: &str,
+    cache: &str,
+) -> (Node, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("s3-secret");
     std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
@@ -40,7 +51,7 @@ fn node(swift: &Swift, bucket: &str, secret: &str, cache: &str) -> (Node, tempfi
         &format!(
             "[stores.s3]\nkind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{bucket}\"\nregion = \"{}\"\n\
              access_key_id = \"{}\"\nsecret_access_key_file = \"{}\"\nprefix = \"{PREFIX}\"\n",
-            swift.endpoint,
+            endpoint,
             swift.region,
             swift.access_key_id,
             secret_file.display()
@@ -135,9 +146,15 @@ fn a_wrong_secret_is_a_clean_502_that_shows_no_secret() {
     let r = node.get(&node.link(&img.params), &[]);
     assert_eq!(r.status, 502);
     let body = String::from_utf8_lossy(&r.body).into_owned();
-    assert!(!body.contains(wrong) && !body.contains(&swift.secret), "{body}");
+    assert!(
+        !body.contains(wrong) && !body.contains(&swift.secret),
+        "{body}"
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !node.logs().contains("backend failed before any byte was sent") {
+    while !node
+        .logs()
+        .contains("backend failed before any byte was sent")
+    {
         assert!(std::time::Instant::now() < deadline, "not logged");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -145,4 +162,62 @@ fn a_wrong_secret_is_a_clean_502_that_shows_no_secret() {
     assert!(logs.contains("403"), "the log names S3's answer: {logs}");
     assert!(!logs.contains(wrong), "the secret reached the log");
     assert_eq!(node.metric(BACKEND), 0);
+}
+
+#[test]
+fn s3_lost_mid_fill_cuts_the_body_and_a_later_request_resumes() {
+    use std::io::{Read as _, Write as _};
+    let swift = Swift::shared();
+    let b = bucket(swift);
+    let addr: std::net::SocketAddr = swift
+        .endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    // S3 answers at 8 MiB/s per connection (three at once with the default
+    // readahead: about 2.7 s for the image), through a link the test cuts.
+    let mut path = common::Forwarder::start(addr, 8 << 20);
+    let endpoint = format!("http://127.0.0.1:{}", path.port);
+    let (node, _dir) = node_at(&endpoint, swift, &b, &swift.secret, "");
+    let img = in_bucket(swift, &b, &node, pseudo_random(64 * MIB, 405), 405);
+    let link = node.link(&img.params);
+    let mut client = std::net::TcpStream::connect(node.addr).unwrap();
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        client,
+        "GET {link} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    path.cut();
+    let mut raw = Vec::new();
+    let _ = client.read_to_end(&mut raw);
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let got = raw.len() - head_end;
+    assert!(
+        got < img.bytes.len(),
+        "the body must be cut short, got all {got} bytes"
+    );
+    assert_eq!(
+        &raw[head_end..],
+        &img.bytes[..got],
+        "the bytes before the cut are right"
+    );
+    node.settle("s3");
+    let before = node.metric(BACKEND);
+    assert!(before > 0 && before < img.bytes.len() as u64, "{before}");
+    // S3 is back: the next download completes from the chunks that landed.
+    path.resume();
+    let (status, len, hash) = common::download_sha512(node.addr, &link);
+    assert_eq!((status, len), (200, img.bytes.len() as u64));
+    assert!(hash == img.params.sha512);
+    node.settle("s3");
+    let read = node.metric(BACKEND);
+    assert!(
+        read < before + img.bytes.len() as u64,
+        "resumed: read {} bytes the second time",
+        read - before
+    );
 }

@@ -41,7 +41,11 @@ pub fn sha512(bytes: &[u8]) -> [u8; 64] {
 pub fn download_sha512(addr: SocketAddr, target: &str) -> (u16, u64, [u8; 64]) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    write!(s, "GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut buf = vec![0u8; 1 << 20];
     let mut head = Vec::new();
     let body_start = loop {
@@ -372,4 +376,113 @@ pub fn parse_response(raw: &[u8], head_only: bool) -> (Response, &[u8]) {
         },
         &rest[body_len..],
     )
+}
+
+/// A TCP forwarder on a loopback port of its own, between a client and a
+/// real server, that a test can cut (every connection closed, new ones
+/// refused) and bring back on the same port: a backend that dies mid-answer.
+pub struct Forwarder {
+    pub port: u16,
+    to: SocketAddr,
+    rate: u64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Forwarder {
+    /// Forwards a new free port to `to`, answers at `rate` bytes per second
+    /// per connection.
+    pub fn start(to: SocketAddr, rate: u64) -> Forwarder {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        Forwarder::serve(listener, port, to, rate)
+    }
+
+    fn serve(listener: std::net::TcpListener, port: u16, to: SocketAddr, rate: u64) -> Forwarder {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        listener.set_nonblocking(true).unwrap();
+        let (stop2, conns2) = (stop.clone(), conns.clone());
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = TcpStream::connect(to) else {
+                    continue;
+                };
+                let mut held = conns2.lock().unwrap();
+                held.push(client.try_clone().unwrap());
+                held.push(server.try_clone().unwrap());
+                for (from, into, limit) in [
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        u64::MAX,
+                    ),
+                    (server, client, rate),
+                ] {
+                    std::thread::spawn(move || pump(from, into, limit));
+                }
+            }
+        });
+        Forwarder {
+            port,
+            to,
+            rate,
+            stop,
+            conns,
+            thread: Some(thread),
+        }
+    }
+
+    /// Closes every connection and the listening port.
+    pub fn cut(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Listens again on the same port.
+    pub fn resume(&mut self) {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        *self = Forwarder::serve(listener, self.port, self.to, self.rate);
+    }
+}
+
+/// Copies `from` into `into` at most `rate` bytes per second.
+fn pump(mut from: TcpStream, mut into: TcpStream, rate: u64) {
+    let start = std::time::Instant::now();
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if into.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        sent += n as u64;
+        if rate != u64::MAX {
+            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    let _ = into.shutdown(std::net::Shutdown::Write);
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.cut();
+    }
 }
