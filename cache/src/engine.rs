@@ -188,9 +188,16 @@ struct Entry {
     file: Arc<File>,
     /// Readers waiting for a chunk of this entry to change state, by id.
     waiters: HashMap<u64, Waker>,
-    /// Hashes of the chunks committed so far in order from the first: when
-    /// the fill is sequential the last commit needs no read-back.
+    /// Hashes of the chunks committed so far in order from the first: the
+    /// committer of the chunk they expect advances them, catching up on the
+    /// chunks that landed out of order (read back while still in the page
+    /// cache), so completion needs no whole-image read-back.
     hasher: Option<Box<SeqHasher>>,
+    /// A committer holds the running hashes: it finishes the entry when it
+    /// brings them to the end.
+    hasher_out: bool,
+    /// The whole-image check is under way.
+    verifying: bool,
 }
 
 /// md5 and sha512 of chunks `0..next`.
@@ -216,6 +223,8 @@ impl Entry {
             file,
             waiters: HashMap::new(),
             hasher: None,
+            hasher_out: false,
+            verifying: false,
         }
     }
 
@@ -537,11 +546,7 @@ impl Cache {
         let count = record.chunk_count() as usize;
         let chunks = vec![ChunkState::Missing; count];
         let mut entry = Entry::new(record.clone(), chunks, vec![0; count], 1, Arc::clone(&file));
-        entry.hasher = Some(Box::new(SeqHasher {
-            next: 0,
-            md5: md5::Md5::new(),
-            sha512: sha2::Sha512::new(),
-        }));
+        entry.hasher = Some(Box::new(SeqHasher::new()));
         shared.entries.insert(key, entry);
         Ok(Lookup::Partial(Lease {
             inner: Arc::clone(inner),
@@ -797,15 +802,21 @@ impl Lease {
     pub fn finish_if_filled(&self) -> Result<Option<Committed>, CacheError> {
         let pending = {
             let mut shared = self.inner.lock();
-            current(&mut shared, &self.key, self.generation).is_some_and(|e| {
-                e.record.state != State::Complete
-                    && e.chunks.iter().all(|c| *c == ChunkState::Present)
+            current(&mut shared, &self.key, self.generation).and_then(|e| {
+                let pending = e.record.state != State::Complete
+                    && !e.hasher_out
+                    && !e.verifying
+                    && e.chunks.iter().all(|c| *c == ChunkState::Present);
+                e.verifying |= pending;
+                pending.then(|| e.hasher.take())
             })
         };
-        if !pending {
-            return Ok(None);
+        match pending {
+            None => Ok(None),
+            Some(running) => {
+                finish(&self.inner, &self.key, self.generation, &self.file, running).map(Some)
+            }
         }
-        finish(&self.inner, &self.key, self.generation, &self.file).map(Some)
     }
 
     /// Reads chunk `i` back (for the copy path and tests); `None` unless present.
@@ -934,16 +945,9 @@ impl Claim {
             .index
             .put_chunk(&self.key, self.generation, chunk, crc)?;
         self.done = true;
-        // Hash in order when this is the chunk the running hashes expect;
-        // the work happens outside the lock.
-        let mut hasher = current(&mut inner.lock(), &self.key, self.generation)
-            .and_then(|e| e.hasher.take_if(|h| h.next == self.chunk));
-        if let Some(h) = hasher.as_mut() {
-            h.md5.update(data);
-            h.sha512.update(data);
-            h.next += 1;
-        }
-        let all_present = {
+        // Marked present, and the running hashes taken when they expect this
+        // chunk, in one step: whoever holds them sees every chunk that landed.
+        let (mut hasher, last) = {
             let mut shared = inner.lock();
             let Some(entry) = current(&mut shared, &self.key, self.generation) else {
                 return Err(CacheError::NotFound);
@@ -954,55 +958,139 @@ impl Claim {
             if let Some(c) = entry.crcs.get_mut(self.chunk as usize) {
                 *c = crc;
             }
-            // Put the running hashes back unless the next chunk already landed
-            // meanwhile (it was not hashed: the last commit reads back instead).
-            if let Some(h) = hasher.take()
-                && entry.chunks.get(h.next as usize) != Some(&ChunkState::Present)
-            {
-                entry.hasher = Some(h);
-            }
+            let hasher = entry.hasher.take_if(|h| h.next == self.chunk);
+            entry.hasher_out |= hasher.is_some();
             entry.wake_all();
             if entry.record.state == State::Reserved {
                 // Under the lock, so it can never land after `finish`'s Complete.
                 entry.record.state = State::Filling;
                 inner.index.put_entry(&self.key, &entry.record)?;
             }
-            entry.chunks.iter().all(|c| *c == ChunkState::Present)
+            let last = entry.chunks.iter().all(|c| *c == ChunkState::Present);
+            (hasher, last)
         };
-        if !all_present {
+        if let Some(h) = hasher.as_mut() {
+            // Outside the lock: hashing 8 MiB takes milliseconds.
+            h.md5.update(data);
+            h.sha512.update(data);
+            h.next += 1;
+            match catch_up(&inner, &self.key, self.generation, &self.file, h) {
+                Ok(true) => {}
+                Ok(false) => return Ok(Committed::Chunk),
+                Err(e) => {
+                    // The running hashes are lost: the last commit reads back.
+                    if let Some(entry) = current(&mut inner.lock(), &self.key, self.generation) {
+                        entry.hasher_out = false;
+                    }
+                    return Err(e);
+                }
+            }
+            // Every chunk is hashed: this committer finishes the entry.
+            return finish(&inner, &self.key, self.generation, &self.file, hasher);
+        }
+        // The last chunk, and nobody holds the running hashes (they were
+        // lost to a scrub or a restart): finish here, reading the image back.
+        // Otherwise their holder finishes once it reaches the end.
+        let finish_here = last && {
+            let mut shared = inner.lock();
+            current(&mut shared, &self.key, self.generation).is_some_and(|e| {
+                let idle = !e.hasher_out && !e.verifying && e.record.state != State::Complete;
+                e.verifying |= idle;
+                idle
+            })
+        };
+        if !finish_here {
             return Ok(Committed::Chunk);
         }
-        finish(&inner, &self.key, self.generation, &self.file)
+        finish(&inner, &self.key, self.generation, &self.file, None)
+    }
+}
+
+/// Advances running hashes over the chunks already present after the one
+/// they just took in, reading them back. Returns `true` when they cover the
+/// whole image (the caller finishes the entry), `false` once they reach a
+/// chunk not yet present: they go back to the entry, for that chunk's committer.
+fn catch_up(
+    inner: &Inner,
+    key: &Key,
+    generation: u64,
+    file: &File,
+    h: &mut SeqHasher,
+) -> Result<bool, CacheError> {
+    let mut buf = Vec::new();
+    loop {
+        let range = {
+            let mut shared = inner.lock();
+            let Some(entry) = current(&mut shared, key, generation) else {
+                return Err(CacheError::NotFound);
+            };
+            if h.next == entry.record.chunk_count() {
+                entry.hasher_out = false;
+                entry.verifying = true;
+                return Ok(true);
+            }
+            if entry.chunks.get(h.next as usize) != Some(&ChunkState::Present) {
+                entry.hasher = Some(Box::new(std::mem::replace(h, SeqHasher::new())));
+                entry.hasher_out = false;
+                return Ok(false);
+            }
+            entry.record.chunk_range(h.next)
+        };
+        let Some((start, end)) = range else {
+            return Err(CacheError::NotFound);
+        };
+        buf.resize((end - start) as usize, 0);
+        file.read_exact_at(&mut buf, start)
+            .map_err(io_err(&inner.path(key)))?;
+        h.md5.update(&buf);
+        h.sha512.update(&buf);
+        h.next += 1;
+    }
+}
+
+impl SeqHasher {
+    fn new() -> SeqHasher {
+        SeqHasher {
+            next: 0,
+            md5: md5::Md5::new(),
+            sha512: sha2::Sha512::new(),
+        }
     }
 }
 
 /// Checks a fully present entry's md5 and sha512 (from its running hashes
 /// when the fill was sequential, else by reading it back) and marks it
 /// complete, or invalid and removed.
-fn finish(inner: &Inner, key: &Key, generation: u64, file: &File) -> Result<Committed, CacheError> {
+fn finish(
+    inner: &Inner,
+    key: &Key,
+    generation: u64,
+    file: &File,
+    running: Option<Box<SeqHasher>>,
+) -> Result<Committed, CacheError> {
     let path = inner.path(key);
-    let (record, running) = {
+    // The caller marked the entry `verifying`, under the lock where it
+    // decided to finish: nobody else finishes it meanwhile.
+    let record = {
         let mut shared = inner.lock();
         let Some(entry) = current(&mut shared, key, generation) else {
             return Err(CacheError::NotFound);
         };
-        let count = entry.record.chunk_count();
-        (
-            entry.record.clone(),
-            entry.hasher.take_if(|h| h.next == count),
-        )
+        entry.record.clone()
     };
-    let (md5, sha512) = match running {
-        Some(h) => (h.md5.finalize().into(), h.sha512.finalize().into()),
+    let hashes = match running.filter(|h| h.next == record.chunk_count()) {
+        Some(h) => Ok((h.md5.finalize().into(), h.sha512.finalize().into())),
         None => {
             inner.lock().stats.read_backs += 1;
-            hash_file(file, record.size).map_err(io_err(&path))?
+            hash_file(file, record.size).map_err(io_err(&path))
         }
     };
     let mut shared = inner.lock();
     let Some(entry) = current(&mut shared, key, generation) else {
         return Err(CacheError::NotFound);
     };
+    entry.verifying = false;
+    let (md5, sha512) = hashes?;
     if md5 == record.md5 && sha512 == record.sha512 {
         // A chunk may have been forgotten (scrub) while the hashes ran.
         if entry.chunks.iter().any(|c| *c != ChunkState::Present) {

@@ -392,7 +392,8 @@ fn integrity_sequential_fills_verify_without_reading_back_and_others_read_back()
     let a = data(10 * MIB, 40);
     assert_eq!(fill(&cache, key(40), &a), Committed::Complete);
     assert_eq!(cache.stats().read_backs, 0);
-    // Out of order: last chunk first.
+    // Out of order (readahead): the running hashes catch up on the chunks
+    // that landed early; still no whole-image read-back.
     let b = data(10 * MIB, 41);
     let Lookup::Partial(lease) = cache.lookup(key(41), &meta(&b), 1).unwrap() else {
         panic!()
@@ -403,7 +404,28 @@ fn integrity_sequential_fills_verify_without_reading_back_and_others_read_back()
         lease.claim(1).unwrap().commit(chunk_of(&b, 1)).unwrap(),
         Committed::Complete
     );
+    assert_eq!(cache.stats().read_backs, 0);
+    drop(lease);
+    // Hashes lost to a restart mid-fill: the last commit reads the image back.
+    let d = data(10 * MIB, 44);
+    {
+        let Lookup::Partial(lease) = cache.lookup(key(44), &meta(&d), 1).unwrap() else {
+            panic!()
+        };
+        lease.claim(0).unwrap().commit(chunk_of(&d, 0)).unwrap();
+        lease.claim(1).unwrap().commit(chunk_of(&d, 1)).unwrap();
+    }
+    drop(cache);
+    let cache = open(dir.path(), 100 * MIB);
+    let Lookup::Partial(lease) = cache.lookup(key(44), &meta(&d), 2).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        lease.claim(2).unwrap().commit(chunk_of(&d, 2)).unwrap(),
+        Committed::Complete
+    );
     assert_eq!(cache.stats().read_backs, 1);
+    drop(lease);
     // A wrong chunk in a sequential fill is still caught.
     let c = data(10 * MIB, 42);
     let mut bad = c.clone();
@@ -418,6 +440,20 @@ fn integrity_sequential_fills_verify_without_reading_back_and_others_read_back()
         }
     }
     assert_eq!(cache.stats().invalidations, 1);
+    // A wrong chunk that landed out of order is caught as well.
+    let e = data(10 * MIB, 45);
+    let mut bad = e.clone();
+    bad[9 * MIB as usize] ^= 0x01;
+    let Lookup::Partial(lease) = cache.lookup(key(45), &meta(&e), 1).unwrap() else {
+        panic!()
+    };
+    lease.claim(1).unwrap().commit(chunk_of(&bad, 1)).unwrap();
+    lease.claim(2).unwrap().commit(chunk_of(&bad, 2)).unwrap();
+    assert_eq!(
+        lease.claim(0).unwrap().commit(chunk_of(&bad, 0)).unwrap(),
+        Committed::Invalid
+    );
+    assert_eq!(cache.stats().read_backs, 1);
 }
 
 #[test]

@@ -23,7 +23,7 @@ pub struct Swift {
 }
 
 impl Swift {
-    /// The Swift of this test binary, started on first use (~20 s).
+    /// The Swift of this test binary, started on first use (a few seconds).
     pub fn shared() -> &'static Swift {
         static SWIFT: OnceLock<Swift> = OnceLock::new();
         SWIFT.get_or_init(Swift::start)
