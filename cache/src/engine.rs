@@ -958,14 +958,15 @@ impl Claim {
             if let Some(c) = entry.crcs.get_mut(self.chunk as usize) {
                 *c = crc;
             }
-            let hasher = entry.hasher.take_if(|h| h.next == self.chunk);
-            entry.hasher_out |= hasher.is_some();
             entry.wake_all();
             if entry.record.state == State::Reserved {
                 // Under the lock, so it can never land after `finish`'s Complete.
                 entry.record.state = State::Filling;
                 inner.index.put_entry(&self.key, &entry.record)?;
             }
+            // Taken last: nothing after this in the lock can fail and lose them.
+            let hasher = entry.hasher.take_if(|h| h.next == self.chunk);
+            entry.hasher_out |= hasher.is_some();
             let last = entry.chunks.iter().all(|c| *c == ChunkState::Present);
             (hasher, last)
         };

@@ -80,27 +80,41 @@ fn authorized(token: &str, authorization: Option<&[u8]>) -> bool {
         == 0
 }
 
-/// Answers one admin request. Returns whether the connection may stay open.
-pub async fn serve(io: &mut Io, req: AdminRequest, keep_alive: bool) -> io::Result<bool> {
-    let Some(token) = io.shared.admin_token.clone() else {
-        io.simple(404, "no such resource\n", keep_alive).await?;
-        return Ok(keep_alive);
-    };
-    if !authorized(&token, req.authorization.as_deref()) {
-        ResponseHead::new(&mut io.out, 401)
-            .header("WWW-Authenticate", "Bearer")
-            .header("Content-Type", "text/plain; charset=utf-8")
-            .header("Content-Length", 24)
-            .finish(keep_alive);
-        io.out.extend_from_slice(b"a valid token is needed\n");
-        io.metrics().response(401);
-        io.write_out().await?;
-        return Ok(keep_alive);
+/// Whether a request with this `Authorization` header may use the admin
+/// API (checked before its body is read).
+pub fn allowed(io: &Io, authorization: Option<&[u8]>) -> bool {
+    io.shared
+        .admin_token
+        .as_deref()
+        .is_some_and(|token| authorized(token, authorization))
+}
+
+/// Answers a request the admin API refuses: `404` when the API is off,
+/// `401` for a missing or wrong token.
+pub async fn refuse(io: &mut Io, keep_alive: bool) -> io::Result<()> {
+    if io.shared.admin_token.is_none() {
+        return io.simple(404, "no such resource\n", keep_alive).await;
     }
+    let body = "a valid token is needed\n";
+    ResponseHead::new(&mut io.out, 401)
+        .header("WWW-Authenticate", "Bearer")
+        .header("Content-Type", "text/plain; charset=utf-8")
+        .header("Content-Length", body.len())
+        .finish(keep_alive);
+    if !io.head_only {
+        io.out.extend_from_slice(body.as_bytes());
+    }
+    io.metrics().response(401);
+    io.write_out().await
+}
+
+/// Answers one admin request the caller checked with [`allowed`]. Returns
+/// whether the connection may stay open.
+pub async fn serve(io: &mut Io, req: AdminRequest, keep_alive: bool) -> io::Result<bool> {
     let rest = req.path.strip_prefix("/admin/cache").unwrap_or("-");
     match (req.method.as_str(), rest) {
         ("GET", "") => {
-            let body = inventory(io);
+            let body = inventory(io).await?;
             json(io, 200, &body, keep_alive).await
         }
         ("POST", "/prune") => prune(io, &req.query, keep_alive).await,
@@ -121,11 +135,16 @@ pub async fn serve(io: &mut Io, req: AdminRequest, keep_alive: bool) -> io::Resu
     }
 }
 
-fn inventory(io: &Io) -> String {
-    let stats = io.shared.cache.stats();
-    let images = io
-        .shared
-        .cache
+/// The inventory as JSON, built on the blocking pool (it walks every entry
+/// under the cache's lock).
+async fn inventory(io: &Io) -> io::Result<String> {
+    let cache = io.shared.cache.clone();
+    blocking(move || inventory_json(&cache)).await
+}
+
+fn inventory_json(cache: &glance_cache::Cache) -> String {
+    let stats = cache.stats();
+    let images = cache
         .list()
         .into_iter()
         .map(|e| Item {
@@ -154,7 +173,9 @@ async fn json(io: &mut Io, status: u16, body: &str, keep_alive: bool) -> io::Res
         .header("Content-Type", "application/json")
         .header("Content-Length", body.len())
         .finish(keep_alive);
-    io.out.extend_from_slice(body.as_bytes());
+    if !io.head_only {
+        io.out.extend_from_slice(body.as_bytes());
+    }
     io.metrics().response(status);
     io.write_out().await?;
     Ok(keep_alive)

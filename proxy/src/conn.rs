@@ -382,6 +382,13 @@ impl Conn {
                 return Ok(None);
             }
         };
+        self.io.head_only = request.method == "HEAD";
+        if !crate::admin::allowed(&self.io, request.authorization.as_deref()) {
+            // Refused before a byte of the body is read.
+            let keep_alive = keep_alive && want == 0;
+            crate::admin::refuse(&mut self.io, keep_alive).await?;
+            return Ok(if want == 0 { Some(keep_alive) } else { None });
+        }
         let buffered = self.buf.len().saturating_sub(head_len).min(want);
         request
             .body

@@ -44,8 +44,9 @@ const THROUGH_CHUNK: u64 = 4 << 20;
 const ATTEMPTS: u32 = 3;
 /// Longest one backend fetch attempt may take, whole.
 const FETCH_DEADLINE: Duration = Duration::from_secs(120);
-/// Longest a reader waits for a chunk another request is filling.
-const WAIT_DEADLINE: Duration = Duration::from_secs(180);
+/// Longest a reader waits for a chunk being filled: longer than a fill may
+/// legitimately take (its attempts, their backoff and the commit).
+const WAIT_DEADLINE: Duration = Duration::from_secs(600);
 /// Longest a cache operation on the blocking pool may take.
 const CACHE_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -59,9 +60,10 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Connection pools for every remote store; at most `max_fills` chunk
-    /// fetches at once on this thread beyond the ones readers wait for, and
-    /// `readahead` bytes claimed past a reader's position.
+    /// Connection pools for every remote store; readahead stops while
+    /// `max_fills` chunk fills are under way on this thread (a reader's own
+    /// chunk is always fetched), and claims at most `readahead` bytes past a
+    /// reader's position.
     pub fn new(stores: &BTreeMap<StoreId, Store>, max_fills: usize, readahead: u64) -> Worker {
         let origins = stores
             .iter()
@@ -198,8 +200,8 @@ pub async fn serve(io: &mut Io, link: &VerifiedLink, a: &Answer) -> io::Result<b
         Lookup::Partial(lease) => {
             src.metrics().cache(CacheOutcome::Miss);
             match walk(&src, lease, a.start, a.end, Some(&mut sink)).await {
-                Ok(Walked::Done) => Ok(()),
-                Ok(Walked::Invalidated { from }) => {
+                Ok((Walked::Done, _)) => Ok(()),
+                Ok((Walked::Invalidated { from }, _)) => {
                     stream_through(&src, &mut sink, from, a.end).await
                 }
                 Err(e) => Err(e),
@@ -226,15 +228,52 @@ pub async fn serve(io: &mut Io, link: &VerifiedLink, a: &Answer) -> io::Result<b
 /// Fills every missing chunk of an image without sending it anywhere (a
 /// pre-warm). Returns once the image is complete in the cache.
 pub async fn prewarm(src: Source) -> io::Result<()> {
+    let mismatch = || other("the backend's bytes do not match the link's hashes");
     match lookup(&src).await? {
         Lookup::Hit(_) => Ok(()),
-        Lookup::Partial(lease) => match walk(&src, lease, 0, src.params.size - 1, None).await? {
-            Walked::Done => Ok(()),
-            Walked::Invalidated { .. } => {
-                Err(other("the backend's bytes do not match the link's hashes"))
+        Lookup::Partial(lease) => {
+            let (walked, lease) = walk(&src, lease, 0, src.params.size - 1, None).await?;
+            if let Walked::Invalidated { .. } = walked {
+                return Err(mismatch());
             }
-        },
+            wait_verified(lease)
+                .await
+                .and_then(|ok| ok.then_some(()).ok_or_else(mismatch))
+        }
         Lookup::Bypass => Err(other("the cache cannot admit the image now")),
+    }
+}
+
+/// Waits until an entry whose chunks are all present is verified: `true`
+/// when complete, `false` when its bytes did not match. The commit of its
+/// last chunk verifies it; a verification that failed is retried here.
+async fn wait_verified(mut lease: Lease) -> io::Result<bool> {
+    let deadline = std::time::Instant::now() + CACHE_DEADLINE;
+    let mut retried = false;
+    loop {
+        if lease.is_complete() {
+            return Ok(true);
+        }
+        if lease.chunk(0).is_none() {
+            return Ok(false);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(other("the image was not verified in time"));
+        }
+        if !retried {
+            retried = true;
+            let (l, finished) = blocking(move || {
+                let r = lease.finish_if_filled();
+                (lease, r)
+            })
+            .await?;
+            lease = l;
+            if finished.map_err(other)? == Some(Committed::Invalid) {
+                return Ok(false);
+            }
+            continue;
+        }
+        monoio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -286,7 +325,7 @@ async fn walk(
     start: u64,
     end: u64,
     mut sink: Option<&mut Sink<'_, '_>>,
-) -> io::Result<Walked> {
+) -> io::Result<(Walked, Lease)> {
     // Every chunk present yet not complete: a commit failed before the
     // hashes were checked. Check them now rather than serve unverified bytes.
     let (lease, finished) = blocking(move || {
@@ -296,7 +335,7 @@ async fn walk(
     .await?;
     if finished.map_err(other)? == Some(Committed::Invalid) {
         src.metrics().invalidated();
-        return Ok(Walked::Invalidated { from: start });
+        return Ok((Walked::Invalidated { from: start }, lease));
     }
     let cs = u64::from(lease.record().chunk_size);
     let last_chunk = (src.params.size - 1) / cs;
@@ -304,20 +343,23 @@ async fn walk(
     for i in start / cs..=end / cs {
         let from = start.max(i * cs);
         read_ahead(src, &lease, i + 1, (i + ahead).min(last_chunk));
+        // Whether this reader waited for a fill of chunk `i` (its own or
+        // another request's): if that fill gives up, the backend is failing.
         let mut waited = false;
+        let mut claimed = false;
         loop {
             match lease.chunk(i) {
                 Some(ChunkState::Present) => break,
                 Some(ChunkState::Filling) => {
-                    if !waited {
+                    if !waited && !claimed {
                         src.metrics().coalesced();
-                        waited = true;
                     }
+                    waited = true;
                     match monoio::time::timeout(WAIT_DEADLINE, lease.wait(i)).await {
                         Ok(Ok(_)) => {}
                         // Thrown away while we waited: its bytes were wrong.
                         Ok(Err(glance_cache::CacheError::NotFound)) => {
-                            return Ok(Walked::Invalidated { from });
+                            return Ok((Walked::Invalidated { from }, lease));
                         }
                         Ok(Err(e)) => return Err(other(e)),
                         Err(_) => {
@@ -333,16 +375,14 @@ async fn walk(
                 }
                 Some(ChunkState::Missing) => {
                     if let Some(claim) = lease.claim(i) {
-                        let handle = spawn_fill(src, &lease, claim)?;
-                        match handle.await {
-                            Ok(Ok(Committed::Invalid)) => return Ok(Walked::Invalidated { from }),
-                            Ok(Ok(_)) => {}
-                            Ok(Err(e)) => return Err(e),
-                            Err(panic) => return Err(other(panic_message(panic.as_ref()))),
-                        }
+                        // Waited for like any other fill: the chunk turns
+                        // present before its commit goes on to hash and
+                        // verify, which this reader need not wait for.
+                        spawn_fill(src, &lease, claim)?;
+                        claimed = true;
                     }
                 }
-                None => return Ok(Walked::Invalidated { from }),
+                None => return Ok((Walked::Invalidated { from }, lease)),
             }
         }
         if let Some(sink) = sink.as_deref_mut() {
@@ -351,7 +391,7 @@ async fn walk(
             send_body(sink.io, lease.file(), a, b - a).await?;
         }
     }
-    Ok(Walked::Done)
+    Ok((Walked::Done, lease))
 }
 
 /// Starts fills of the missing chunks among `from..=to`, as far as this
@@ -362,7 +402,7 @@ fn read_ahead(src: &Source, lease: &Lease, from: u64, to: u64) {
             return;
         }
         if let Some(claim) = lease.claim(j) {
-            // Detached: the fill goes on whoever reads the chunk.
+            // The fill goes on whoever reads the chunk.
             let _ = spawn_fill(src, lease, claim);
         }
     }
@@ -374,12 +414,12 @@ fn overlap(lease: &Lease, i: u64, start: u64, end: u64) -> (u64, u64) {
     (cs.max(start), ce.min(end + 1))
 }
 
-type FillHandle =
-    monoio::task::JoinHandle<Result<io::Result<Committed>, Box<dyn std::any::Any + Send>>>;
-
 /// Starts a task that fetches one claimed chunk from the backend and
-/// commits it to the cache (write, fdatasync, index) on the blocking pool.
-fn spawn_fill(src: &Source, lease: &Lease, claim: Claim) -> io::Result<FillHandle> {
+/// commits it to the cache (write, fdatasync, index, hashes) on the blocking
+/// pool. Readers learn the outcome from the chunk's state: present, missing
+/// again (the fill gave up), or gone with its entry (the image's bytes did
+/// not match the link).
+fn spawn_fill(src: &Source, lease: &Lease, claim: Claim) -> io::Result<()> {
     let (a, b) = lease
         .record()
         .chunk_range(claim.chunk())
@@ -387,32 +427,37 @@ fn spawn_fill(src: &Source, lease: &Lease, claim: Claim) -> io::Result<FillHandl
     let slot = FillSlot::new(&src.worker);
     let src = src.clone();
     src.fill_event(FillEvent::Started);
-    Ok(monoio::spawn(CatchUnwind::new(async move {
+    monoio::spawn(async move {
         let _slot = slot;
         let chunk = claim.chunk();
-        let result = match fetch(&src, a, b - 1).await {
-            Ok(data) => match blocking(move || claim.commit(&data)).await {
-                Ok(Ok(c)) => Ok(c),
-                Ok(Err(e)) => Err(other(e)),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        match &result {
-            Ok(c) => {
+        let image = src.params.image_id;
+        let result = CatchUnwind::new(fill_chunk(&src, claim, a, b)).await;
+        match result {
+            Ok(Ok(c)) => {
                 src.fill_event(FillEvent::Completed);
-                if *c == Committed::Invalid {
+                if c == Committed::Invalid {
                     src.metrics().invalidated();
-                    tracing::error!(image = %src.params.image_id, "backend bytes do not match the link's hashes; entry discarded");
+                    tracing::error!(%image, "backend bytes do not match the link's hashes; entry discarded");
                 }
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 src.fill_event(FillEvent::Failed);
-                tracing::warn!(image = %src.params.image_id, chunk, error = %e, "chunk fill failed; it stays missing");
+                tracing::warn!(%image, chunk, error = %e, "chunk fill failed");
+            }
+            Err(panic) => {
+                src.fill_event(FillEvent::Failed);
+                src.metrics().panicked();
+                tracing::error!(%image, chunk, panic = panic_message(panic.as_ref()), "chunk fill panicked");
             }
         }
-        result
-    })))
+    });
+    Ok(())
+}
+
+/// Fetches bytes `a..b` for a claimed chunk and commits them.
+async fn fill_chunk(src: &Source, claim: Claim, a: u64, b: u64) -> io::Result<Committed> {
+    let data = fetch(src, a, b - 1).await?;
+    blocking(move || claim.commit(&data)).await?.map_err(other)
 }
 
 /// Streams bytes `start..=end` from the backend without caching them.

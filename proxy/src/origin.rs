@@ -556,13 +556,10 @@ fn check_head(head: &Head, start: u64, end: u64, total: u64) -> Result<(), Fetch
         ));
     }
     if head.content_length != Some(len) {
-        return Err(match head.status {
-            200 | 206 => FetchError::Protocol(format!(
-                "Content-Length {:?} for a range of {len} bytes",
-                head.content_length
-            )),
-            s => FetchError::Status(s),
-        });
+        return Err(FetchError::Protocol(format!(
+            "Content-Length {:?} for a range of {len} bytes",
+            head.content_length
+        )));
     }
     match head.status {
         206 => {

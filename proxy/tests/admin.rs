@@ -60,6 +60,19 @@ fn only_the_token_opens_the_admin_api() {
         assert_eq!(r.header("www-authenticate"), Some("Bearer"));
     }
     assert_eq!(inventory(&node)["images"], serde_json::json!([]));
+    // A body sent without the token is refused before it is read.
+    let r = request_with_body(node.addr, "PUT", "/admin/cache/x", &[], b"v=1&sig=x");
+    assert_eq!(r.status, 401);
+    // A HEAD gets a head only.
+    let auth = format!("Bearer {TOKEN}");
+    let r = request(
+        node.addr,
+        "HEAD",
+        "/admin/cache",
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(r.status, 405);
+    assert!(r.body.is_empty());
     // A node without [admin] has no admin API at all.
     let plain = Node::start("legacy", "", "");
     let r = request(

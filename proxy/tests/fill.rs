@@ -150,6 +150,8 @@ fn bytes_that_do_not_match_the_link_are_never_served_from_the_cache() {
         img.params.sha512,
         "the client can tell by the hash"
     );
+    // The check runs when the last chunk lands, beside the response.
+    node.settle("web");
     assert_eq!(node.metric("glance_stream_cache_invalidations_total"), 1);
     let before = nginx.bytes_sent();
     let _ = node.get(&link, &[]);
@@ -196,6 +198,7 @@ fn a_file_store_with_cache_true_fills_once_then_hits() {
     img.params.store = glance_link::StoreId::new("nfs").unwrap();
     let link = node.link(&img.params);
     assert_eq!(sha512(&node.get(&link, &[]).body), img.params.sha512);
+    node.settle("nfs");
     assert_eq!(
         node.metric("glance_stream_backend_bytes_total{store=\"nfs\"}"),
         img.bytes.len() as u64
