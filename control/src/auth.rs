@@ -1,4 +1,5 @@
-//! Who is calling: the request context built from `X-Auth-Token`.
+//! Who is calling: the request context built from `X-Auth-Token`, by static
+//! tokens from the config or by Keystone.
 
 use std::collections::HashMap;
 
@@ -61,5 +62,40 @@ impl StaticAuth {
     /// The caller a token stands for.
     pub fn validate(&self, token: &str) -> Option<Context> {
         self.tokens.get(token).cloned()
+    }
+}
+
+/// How tokens are validated.
+pub enum Authenticator {
+    /// Tokens from the config file.
+    Static(StaticAuth),
+    /// Keystone v3.
+    Keystone(Box<crate::keystone::KeystoneAuth>),
+}
+
+impl Authenticator {
+    /// The validator for an auth configuration.
+    pub fn new(
+        config: &crate::config::AuthConfig,
+    ) -> Result<Authenticator, crate::keystone::KeystoneError> {
+        Ok(match config {
+            crate::config::AuthConfig::Static(tokens) => {
+                Authenticator::Static(StaticAuth::new(tokens))
+            }
+            crate::config::AuthConfig::Keystone(k) => {
+                Authenticator::Keystone(Box::new(crate::keystone::KeystoneAuth::new(k.clone())?))
+            }
+        })
+    }
+
+    /// The caller `token` stands for; `None` when it is not valid.
+    pub async fn validate(
+        &self,
+        token: &str,
+    ) -> Result<Option<Context>, crate::keystone::KeystoneError> {
+        match self {
+            Authenticator::Static(s) => Ok(s.validate(token)),
+            Authenticator::Keystone(k) => k.validate(token).await,
+        }
     }
 }

@@ -81,11 +81,73 @@ pub struct RawStore {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
-    /// `static`.
+    /// `static` or `keystone`.
     pub mode: String,
     /// Tokens of mode `static`.
     #[serde(default)]
     pub tokens: Vec<StaticToken>,
+    /// Keystone, for mode `keystone`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keystone: Option<RawKeystone>,
+}
+
+/// `[auth.keystone]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeystone {
+    /// Keystone's v3 URL (`http://keystone:5000/v3`).
+    pub auth_url: String,
+    /// glance-api's service user.
+    pub username: String,
+    /// File holding its password alone (mode 0600).
+    pub password_file: PathBuf,
+    /// The project its token is scoped to.
+    #[serde(default = "default_service_project")]
+    pub project_name: String,
+    /// The user's domain.
+    #[serde(default = "default_domain")]
+    pub user_domain_name: String,
+    /// The project's domain.
+    #[serde(default = "default_domain")]
+    pub project_domain_name: String,
+    /// Most validated tokens cached.
+    #[serde(default = "default_cache_tokens")]
+    pub cache_max_tokens: usize,
+    /// Longest a validated token is trusted without asking Keystone again.
+    #[serde(default = "default_cache_ttl")]
+    pub cache_ttl_secs: u64,
+    /// Longest one call to Keystone may take.
+    #[serde(default = "default_keystone_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_service_project() -> String {
+    "service".into()
+}
+
+fn default_domain() -> String {
+    "Default".into()
+}
+
+fn default_cache_tokens() -> usize {
+    10_000
+}
+
+fn default_cache_ttl() -> u64 {
+    300
+}
+
+fn default_keystone_timeout() -> u64 {
+    10
+}
+
+/// How callers are authenticated.
+#[derive(Debug, Clone)]
+pub enum AuthConfig {
+    /// Tokens from the config file.
+    Static(Vec<StaticToken>),
+    /// Tokens validated with Keystone.
+    Keystone(crate::keystone::KeystoneConfig),
 }
 
 /// The checked configuration.
@@ -109,8 +171,8 @@ pub struct Config {
     pub store_id: glance_link::StoreId,
     /// File store directory.
     pub store_path: PathBuf,
-    /// Static tokens.
-    pub tokens: Vec<StaticToken>,
+    /// Authentication.
+    pub auth: AuthConfig,
 }
 
 impl Config {
@@ -167,17 +229,7 @@ impl Config {
         }
         let store_id = glance_link::StoreId::new(&raw.store.id)
             .map_err(|e| bad(format!("[store] id: {e}")))?;
-        if raw.auth.mode != "static" {
-            return Err(bad(format!(
-                "[auth] mode = {:?}: this build supports \"static\"",
-                raw.auth.mode
-            )));
-        }
-        if raw.auth.tokens.iter().any(|t| t.token.len() < 16) {
-            return Err(bad(
-                "[auth] every static token must be at least 16 characters".into(),
-            ));
-        }
+        let auth = check_auth(raw.auth, base).map_err(bad)?;
         Ok(Config {
             listen,
             public_url,
@@ -188,7 +240,54 @@ impl Config {
             metadata: base.join(raw.metadata),
             store_id,
             store_path: base.join(raw.store.path),
-            tokens: raw.auth.tokens,
+            auth,
         })
+    }
+}
+
+/// Checks `[auth]`: the keys its mode needs, and no others.
+fn check_auth(raw: RawAuth, base: &Path) -> Result<AuthConfig, String> {
+    match (raw.mode.as_str(), raw.keystone) {
+        ("static", None) => {
+            if raw.tokens.iter().any(|t| t.token.len() < 16) {
+                return Err("[auth] every static token must be at least 16 characters".into());
+            }
+            Ok(AuthConfig::Static(raw.tokens))
+        }
+        ("static", Some(_)) => Err("[auth.keystone] needs [auth] mode = \"keystone\"".into()),
+        ("keystone", None) => {
+            Err("[auth] mode = \"keystone\" needs an [auth.keystone] table".into())
+        }
+        ("keystone", Some(k)) => {
+            if !raw.tokens.is_empty() {
+                return Err("[auth] tokens apply to mode = \"static\" only".into());
+            }
+            let auth_url = k.auth_url.trim_end_matches('/').to_owned();
+            if !(auth_url.starts_with("http://") || auth_url.starts_with("https://")) {
+                return Err(format!(
+                    "[auth.keystone] auth_url = {:?} must start with http:// or https://",
+                    k.auth_url
+                ));
+            }
+            let password = glance_link::read_private_file(&base.join(&k.password_file))
+                .map_err(|e| format!("[auth.keystone] password_file: {e}"))?;
+            if k.timeout_secs == 0 {
+                return Err("[auth.keystone] timeout_secs must be at least 1".into());
+            }
+            Ok(AuthConfig::Keystone(crate::keystone::KeystoneConfig {
+                auth_url,
+                username: k.username,
+                password: password.trim_end_matches(['\r', '\n']).to_owned(),
+                project_name: k.project_name,
+                user_domain_name: k.user_domain_name,
+                project_domain_name: k.project_domain_name,
+                cache_max_tokens: k.cache_max_tokens,
+                cache_ttl: Duration::from_secs(k.cache_ttl_secs),
+                timeout: Duration::from_secs(k.timeout_secs),
+            }))
+        }
+        (mode, _) => Err(format!(
+            "[auth] mode = {mode:?}: use \"static\" or \"keystone\""
+        )),
     }
 }

@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod keystone;
 pub mod links;
 pub mod metadata;
 pub mod model;

@@ -97,6 +97,7 @@ fn prepare(args: &Args) -> Result<RawConfig, String> {
                         roles: vec!["member".into(), "reader".into()],
                     },
                 ],
+                keystone: None,
             },
         }
     };

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::api::{AppState, router};
-use crate::auth::StaticAuth;
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::metadata::RedbStore;
 
@@ -17,6 +17,9 @@ pub enum StartError {
     /// The metadata file could not be opened.
     #[error(transparent)]
     Metadata(#[from] crate::metadata::MetadataError),
+    /// The Keystone client could not be built.
+    #[error(transparent)]
+    Keystone(#[from] crate::keystone::KeystoneError),
     /// The store directory could not be created.
     #[error("store directory {path}: {source}")]
     Store {
@@ -43,7 +46,7 @@ pub fn state(config: Config) -> Result<Arc<AppState>, StartError> {
         source,
     })?;
     let metadata = Arc::new(RedbStore::open(&config.metadata)?);
-    let auth = StaticAuth::new(&config.tokens);
+    let auth = Authenticator::new(&config.auth)?;
     Ok(Arc::new(AppState {
         config,
         metadata,

@@ -85,6 +85,7 @@ impl App {
                     token(READER_A, "rita", "proj-a", &["reader"]),
                     token(MEMBER_B, "bob", "proj-b", &["member", "reader"]),
                 ],
+                keystone: None,
             },
         };
         let config = Config::check(raw, dir.path(), "test").unwrap();

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::json;
 
-use crate::auth::StaticAuth;
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::metadata::MetadataStore;
@@ -32,7 +32,7 @@ pub struct AppState {
     /// Signs download links.
     pub keyring: glance_link::Keyring,
     /// Token validation.
-    pub auth: StaticAuth,
+    pub auth: Authenticator,
 }
 
 /// Shared handle to the state.
@@ -87,12 +87,38 @@ async fn authenticate(State(state): State<Shared>, mut req: Request, next: Next)
         .get("x-auth-token")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    match token.and_then(|t| state.auth.validate(&t)) {
-        Some(ctx) => {
+    let service_token = req
+        .headers()
+        .get("x-service-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let validated = match token {
+        Some(t) => state.auth.validate(&t).await,
+        None => Ok(None),
+    };
+    // A service token (Nova sends its own beside the user's) must be valid
+    // too, as keystonemiddleware requires.
+    let validated = match (validated, service_token) {
+        (Ok(Some(ctx)), Some(s)) => match state.auth.validate(&s).await {
+            Ok(Some(_)) => Ok(Some(ctx)),
+            other => other.map(|_| None),
+        },
+        (v, _) => v,
+    };
+    match validated {
+        Ok(Some(ctx)) => {
             req.extensions_mut().insert(ctx);
             next.run(req).await
         }
-        None => {
+        Err(e) => {
+            tracing::error!(error = %e, "cannot validate a token");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The identity service cannot be reached to check the token; try again",
+            )
+            .into_response()
+        }
+        Ok(None) => {
             let mut resp = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "This server could not verify that you are authorized: send a valid X-Auth-Token",

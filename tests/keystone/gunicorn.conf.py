@@ -1,0 +1,49 @@
+"""gunicorn's configuration for Keystone (used by tests/keystone/keystone.sh).
+
+  KEYSTONE_SH_DIR=DIR KEYSTONE_SH_PORT=PORT \
+      gunicorn -c tests/keystone/gunicorn.conf.py keystone_wsgi:application
+"""
+
+import ctypes
+import os
+import signal
+
+_dir = os.environ["KEYSTONE_SH_DIR"]
+
+bind = ["127.0.0.1:" + os.environ["KEYSTONE_SH_PORT"]]
+
+# Synchronous workers: each serves one request at a time and answers every
+# one with "Connection: close", so a client never sends a request on a pooled
+# connection that the server has closed meanwhile.
+worker_class = "sync"
+workers = 2
+
+# Load Keystone once, in the master, before forking the workers: half the
+# start-up CPU of loading it in each. (No database connection is open then;
+# oslo.db would not let a worker reuse one of its parent's anyway.)
+preload_app = True
+
+# Well above the busy timeout of keystone_wsgi (60 s), so that a worker
+# waiting on another's SQLite lock is not killed for it.
+timeout = 120
+# Idle workers exit at once on SIGTERM; a busy one gets this long.
+graceful_timeout = 5
+
+# gunicorn's control socket would go to ~/.gunicorn/gunicorn.ctl, one path
+# for all the instances that tests may run at once.
+control_socket_disable = True
+
+errorlog = os.path.join(_dir, "logs", "gunicorn.log")
+accesslog = os.path.join(_dir, "logs", "access.log")
+loglevel = "info"
+proc_name = "keystone"
+worker_tmp_dir = _dir
+
+
+def post_fork(server, worker):
+    """A worker gets SIGKILL from the kernel when the master dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != server.pid:  # the master was gone already
+        os._exit(1)
