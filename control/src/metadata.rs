@@ -2,12 +2,13 @@
 //! implementation. A SQL implementation can sit beside it for several
 //! glance-api replicas.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use uuid::Uuid;
 
-use crate::model::Image;
+use crate::model::{Image, Member, MemberStatus};
 
 /// Images by id (the 16 UUID bytes), each a JSON-encoded [`Image`].
 const IMAGES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("images");
@@ -76,6 +77,14 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> Result<Image, MetadataError>;
     /// Removes an image; `false` if there was none.
     fn delete(&self, id: &Uuid) -> Result<bool, MetadataError>;
+    /// The projects an image is shared with.
+    fn members(&self, image: &Uuid) -> Result<Vec<Member>, MetadataError>;
+    /// Adds or replaces a member.
+    fn put_member(&self, member: &Member) -> Result<(), MetadataError>;
+    /// Removes a member; `false` if it was not one.
+    fn delete_member(&self, image: &Uuid, member: &str) -> Result<bool, MetadataError>;
+    /// Every image shared with `project`, with its answer.
+    fn memberships(&self, project: &str) -> Result<HashMap<Uuid, MemberStatus>, MetadataError>;
 }
 
 /// The embedded store: one redb file.
@@ -117,6 +126,29 @@ fn decode(id: Uuid, bytes: &[u8]) -> Result<Image, MetadataError> {
         id,
         message: e.to_string(),
     })
+}
+
+fn decode_member(id: Uuid, bytes: &[u8]) -> Result<Member, MetadataError> {
+    serde_json::from_slice(bytes).map_err(|e| MetadataError::Corrupt {
+        id,
+        message: e.to_string(),
+    })
+}
+
+/// A member's key: the image id's 16 bytes, then the project id.
+fn member_key(image: &Uuid, member: &str) -> Vec<u8> {
+    let mut key = image.as_bytes().to_vec();
+    key.extend_from_slice(member.as_bytes());
+    key
+}
+
+/// The keys of an image's members: its id followed by any project id
+/// (UTF-8, which never starts with the byte 0xFF).
+fn member_range(image: &Uuid) -> (Vec<u8>, Vec<u8>) {
+    let from = image.as_bytes().to_vec();
+    let mut to = from.clone();
+    to.push(0xFF);
+    (from, to)
 }
 
 fn encode(image: &Image) -> Result<Vec<u8>, MetadataError> {
@@ -182,8 +214,69 @@ impl MetadataStore for RedbStore {
             let mut t = txn.open_table(IMAGES).map_err(db_err)?;
             t.remove(id.as_bytes()).map_err(db_err)?.is_some()
         };
+        {
+            // Its members go with it.
+            let mut m = txn.open_table(MEMBERS).map_err(db_err)?;
+            let (from, to) = member_range(id);
+            m.retain_in(from.as_slice()..to.as_slice(), |_, _| false)
+                .map_err(db_err)?;
+        }
         txn.commit().map_err(db_err)?;
         Ok(removed)
+    }
+
+    fn members(&self, image: &Uuid) -> Result<Vec<Member>, MetadataError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(MEMBERS).map_err(db_err)?;
+        let (from, to) = member_range(image);
+        let mut out = Vec::new();
+        for entry in t.range(from.as_slice()..to.as_slice()).map_err(db_err)? {
+            let (_, v) = entry.map_err(db_err)?;
+            out.push(decode_member(*image, v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn put_member(&self, member: &Member) -> Result<(), MetadataError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = txn.open_table(MEMBERS).map_err(db_err)?;
+            let value = serde_json::to_vec(member).map_err(db_err)?;
+            t.insert(
+                member_key(&member.image_id, &member.member_id).as_slice(),
+                value.as_slice(),
+            )
+            .map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    fn delete_member(&self, image: &Uuid, member: &str) -> Result<bool, MetadataError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let removed = {
+            let mut t = txn.open_table(MEMBERS).map_err(db_err)?;
+            t.remove(member_key(image, member).as_slice())
+                .map_err(db_err)?
+                .is_some()
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(removed)
+    }
+
+    fn memberships(&self, project: &str) -> Result<HashMap<Uuid, MemberStatus>, MetadataError> {
+        // A scan of every membership: sharing is rare next to images.
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(MEMBERS).map_err(db_err)?;
+        let mut out = HashMap::new();
+        for entry in t.iter().map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
+            let key = k.value();
+            if key.len() > 16 && &key[16..] == project.as_bytes() {
+                let image = Uuid::from_slice(&key[..16]).map_err(db_err)?;
+                out.insert(image, decode_member(image, v.value())?.status);
+            }
+        }
+        Ok(out)
     }
 }
 

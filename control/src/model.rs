@@ -264,6 +264,68 @@ impl Image {
     }
 }
 
+/// Where a project stands on an image shared with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberStatus {
+    /// Shared, not yet answered: the image is visible, not listed.
+    Pending,
+    /// Accepted: the image is listed.
+    Accepted,
+    /// Refused: the image is visible, not listed.
+    Rejected,
+}
+
+impl MemberStatus {
+    /// Parses an API name.
+    pub fn parse(s: &str) -> Option<MemberStatus> {
+        Some(match s {
+            "pending" => MemberStatus::Pending,
+            "accepted" => MemberStatus::Accepted,
+            "rejected" => MemberStatus::Rejected,
+            _ => return None,
+        })
+    }
+
+    /// The name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberStatus::Pending => "pending",
+            MemberStatus::Accepted => "accepted",
+            MemberStatus::Rejected => "rejected",
+        }
+    }
+}
+
+/// A project an image is shared with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The image.
+    pub image_id: Uuid,
+    /// The project it is shared with.
+    pub member_id: String,
+    /// Its answer.
+    pub status: MemberStatus,
+    /// When the image was shared.
+    pub created_at: String,
+    /// When the status last changed.
+    pub updated_at: String,
+}
+
+impl Member {
+    /// The member as Glance shows it.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "image_id": self.image_id,
+            "member_id": self.member_id,
+            "status": self.status.as_str(),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "schema": "/v2/schemas/member",
+        })
+    }
+}
+
 /// The current time as Glance writes it (`2026-11-24T22:53:12Z`).
 pub fn timestamp(now: time::OffsetDateTime) -> String {
     let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");

@@ -876,3 +876,156 @@ async fn a_malformed_image_id_names_no_image() {
         assert_eq!(r.json()["code"], "404 Not Found");
     }
 }
+
+impl App {
+    async fn send_json(&self, method: &str, path: &str, token: &str, body: Value) -> Reply {
+        self.call(
+            method,
+            path,
+            Some(token),
+            Body::from(body.to_string()),
+            Some("application/json"),
+        )
+        .await
+    }
+
+    async fn listed_ids(&self, path: &str, token: &str) -> Vec<String> {
+        let r = self.get(path, token).await;
+        assert_eq!(r.status, StatusCode::OK);
+        r.json()["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn sharing_follows_glances_members_api() {
+    let app = App::new();
+    let id = app
+        .create_id(MEMBER_A, json!({"name": "s", "visibility": "shared"}))
+        .await;
+    let members = format!("/v2/images/{id}/members");
+    let b = format!("{members}/proj-b");
+    // Before sharing, proj-b cannot see it.
+    assert_eq!(
+        app.get(&format!("/v2/images/{id}"), MEMBER_B).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // Only the owner's members (or admins) share.
+    let r = app
+        .send_json("POST", &members, MEMBER_B, json!({"member": "proj-b"}))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "proj-b cannot see the image yet"
+    );
+    let r = app
+        .send_json("POST", &members, READER_A, json!({"member": "proj-b"}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "a reader does not share");
+    let r = app
+        .send_json("POST", &members, MEMBER_A, json!({"member": "proj-b"}))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let m = r.json();
+    assert_eq!(
+        (m["member_id"].as_str(), m["status"].as_str()),
+        (Some("proj-b"), Some("pending"))
+    );
+    assert_eq!(m["image_id"], id.as_str());
+    assert_eq!(m["schema"], "/v2/schemas/member");
+    let r = app
+        .send_json("POST", &members, MEMBER_A, json!({"member": "proj-b"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    // Pending: visible by id, listed only when asked.
+    assert_eq!(
+        app.get(&format!("/v2/images/{id}"), MEMBER_B).await.status,
+        StatusCode::OK
+    );
+    assert!(!app.listed_ids("/v2/images", MEMBER_B).await.contains(&id));
+    assert!(
+        app.listed_ids("/v2/images?member_status=pending", MEMBER_B)
+            .await
+            .contains(&id)
+    );
+    assert!(
+        app.listed_ids("/v2/images?member_status=all", MEMBER_B)
+            .await
+            .contains(&id)
+    );
+    assert_eq!(
+        app.get("/v2/images?member_status=maybe", MEMBER_B)
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    // The owner cannot answer for proj-b; proj-b can.
+    let r = app
+        .send_json("PUT", &b, MEMBER_A, json!({"status": "accepted"}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = app
+        .send_json("PUT", &b, MEMBER_B, json!({"status": "yes"}))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = app
+        .send_json("PUT", &b, MEMBER_B, json!({"status": "accepted"}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["status"], "accepted");
+    assert!(app.listed_ids("/v2/images", MEMBER_B).await.contains(&id));
+    assert!(
+        !app.listed_ids("/v2/images?member_status=rejected", MEMBER_B)
+            .await
+            .contains(&id)
+    );
+    // The owner sees every member; a member sees its own entry.
+    let r = app.get(&members, MEMBER_A).await;
+    assert_eq!(r.json()["members"].as_array().unwrap().len(), 1);
+    assert_eq!(r.json()["schema"], "/v2/schemas/members");
+    assert_eq!(app.get(&b, MEMBER_B).await.json()["status"], "accepted");
+    // Rejected: visible, not listed.
+    app.send_json("PUT", &b, MEMBER_B, json!({"status": "rejected"}))
+        .await;
+    assert!(!app.listed_ids("/v2/images", MEMBER_B).await.contains(&id));
+    assert_eq!(
+        app.get(&format!("/v2/images/{id}"), MEMBER_B).await.status,
+        StatusCode::OK
+    );
+    // The owner stops sharing: gone for proj-b.
+    let r = app
+        .call("DELETE", &b, Some(MEMBER_A), Body::empty(), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get(&format!("/v2/images/{id}"), MEMBER_B).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = app
+        .call("DELETE", &b, Some(MEMBER_A), Body::empty(), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Only shared images have members.
+    let private = app
+        .create_id(MEMBER_A, json!({"name": "p", "visibility": "private"}))
+        .await;
+    let r = app
+        .send_json(
+            "POST",
+            &format!("/v2/images/{private}/members"),
+            MEMBER_A,
+            json!({"member": "proj-b"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}

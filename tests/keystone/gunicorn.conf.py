@@ -12,22 +12,28 @@ _dir = os.environ["KEYSTONE_SH_DIR"]
 
 bind = ["127.0.0.1:" + os.environ["KEYSTONE_SH_PORT"]]
 
-# Synchronous workers: each serves one request at a time and answers every
-# one with "Connection: close", so a client never sends a request on a pooled
-# connection that the server has closed meanwhile.
-worker_class = "sync"
-workers = 2
+# One worker process with threads, so that Keystone's in-memory cache (see
+# keystone.sh) is the only one and never stale. (The work is CPU-bound
+# Python: a second process would gain little on two cores, and it would need
+# a shared cache.) No keep-alive: every response says "Connection: close", so
+# a client never sends a request on a pooled connection that the server has
+# closed meanwhile.
+worker_class = "gthread"
+workers = 1
+threads = 4
+keepalive = 0
 
-# Load Keystone once, in the master, before forking the workers: half the
-# start-up CPU of loading it in each. (No database connection is open then;
-# oslo.db would not let a worker reuse one of its parent's anyway.)
+# Load Keystone in the master, before forking the worker: a worker that
+# gunicorn restarts (after a timeout) is serving again at once. (No database
+# connection is open then; oslo.db would not let a worker reuse one of its
+# parent's anyway.)
 preload_app = True
 
 # Well above the busy timeout of keystone_wsgi (60 s), so that a worker
-# waiting on another's SQLite lock is not killed for it.
+# waiting on an SQLite lock is not killed for it.
 timeout = 120
-# Idle workers exit at once on SIGTERM; a busy one gets this long.
-graceful_timeout = 5
+# On SIGTERM, requests under way get this long to finish.
+graceful_timeout = 3
 
 # gunicorn's control socket would go to ~/.gunicorn/gunicorn.ctl, one path
 # for all the instances that tests may run at once.

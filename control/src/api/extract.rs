@@ -13,6 +13,9 @@ pub struct ImageId(pub Uuid);
 /// The `{tag}` of a tag route.
 pub struct Tag(pub String);
 
+/// The `{member}` of a member route (a project id).
+pub struct MemberId(pub String);
+
 async fn param<S: Send + Sync>(
     parts: &mut Parts,
     state: &S,
@@ -43,5 +46,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Tag {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         param(parts, state, "tag").await.map(Tag)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for MemberId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        param(parts, state, "member").await.map(MemberId)
     }
 }

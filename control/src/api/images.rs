@@ -40,9 +40,27 @@ pub async fn blocking<T: Send + 'static>(
 
 /// The image, if the caller may see it (else 404, as Glance answers).
 pub async fn load_visible(state: &Shared, ctx: &Context, id: Uuid) -> Result<Image, ApiError> {
-    let image = blocking(state, move |m| m.get(&id)).await?;
-    match image {
-        Some(img) if policy::visible(ctx, &img) => Ok(img),
+    let project = ctx.project_id.clone();
+    let found = blocking(state, move |m| {
+        let Some(img) = m.get(&id)? else {
+            return Ok(None);
+        };
+        // The caller's membership matters only for a shared image it does not own.
+        let membership = if img.visibility == crate::model::Visibility::Shared
+            && img.owner.as_deref() != Some(project.as_str())
+        {
+            m.members(&id)?
+                .into_iter()
+                .find(|mb| mb.member_id == project)
+                .map(|mb| mb.status)
+        } else {
+            None
+        };
+        Ok(Some((img, membership)))
+    })
+    .await?;
+    match found {
+        Some((img, membership)) if policy::visible(ctx, &img, membership) => Ok(img),
         _ => Err(ApiError::no_image(id)),
     }
 }

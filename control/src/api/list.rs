@@ -1,6 +1,7 @@
 //! `GET /v2/images`: filters, sorting and marker pagination, as Glance.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
 use axum::Extension;
 use axum::extract::{RawQuery, State};
@@ -11,7 +12,7 @@ use super::images::blocking;
 use super::{Shared, policy};
 use crate::auth::Context;
 use crate::error::ApiError;
-use crate::model::{Image, Visibility, parse_time};
+use crate::model::{Image, MemberStatus, Visibility, parse_time};
 
 /// Page size when none is asked for.
 const DEFAULT_LIMIT: usize = 25;
@@ -40,6 +41,8 @@ struct ListQuery {
     sort: Vec<(String, bool)>,
     filters: Vec<Filter>,
     visibility: Option<String>,
+    /// Shared images listed by the caller's answer: `accepted` unless asked.
+    member_status: String,
     show_hidden: bool,
     /// The query without `marker`, for the `first` and `next` links.
     base: Vec<(String, String)>,
@@ -65,6 +68,7 @@ fn parse_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
         sort: Vec::new(),
         filters: Vec::new(),
         visibility: None,
+        member_status: "accepted".into(),
         show_hidden: false,
         base: Vec::new(),
     };
@@ -112,7 +116,12 @@ fn parse_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
             }
             "visibility" => q.visibility = Some(v),
             "os_hidden" => q.show_hidden = v == "true",
-            "member_status" => {}
+            "member_status" => {
+                if v != "all" && MemberStatus::parse(&v).is_none() {
+                    return Err(ApiError::bad_request(format!("Invalid status value: {v}")));
+                }
+                q.member_status = v;
+            }
             _ => {
                 let values = match v.strip_prefix("in:") {
                     Some(list) => list
@@ -235,12 +244,28 @@ fn compare(a: &Image, b: &Image, sort: &[(String, bool)]) -> Ordering {
     Ordering::Equal
 }
 
-/// Whether the image is in the caller's default list (or the asked visibility).
-fn listed(ctx: &Context, img: &Image, visibility: Option<&str>, show_hidden: bool) -> bool {
-    if !policy::visible(ctx, img) || (img.os_hidden && !show_hidden) {
+/// Whether the image is in the caller's default list (or the asked
+/// visibility); `memberships` are the caller's project's answers to shares.
+fn listed(
+    ctx: &Context,
+    img: &Image,
+    q: &ListQuery,
+    memberships: &HashMap<uuid::Uuid, MemberStatus>,
+) -> bool {
+    let membership = memberships.get(&img.id).copied();
+    if !policy::visible(ctx, img, membership) || (img.os_hidden && !q.show_hidden) {
         return false;
     }
-    match visibility {
+    // A shared image of another project is listed by the caller's answer.
+    if img.visibility == Visibility::Shared
+        && !policy::owns(ctx, img)
+        && let Some(status) = membership
+        && q.member_status != "all"
+        && q.member_status != status.as_str()
+    {
+        return false;
+    }
+    match q.visibility.as_deref() {
         Some("all") => true,
         Some(v) => Visibility::parse(v) == Some(img.visibility),
         // Community images appear only when asked for, unless owned.
@@ -279,10 +304,12 @@ pub async fn list(
             "Invalid visibility value: {v}"
         )));
     }
-    let all = blocking(&state, |m| m.list()).await?;
+    let project = ctx.project_id.clone();
+    let (all, memberships) =
+        blocking(&state, move |m| Ok((m.list()?, m.memberships(&project)?))).await?;
     let mut images: Vec<Image> = all
         .into_iter()
-        .filter(|img| listed(&ctx, img, q.visibility.as_deref(), q.show_hidden))
+        .filter(|img| listed(&ctx, img, &q, &memberships))
         .filter(|img| q.filters.iter().all(|f| f.matches(img)))
         .collect();
     images.sort_by(|a, b| compare(a, b, &q.sort));

@@ -4,6 +4,7 @@ mod data;
 mod extract;
 mod images;
 mod list;
+mod members;
 mod patch;
 mod policy;
 mod schemas;
@@ -63,6 +64,16 @@ pub fn router(state: Shared) -> Router {
         .route(
             "/v2/images/{id}/actions/reactivate",
             post(images::reactivate),
+        )
+        .route(
+            "/v2/images/{id}/members",
+            get(members::list).post(members::create),
+        )
+        .route(
+            "/v2/images/{id}/members/{member}",
+            get(members::show)
+                .put(members::update)
+                .delete(members::delete),
         )
         .route("/v2/schemas/image", get(schemas::image))
         .route("/v2/schemas/images", get(schemas::images))

@@ -2,13 +2,41 @@
 
 use crate::auth::Context;
 use crate::error::ApiError;
-use crate::model::{Image, Visibility};
+use crate::model::{Image, MemberStatus, Visibility};
 
-/// Whether `ctx` may see `image` at all (others get 404, as in Glance).
-pub fn visible(ctx: &Context, image: &Image) -> bool {
+/// Whether `ctx` may see `image` at all (others get 404, as in Glance);
+/// `membership` is the caller's project's answer if the image is shared with it.
+pub fn visible(ctx: &Context, image: &Image, membership: Option<MemberStatus>) -> bool {
     ctx.is_admin()
         || owns(ctx, image)
         || matches!(image.visibility, Visibility::Public | Visibility::Community)
+        || (image.visibility == Visibility::Shared && membership.is_some())
+}
+
+/// Whether the caller's project is the member `member_id`.
+pub fn is_member(ctx: &Context, member_id: &str) -> bool {
+    ctx.project_id == member_id
+}
+
+/// May share the image or stop sharing it: the owner's members, or admin;
+/// only `shared` images have members.
+pub fn check_share(ctx: &Context, image: &Image) -> Result<(), ApiError> {
+    check_modify(ctx, image)?;
+    if image.visibility != Visibility::Shared {
+        return Err(ApiError::forbidden("Only shared images have members."));
+    }
+    Ok(())
+}
+
+/// May answer a share: the member project itself (`member` role), or admin.
+pub fn check_answer(ctx: &Context, member_id: &str) -> Result<(), ApiError> {
+    if ctx.is_admin() || (is_member(ctx, member_id) && ctx.can_write()) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "You are not permitted to modify this membership.",
+        ))
+    }
 }
 
 /// The caller's project owns the image.
