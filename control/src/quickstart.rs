@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 
 use base64::Engine as _;
 
-use crate::config::{Config, RawAuth, RawConfig, RawStore, StaticToken};
+use crate::config::{Config, RawAuth, RawConfig, RawKeystone, RawStore, StaticToken};
 use crate::server;
 
 /// Options of `glance-api quickstart`.
@@ -28,6 +28,50 @@ pub struct Args {
     /// Address both listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// Validate tokens with this Keystone (v3 URL, e.g. http://keystone:5000/v3)
+    /// instead of the quickstart's static tokens.
+    #[arg(long, requires_all = ["keystone_user", "keystone_password", "keystone_project"])]
+    pub keystone_url: Option<String>,
+    /// glance-api's service user in Keystone (roles: service, and admin to manage every image).
+    #[arg(long, requires = "keystone_url")]
+    pub keystone_user: Option<String>,
+    /// Its password (stored in DIR/keystone-password, mode 0600).
+    #[arg(long, requires = "keystone_url")]
+    pub keystone_password: Option<String>,
+    /// The project its token is scoped to.
+    #[arg(long, requires = "keystone_url")]
+    pub keystone_project: Option<String>,
+    /// Domain of the user and the project.
+    #[arg(long, default_value = "Default")]
+    pub keystone_domain: String,
+}
+
+/// The Keystone settings of the command line, if any.
+fn keystone_auth(args: &Args) -> Result<Option<RawAuth>, String> {
+    let (Some(url), Some(user), Some(password), Some(project)) = (
+        &args.keystone_url,
+        &args.keystone_user,
+        &args.keystone_password,
+        &args.keystone_project,
+    ) else {
+        return Ok(None);
+    };
+    write_private(&args.dir.join("keystone-password"), password)?;
+    Ok(Some(RawAuth {
+        mode: "keystone".into(),
+        tokens: Vec::new(),
+        keystone: Some(RawKeystone {
+            auth_url: url.clone(),
+            username: user.clone(),
+            password_file: "keystone-password".into(),
+            project_name: project.clone(),
+            user_domain_name: args.keystone_domain.clone(),
+            project_domain_name: args.keystone_domain.clone(),
+            cache_max_tokens: 10_000,
+            cache_ttl_secs: 300,
+            timeout_secs: 10,
+        }),
+    }))
 }
 
 fn random_token(bytes: usize) -> Result<String, String> {
@@ -101,7 +145,10 @@ fn prepare(args: &Args) -> Result<RawConfig, String> {
             },
         }
     };
-    // Ports and host follow the command line on every run.
+    // Ports, host and Keystone follow the command line on every run.
+    if let Some(auth) = keystone_auth(args)? {
+        raw.auth = auth;
+    }
     raw.listen = format!("{}:{}", args.host, args.port);
     raw.public_url = format!("http://{}:{}", args.host, args.port);
     raw.stream_nodes = vec![stream_url.clone()];
@@ -115,6 +162,25 @@ fn prepare(args: &Args) -> Result<RawConfig, String> {
     );
     std::fs::write(dir.join("glance-stream.toml"), stream).map_err(|e| e.to_string())?;
     Ok(raw)
+}
+
+/// The credentials file in keystone mode: the service user's password
+/// credentials; the clients find the Image API through the overrides, not
+/// Keystone's catalog.
+fn openrc_keystone(k: &RawKeystone, password: &str, endpoint: &str) -> String {
+    format!(
+        "# Credentials for the quickstart's Image API, authenticated by Keystone.\n\
+         export OS_AUTH_TYPE=password\nexport OS_AUTH_URL={}\nexport OS_IDENTITY_API_VERSION=3\n\
+         export OS_USERNAME={}\nexport OS_PASSWORD='{}'\nexport OS_PROJECT_NAME={}\n\
+         export OS_USER_DOMAIN_NAME={}\nexport OS_PROJECT_DOMAIN_NAME={}\n\
+         export OS_IMAGE_URL={endpoint}\nexport OS_IMAGE_ENDPOINT_OVERRIDE={endpoint}\nexport OS_IMAGE_API_VERSION=2\n",
+        k.auth_url,
+        k.username,
+        password.replace('\'', "'\\''"),
+        k.project_name,
+        k.user_domain_name,
+        k.project_domain_name
+    )
 }
 
 /// The credentials file. With `admin_token` auth the openstack CLI and
@@ -170,14 +236,39 @@ pub async fn run(args: Args) -> Result<(), String> {
     let state = server::state(config.clone()).map_err(|e| e.to_string())?;
     let mut stream = spawn_stream(&args.dir)?;
     let endpoint = config.public_url.clone();
-    let (admin, member) = (&raw.auth.tokens[0].token, &raw.auth.tokens[1].token);
-    write_private(&args.dir.join("openrc"), &openrc(admin, &endpoint))?;
-    write_private(&args.dir.join("openrc-member"), &openrc(member, &endpoint))?;
+    match (&raw.auth.keystone, raw.auth.tokens.as_slice()) {
+        (Some(k), _) => {
+            let password = std::fs::read_to_string(args.dir.join(&k.password_file))
+                .map_err(|e| format!("keystone password file: {e}"))?;
+            write_private(
+                &args.dir.join("openrc"),
+                &openrc_keystone(k, password.trim_end(), &endpoint),
+            )?;
+            let _ = std::fs::remove_file(args.dir.join("openrc-member"));
+        }
+        (None, [admin, member, ..]) => {
+            write_private(&args.dir.join("openrc"), &openrc(&admin.token, &endpoint))?;
+            write_private(
+                &args.dir.join("openrc-member"),
+                &openrc(&member.token, &endpoint),
+            )?;
+        }
+        (None, _) => return Err("the quickstart config has fewer than two static tokens".into()),
+    }
     let dir = args.dir.display();
+    let who = match &raw.auth.keystone {
+        Some(k) => format!(
+            "openrc = Keystone user '{}' of project '{}'",
+            k.username, k.project_name
+        ),
+        None => {
+            "openrc = admin of project 'admin', openrc-member = member of project 'demo'".into()
+        }
+    };
     println!("glance-api listening on {}", config.listen);
     println!(
         "\nQuickstart is running: Image API {endpoint}, stream node {}.\n\
-         Working directory: {dir} (openrc = admin of project 'admin', openrc-member = member of project 'demo').\n\n\
+         Working directory: {dir} ({who}).\n\n\
          Try it:\n\
          \x20 . {dir}/openrc\n\
          \x20 curl -s -H \"X-Auth-Token: $OS_TOKEN\" $OS_IMAGE_URL/v2/images\n\
