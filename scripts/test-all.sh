@@ -43,7 +43,7 @@ step "tests"
 # One profile (ci: optimised, with overflow checks) builds everything the tests run.
 cargo test --workspace --profile ci
 
-step "end-to-end and real OpenStack clients (python-openstackclient, python-glanceclient, openstacksdk)"
+step "end-to-end, real OpenStack clients (python-openstackclient, python-glanceclient, openstacksdk) and a real Keystone"
 # A venv of the project's own, pinned by OpenStack's upper constraints.
 venv=.venv
 if [ ! -x "$venv/bin/openstack" ] || [ ! -x "$venv/bin/pytest" ]; then
@@ -52,6 +52,9 @@ if [ ! -x "$venv/bin/openstack" ] || [ ! -x "$venv/bin/pytest" ]; then
     -c tests/clients/upper-constraints.txt \
     python-openstackclient python-glanceclient openstacksdk pytest
 fi
+# A real Keystone (PyPI keystone, under gunicorn) in the same venv: the tests
+# in tests/keystone start it through tests/keystone/keystone.sh serve.
+tests/keystone/keystone.sh install "$venv"
 GLANCE_BIN_DIR="$PWD/target/ci" "$venv/bin/pytest" -q -p no:cacheprovider tests
 
 if [ "$FUZZ_SECONDS" -gt 0 ]; then

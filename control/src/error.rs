@@ -89,6 +89,61 @@ impl IntoResponse for ApiError {
         for (k, v) in self.headers {
             resp.headers_mut().insert(k, v);
         }
+        resp.extensions_mut().insert(ErrorMessage(self.message));
         resp
     }
+}
+
+/// The message of an error answer, for [`negotiate`] to render as HTML.
+#[derive(Clone)]
+struct ErrorMessage(String);
+
+/// Renders error answers as Glance's server (webob) does: JSON
+/// `{"message", "code", "title"}` when the client's `Accept` names
+/// `application/json`, else the HTML page, which python-glanceclient reads
+/// (it expects JSON errors nested one level deeper, as Glance never sends).
+pub async fn negotiate(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let wants_json = req
+        .headers()
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"));
+    let mut resp = next.run(req).await;
+    if wants_json {
+        return resp;
+    }
+    let Some(ErrorMessage(message)) = resp.extensions_mut().remove::<ErrorMessage>() else {
+        return resp;
+    };
+    let status = resp.status();
+    let title = format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let page = format!(
+        "<html>\n <head>\n  <title>{title}</title>\n </head>\n <body>\n  <h1>{title}</h1>\n  {}<br /><br />\n\n\n\n </body>\n</html>",
+        escape_html(&message)
+    );
+    let (mut parts, _) = resp.into_parts();
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/html; charset=UTF-8"),
+    );
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(page))
+}
+
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            _ => out.push(c),
+        }
+    }
+    out
 }

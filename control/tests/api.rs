@@ -101,7 +101,11 @@ impl App {
         body: Body,
         ctype: Option<&str>,
     ) -> Reply {
-        let mut req = Request::builder().method(method).uri(path);
+        // Errors come as JSON when asked for (see the HTML test below).
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("Accept", "application/json");
         if let Some(t) = token {
             req = req.header("X-Auth-Token", t);
         }
@@ -1028,4 +1032,24 @@ async fn sharing_follows_glances_members_api() {
         )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn errors_are_html_unless_json_is_asked_for_as_glance_answers() {
+    let app = App::new();
+    let req = Request::builder()
+        .uri("/v2/images/00000000-0000-4000-8000-000000000001")
+        .header("X-Auth-Token", MEMBER_A)
+        .body(Body::empty())
+        .unwrap();
+    let resp = router(Arc::clone(&app.state)).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(resp.headers()["content-type"], "text/html; charset=UTF-8");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let page = String::from_utf8(body.to_vec()).unwrap();
+    assert!(page.contains("<title>404 Not Found</title>"), "{page}");
+    assert!(
+        page.contains("00000000-0000-4000-8000-000000000001"),
+        "{page}"
+    );
 }

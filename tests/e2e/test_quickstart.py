@@ -19,7 +19,9 @@ def curl(*args):
 
 
 def api(qs, token, method, path, body=None, ctype="application/json"):
-    args = ["-X", method, "-H", f"X-Auth-Token: {token}", qs["endpoint"] + path]
+    # Errors come as JSON when asked for, else as Glance's HTML page.
+    args = ["-X", method, "-H", f"X-Auth-Token: {token}", "-H", "Accept: application/json",
+            qs["endpoint"] + path]
     if body is not None:
         args += ["-H", f"Content-Type: {ctype}", "--data-binary", body]
     status, raw = curl(*args)

@@ -28,24 +28,28 @@
 #           http://127.0.0.1:9292).
 #       Bootstrap's admin user (admin on project admin, and on the system)
 #       is there too. Every user, admin included, is in domain Default and
-#       has one password, random for each run. Then prints exactly one line
-#       to stdout:
+#       has one password, random for each run; the users above have their
+#       project as default project (admin has none). Bootstrap's roles imply
+#       one another, admin > manager > member > reader, and a token lists the
+#       implied roles too: demo-member's has member and reader, in no set
+#       order. Then prints exactly one line to stdout:
 #
 #         ready auth_url=http://127.0.0.1:PORT/v3 password=PASSWORD
 #
 #       and keeps serving until its standard input reaches end of file (the
 #       caller closed it or died) or it gets SIGTERM, SIGINT or SIGHUP. Then it
-#       stops the processes it started (gunicorn's master and its workers), by
+#       stops the processes it started (gunicorn's master and its worker), by
 #       PID, and exits (0 at end of input, 128+N on signal N). Should this
 #       script be killed outright, the kernel kills them all (parent death
 #       signal). If gunicorn dies while serving, the script exits 1; if
 #       start-up fails, it prints the logs' tails to stderr and exits 1. The
-#       caller may remove DIR afterwards. Start-up takes 20-45 s, most of it
-#       CPU spent loading Keystone's Python code, once per keystone-manage
-#       command and once for the server.
+#       caller may remove DIR afterwards. Start-up takes 12-25 s on two
+#       cores, most of it CPU spent loading Keystone's Python code, once per
+#       keystone-manage command and once for the server; stopping, 2-3 s.
 #
-# The server: gunicorn's sync workers (2), each answering one request at a
-# time, every response with "Connection: close"; Keystone's app wrapped by
+# The server (tests/keystone/gunicorn.conf.py): one gunicorn worker process
+# with 4 threads and Keystone's cache in its memory, every response with
+# "Connection: close"; Keystone's app wrapped by
 # tests/keystone/keystone_wsgi.py so that SQLite transactions under parallel
 # requests queue instead of failing with "database is locked". Tokens are
 # fernet tokens, valid for an hour.

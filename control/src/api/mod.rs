@@ -88,6 +88,7 @@ pub fn router(state: Shared) -> Router {
         .route("/", get(versions_multiple))
         .route("/versions", get(versions))
         .merge(v2)
+        .layer(middleware::from_fn(crate::error::negotiate))
         .with_state(state)
 }
 
