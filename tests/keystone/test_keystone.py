@@ -5,6 +5,7 @@ takes. Bytes are compared by sha512; refusals by the clients' exceptions."""
 
 import hashlib
 import io
+import os
 import pathlib
 import signal
 import socket
@@ -148,3 +149,53 @@ def test_missing_or_invalid_tokens_get_a_keystone_challenge(cloud):
         r = requests.get(f"{cloud['endpoint']}/v2/images", headers=headers, timeout=30)
         assert r.status_code == 401
         assert r.headers["WWW-Authenticate"].startswith("Keystone uri=")
+
+
+def test_update_tag_and_deactivate_with_keystone_roles(cloud):
+    demo = glance(cloud, "demo-member", "demo")
+    data = image_bytes(200000, "ks-update")
+    image = upload(demo, "ks-update", data)
+    demo.images.update(image["id"], name="ks-renamed", os_distro="cirros")
+    demo.image_tags.update(image["id"], "golden")
+    shown = demo.images.get(image["id"])
+    assert (shown["name"], shown["os_distro"], shown["tags"]) == ("ks-renamed", "cirros", ["golden"])
+    # Only admins deactivate; then members may not download, admins may.
+    with pytest.raises(glance_exc.HTTPForbidden):
+        demo.images.deactivate(image["id"])
+    admin = glance(cloud, "demo-admin", "demo")
+    admin.images.deactivate(image["id"])
+    with pytest.raises(glance_exc.HTTPForbidden):
+        b"".join(demo.images.data(image["id"]))
+    got = b"".join(admin.images.data(image["id"]))
+    assert hashlib.sha512(got).digest() == hashlib.sha512(data).digest()
+    admin.images.reactivate(image["id"])
+    assert hashlib.sha512(b"".join(demo.images.data(image["id"]))).digest() == \
+        hashlib.sha512(data).digest()
+
+
+def test_openstacksdk_and_the_openstack_cli_through_keystones_catalog(cloud, tmp_path):
+    import openstack
+
+    conn = openstack.connect(auth_url=cloud["auth_url"], username="demo-member",
+                             password=cloud["password"], project_name="demo",
+                             user_domain_name="Default", project_domain_name="Default")
+    data = image_bytes(2 * 1024 * 1024 + 5, "ks-sdk")
+    src = tmp_path / "sdk.img"
+    src.write_bytes(data)
+    image = conn.image.create_image(name="ks-sdk", filename=str(src), disk_format="raw",
+                                    container_format="bare", wait=True)
+    got = conn.image.download_image(image)
+    body = got.content if hasattr(got, "content") else got
+    assert hashlib.sha512(body).digest() == hashlib.sha512(data).digest()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env.update(OS_AUTH_URL=cloud["auth_url"], OS_USERNAME="demo-member",
+               OS_PASSWORD=cloud["password"], OS_PROJECT_NAME="demo",
+               OS_USER_DOMAIN_NAME="Default", OS_PROJECT_DOMAIN_NAME="Default",
+               OS_IDENTITY_API_VERSION="3")
+    out = tmp_path / "saved.img"
+    done = subprocess.run([str(pathlib.Path(sys.executable).parent / "openstack"), "image", "save",
+                           "--file", str(out), image.id],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert hashlib.sha512(out.read_bytes()).digest() == hashlib.sha512(data).digest()
