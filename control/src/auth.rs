@@ -27,10 +27,6 @@ impl Context {
         self.roles.iter().any(|r| r == role)
     }
 
-    /// May write in its project (`member` or `admin`), as Glance's default policy.
-    pub fn can_write(&self) -> bool {
-        self.is_admin() || self.has_role("member")
-    }
 }
 
 /// Maps tokens to callers (auth mode `static`).

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::extract::ImageId;
 use super::images::{blocking, load_visible, now};
+use super::policy::{Action, Target};
 use super::{Shared, policy};
 use crate::auth::Context;
 use crate::error::ApiError;
@@ -28,7 +29,7 @@ pub async fn upload(
     body: Body,
 ) -> Result<Response, ApiError> {
     let image = load_visible(&state, &ctx, id).await?;
-    policy::check_modify(&ctx, &image)?;
+    policy::check(Action::UploadImage, &ctx, Target::image(&image))?;
     let stamp = now();
     blocking(&state, move |m| {
         m.update(&id, &mut |img| {
@@ -158,11 +159,9 @@ pub async fn download(
     ImageId(id): ImageId,
 ) -> Result<Response, ApiError> {
     let image = load_visible(&state, &ctx, id).await?;
-    policy::check_download(&ctx)?;
-    if image.status == Status::Deactivated && !ctx.is_admin() {
-        return Err(ApiError::forbidden(
-            "The requested image has been deactivated. Image data download is forbidden.",
-        ));
+    policy::check(Action::DownloadImage, &ctx, Target::image(&image))?;
+    if image.status == Status::Deactivated {
+        policy::check(Action::DownloadDeactivated, &ctx, Target::image(&image))?;
     }
     let link = match links::sign(&state, &image) {
         links::Download::NoData => return Ok(StatusCode::NO_CONTENT.into_response()),

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::extract::{ImageId, Tag};
 use super::patch::set_property;
+use super::policy::{Action, Target};
 use super::{Shared, policy};
 use crate::auth::Context;
 use crate::error::ApiError;
@@ -71,11 +72,7 @@ pub async fn create(
     Extension(ctx): Extension<Context>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    if !ctx.can_write() {
-        return Err(ApiError::forbidden(
-            "You are not permitted to create images.",
-        ));
-    }
+    policy::check(Action::AddImage, &ctx, Target::default())?;
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("The request body is not JSON: {e}")))?;
     let fields = body
@@ -129,7 +126,7 @@ pub async fn delete(
     ImageId(id): ImageId,
 ) -> Result<Response, ApiError> {
     let image = load_visible(&state, &ctx, id).await?;
-    policy::check_modify(&ctx, &image)?;
+    policy::check(Action::DeleteImage, &ctx, Target::image(&image))?;
     if image.protected {
         return Err(ApiError::forbidden(format!(
             "Image {id} is protected and cannot be deleted."
@@ -155,7 +152,7 @@ async fn modify(
     change: impl FnMut(&mut Image) -> Result<(), String> + Send + 'static,
 ) -> Result<Image, ApiError> {
     let image = load_visible(state, ctx, id).await?;
-    policy::check_modify(ctx, &image)?;
+    policy::check(Action::ModifyImage, ctx, Target::image(&image))?;
     let now = now();
     let mut change = change;
     blocking(state, move |m| {
@@ -216,11 +213,7 @@ async fn set_active(
     active: bool,
 ) -> Result<Response, ApiError> {
     let image = load_visible(&state, &ctx, id).await?;
-    if !ctx.is_admin() {
-        return Err(ApiError::forbidden(
-            "You are not permitted to deactivate or reactivate images.",
-        ));
-    }
+    policy::check(Action::Deactivate, &ctx, Target::image(&image))?;
     let (from, to) = if active {
         (Status::Deactivated, Status::Active)
     } else {

@@ -11,10 +11,11 @@ use serde_json::json;
 
 use super::extract::{ImageId, MemberId};
 use super::images::{blocking, load_visible, now};
+use super::policy::{Action, Target};
 use super::{Shared, policy};
 use crate::auth::Context;
 use crate::error::ApiError;
-use crate::model::{Member, MemberStatus};
+use crate::model::{Member, MemberStatus, Visibility};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,7 +87,10 @@ pub async fn create(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let image = load_visible(&state, &ctx, id).await?;
-    policy::check_share(&ctx, &image)?;
+    policy::check(Action::AddMember, &ctx, Target::image(&image))?;
+    if image.visibility != Visibility::Shared {
+        return Err(ApiError::forbidden("Only shared images have members."));
+    }
     let NewMember { member } = parse_body(&body)?;
     if member.is_empty() || member.len() > 255 {
         return Err(ApiError::bad_request(
@@ -140,7 +144,11 @@ pub async fn update(
     let Some(mut record) = member_of(&state, id, member.clone()).await? else {
         return Err(no_member(&member));
     };
-    policy::check_answer(&ctx, &member)?;
+    let target = Target {
+        image: None,
+        member: Some(&member),
+    };
+    policy::check(Action::ModifyMember, &ctx, target)?;
     let Answer { status } = parse_body(&body)?;
     record.status = MemberStatus::parse(&status).ok_or_else(|| {
         ApiError::bad_request(format!(
@@ -159,7 +167,7 @@ pub async fn delete(
     MemberId(member): MemberId,
 ) -> Result<Response, ApiError> {
     let image = load_visible(&state, &ctx, id).await?;
-    policy::check_modify(&ctx, &image)?;
+    policy::check(Action::DeleteMember, &ctx, Target::image(&image))?;
     let removed = blocking(&state, {
         let member = member.clone();
         move |m| m.delete_member(&id, &member)

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::extract::ImageId;
+use super::policy::{Action, Target};
 use super::{Shared, policy};
 use crate::auth::Context;
 use crate::error::ApiError;
@@ -86,11 +87,7 @@ pub fn set_property(ctx: &Context, img: &mut Image, key: &str, v: &Value) -> Res
         "min_disk" => img.min_disk = count(key, v)?,
         "min_ram" => img.min_ram = count(key, v)?,
         "owner" => {
-            if !ctx.is_admin() {
-                return Err(ApiError::forbidden(
-                    "Only an admin may change the owner of an image.",
-                ));
-            }
+            policy::check(Action::SetOwner, ctx, Target::default())?;
             img.owner = opt_string(key, v, None)?;
         }
         "tags" => {
@@ -206,7 +203,7 @@ pub async fn patch(
         ApiError::bad_request(format!("The patch is not a JSON list of operations: {e}"))
     })?;
     let current = super::images::load_visible(&state, &ctx, id).await?;
-    policy::check_modify(&ctx, &current)?;
+    policy::check(Action::ModifyImage, &ctx, Target::image(&current))?;
     // Apply to a copy first so an invalid patch changes nothing and gets its own status.
     let mut preview = current.clone();
     for op in &ops {

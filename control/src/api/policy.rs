@@ -1,8 +1,173 @@
-//! Glance's default policy, for the rules this API enforces.
+//! Glance's default policy, as data: [`RULES`] says who may take each action
+//! this API checks (docs/api.md has the same table), [`check`] applies it.
+//! Who may *see* an image is [`visible`]: others get `404`, as in Glance.
 
 use crate::auth::Context;
 use crate::error::ApiError;
 use crate::model::{Image, MemberStatus, Visibility};
+
+/// An action the policy rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Create an image (in the caller's project).
+    AddImage,
+    /// Change an image's metadata or tags.
+    ModifyImage,
+    /// Delete an image.
+    DeleteImage,
+    /// Upload an image's data.
+    UploadImage,
+    /// Download an image's data.
+    DownloadImage,
+    /// Download a deactivated image's data.
+    DownloadDeactivated,
+    /// Make an image `public`.
+    Publicize,
+    /// Make an image `community`.
+    Communitize,
+    /// Give an image to another project.
+    SetOwner,
+    /// Deactivate or reactivate an image.
+    Deactivate,
+    /// Share an image with a project.
+    AddMember,
+    /// Answer a share (accept, reject).
+    ModifyMember,
+    /// Stop sharing an image with a project.
+    DeleteMember,
+}
+
+/// Who a rule lets through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    /// Holders of the `admin` role.
+    Admin,
+    /// Holders of `member` in any project.
+    AnyMember,
+    /// Holders of `member` in the project owning the image.
+    OwnerMember,
+    /// Holders of `member` in the project a share names.
+    SharedProjectMember,
+}
+
+/// Glance's defaults for every action this API checks: the action, who may
+/// take it, and what the others are told (`403`).
+pub const RULES: &[(Action, &[Who], &str)] = &[
+    (
+        Action::AddImage,
+        &[Who::Admin, Who::AnyMember],
+        "You are not permitted to create images.",
+    ),
+    (
+        Action::ModifyImage,
+        &[Who::Admin, Who::OwnerMember],
+        "You are not permitted to modify this image.",
+    ),
+    (
+        Action::DeleteImage,
+        &[Who::Admin, Who::OwnerMember],
+        "You are not permitted to delete this image.",
+    ),
+    (
+        Action::UploadImage,
+        &[Who::Admin, Who::OwnerMember],
+        "You are not permitted to upload data for this image.",
+    ),
+    (
+        Action::DownloadImage,
+        &[Who::Admin, Who::AnyMember],
+        "You are not permitted to download this image.",
+    ),
+    (
+        Action::DownloadDeactivated,
+        &[Who::Admin],
+        "The requested image has been deactivated. Image data download is forbidden.",
+    ),
+    (
+        Action::Publicize,
+        &[Who::Admin],
+        "You are not permitted to publicize images.",
+    ),
+    (
+        Action::Communitize,
+        &[Who::Admin, Who::AnyMember],
+        "You are not permitted to communitize images.",
+    ),
+    (
+        Action::SetOwner,
+        &[Who::Admin],
+        "Only an admin may change the owner of an image.",
+    ),
+    (
+        Action::Deactivate,
+        &[Who::Admin],
+        "You are not permitted to deactivate or reactivate images.",
+    ),
+    (
+        Action::AddMember,
+        &[Who::Admin, Who::OwnerMember],
+        "You are not permitted to share this image.",
+    ),
+    (
+        Action::ModifyMember,
+        &[Who::Admin, Who::SharedProjectMember],
+        "You are not permitted to modify this membership.",
+    ),
+    (
+        Action::DeleteMember,
+        &[Who::Admin, Who::OwnerMember],
+        "You are not permitted to stop sharing this image.",
+    ),
+];
+
+/// What an action is taken on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Target<'a> {
+    /// The image, when there is one.
+    pub image: Option<&'a Image>,
+    /// The project a share names.
+    pub member: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    /// An image.
+    pub fn image(image: &'a Image) -> Target<'a> {
+        Target {
+            image: Some(image),
+            member: None,
+        }
+    }
+}
+
+fn admits(who: Who, ctx: &Context, target: Target<'_>) -> bool {
+    let member = ctx.has_role("member");
+    match who {
+        Who::Admin => ctx.is_admin(),
+        Who::AnyMember => member,
+        Who::OwnerMember => member && target.image.is_some_and(|i| owns(ctx, i)),
+        Who::SharedProjectMember => member && target.member.is_some_and(|m| is_member(ctx, m)),
+    }
+}
+
+/// Whether `ctx` may take `action` on `target`.
+pub fn allowed(action: Action, ctx: &Context, target: Target<'_>) -> bool {
+    RULES
+        .iter()
+        .find(|(a, _, _)| *a == action)
+        .is_some_and(|(_, who, _)| who.iter().any(|w| admits(*w, ctx, target)))
+}
+
+/// `Ok` when `ctx` may take `action` on `target`, else Glance's `403`.
+pub fn check(action: Action, ctx: &Context, target: Target<'_>) -> Result<(), ApiError> {
+    if allowed(action, ctx, target) {
+        return Ok(());
+    }
+    let message = RULES
+        .iter()
+        .find(|(a, _, _)| *a == action)
+        .map_or("You are not permitted to do this.", |(_, _, m)| m);
+    Err(ApiError::forbidden(message))
+}
 
 /// Whether `ctx` may see `image` at all (others get 404, as in Glance);
 /// `membership` is the caller's project's answer if the image is shared with it.
@@ -13,65 +178,120 @@ pub fn visible(ctx: &Context, image: &Image, membership: Option<MemberStatus>) -
         || (image.visibility == Visibility::Shared && membership.is_some())
 }
 
-/// Whether the caller's project is the member `member_id`.
-pub fn is_member(ctx: &Context, member_id: &str) -> bool {
-    ctx.project_id == member_id
-}
-
-/// May share the image or stop sharing it: the owner's members, or admin;
-/// only `shared` images have members.
-pub fn check_share(ctx: &Context, image: &Image) -> Result<(), ApiError> {
-    check_modify(ctx, image)?;
-    if image.visibility != Visibility::Shared {
-        return Err(ApiError::forbidden("Only shared images have members."));
-    }
-    Ok(())
-}
-
-/// May answer a share: the member project itself (`member` role), or admin.
-pub fn check_answer(ctx: &Context, member_id: &str) -> Result<(), ApiError> {
-    if ctx.is_admin() || (is_member(ctx, member_id) && ctx.can_write()) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "You are not permitted to modify this membership.",
-        ))
-    }
-}
-
 /// The caller's project owns the image.
 pub fn owns(ctx: &Context, image: &Image) -> bool {
     image.owner.as_deref() == Some(ctx.project_id.as_str())
 }
 
-/// May change the image's metadata or data: admin, or a member of the owning project.
-pub fn check_modify(ctx: &Context, image: &Image) -> Result<(), ApiError> {
-    if ctx.is_admin() || (ctx.has_role("member") && owns(ctx, image)) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "You are not permitted to modify this image.",
-        ))
-    }
+/// Whether the caller's project is the member `member_id`.
+pub fn is_member(ctx: &Context, member_id: &str) -> bool {
+    ctx.project_id == member_id
 }
 
-/// May download: `member` or `admin` (not `reader`), as Glance's default.
-pub fn check_download(ctx: &Context) -> Result<(), ApiError> {
-    if ctx.can_write() {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
-            "You are not permitted to download this image.",
-        ))
-    }
-}
-
-/// Setting `public` visibility is for admins only.
+/// Setting a visibility: `public` and `community` have rules of their own.
 pub fn check_visibility(ctx: &Context, v: Visibility) -> Result<(), ApiError> {
-    if v == Visibility::Public && !ctx.is_admin() {
-        return Err(ApiError::forbidden(
-            "You are not permitted to publicize images.",
-        ));
+    match v {
+        Visibility::Public => check(Action::Publicize, ctx, Target::default()),
+        Visibility::Community => check(Action::Communitize, ctx, Target::default()),
+        Visibility::Shared | Visibility::Private => Ok(()),
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(project: &str, roles: &[&str]) -> Context {
+        Context {
+            user_id: "u".into(),
+            project_id: project.into(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        }
+    }
+
+    /// The callers every rule is tried with, in this order.
+    fn callers() -> [Context; 5] {
+        [
+            ctx("ops", &["admin", "member", "reader"]),
+            ctx("own", &["member", "reader"]),
+            ctx("own", &["reader"]),
+            ctx("other", &["member", "reader"]),
+            ctx("guest", &["member", "reader"]),
+        ]
+    }
+
+    /// One line per rule: may the admin of another project, a member of the
+    /// owning project, a reader of it, a member of an unrelated project, a
+    /// member of the project the share names (`guest`)?
+    const EXPECTED: &[(Action, [bool; 5])] = &[
+        (Action::AddImage, [true, true, false, true, true]),
+        (Action::ModifyImage, [true, true, false, false, false]),
+        (Action::DeleteImage, [true, true, false, false, false]),
+        (Action::UploadImage, [true, true, false, false, false]),
+        (Action::DownloadImage, [true, true, false, true, true]),
+        (
+            Action::DownloadDeactivated,
+            [true, false, false, false, false],
+        ),
+        (Action::Publicize, [true, false, false, false, false]),
+        (Action::Communitize, [true, true, false, true, true]),
+        (Action::SetOwner, [true, false, false, false, false]),
+        (Action::Deactivate, [true, false, false, false, false]),
+        (Action::AddMember, [true, true, false, false, false]),
+        (Action::ModifyMember, [true, false, false, false, true]),
+        (Action::DeleteMember, [true, true, false, false, false]),
+    ];
+
+    #[test]
+    fn every_rule_admits_exactly_glances_callers() {
+        let image = Image::new(
+            uuid::Uuid::nil(),
+            Some("own".into()),
+            "2026-11-25T00:00:00Z",
+        );
+        let target = Target {
+            image: Some(&image),
+            member: Some("guest"),
+        };
+        assert_eq!(EXPECTED.len(), RULES.len(), "a rule without its test line");
+        for (action, expected) in EXPECTED {
+            for (caller, want) in callers().iter().zip(expected) {
+                assert_eq!(
+                    allowed(*action, caller, target),
+                    *want,
+                    "{action:?} for {caller:?}"
+                );
+            }
+            let refused = check(*action, &ctx("x", &[]), target).unwrap_err();
+            assert_eq!(refused.status.as_u16(), 403);
+        }
+    }
+
+    #[test]
+    fn visibility_hides_private_and_unshared_images_only() {
+        let mut image = Image::new(
+            uuid::Uuid::nil(),
+            Some("own".into()),
+            "2026-11-25T00:00:00Z",
+        );
+        let other = ctx("other", &["member"]);
+        for (vis, seen) in [
+            (Visibility::Public, true),
+            (Visibility::Community, true),
+            (Visibility::Shared, false),
+            (Visibility::Private, false),
+        ] {
+            image.visibility = vis;
+            assert_eq!(visible(&other, &image, None), seen, "{vis:?}");
+            assert!(visible(&ctx("own", &["reader"]), &image, None));
+            assert!(visible(&ctx("ops", &["admin"]), &image, None));
+        }
+        image.visibility = Visibility::Shared;
+        assert!(visible(&other, &image, Some(MemberStatus::Pending)));
+        image.visibility = Visibility::Private;
+        assert!(
+            !visible(&other, &image, Some(MemberStatus::Accepted)),
+            "a member of a no longer shared image"
+        );
+    }
 }
