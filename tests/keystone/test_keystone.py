@@ -55,7 +55,8 @@ def cloud(tmp_path_factory):
     else:
         raise AssertionError("quickstart exited early: " + (work / "quickstart.log").read_text())
     yield {"auth_url": auth_url, "password": password, "endpoint": endpoint,
-           "log": work / "quickstart.log"}
+           "log": work / "quickstart.log",
+           "keystone_access_log": work / "keystone" / "logs" / "access.log"}
     qs.send_signal(signal.SIGINT)
     assert qs.wait(timeout=30) == 0
     log.close()
@@ -199,3 +200,19 @@ def test_openstacksdk_and_the_openstack_cli_through_keystones_catalog(cloud, tmp
                           capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     assert hashlib.sha512(out.read_bytes()).digest() == hashlib.sha512(data).digest()
+
+
+def test_a_storm_of_one_token_costs_keystone_one_validation(cloud):
+    token = session(cloud, "demo-member", "demo").get_token()
+    log = cloud["keystone_access_log"]
+
+    def validations():
+        return sum(1 for line in log.read_text().splitlines() if '"GET /v3/auth/tokens' in line)
+
+    before = validations()
+    for _ in range(50):
+        r = requests.get(f"{cloud['endpoint']}/v2/images", headers={"X-Auth-Token": token},
+                         timeout=30)
+        assert r.status_code == 200
+    time.sleep(0.5)
+    assert validations() - before == 1, "each request asked Keystone again"
