@@ -26,7 +26,6 @@ impl Context {
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
     }
-
 }
 
 /// Maps tokens to callers (auth mode `static`).
