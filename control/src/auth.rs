@@ -84,13 +84,15 @@ impl Authenticator {
     }
 
     /// The caller `token` stands for; `None` when it is not valid.
+    /// `allow_expired`: a valid service token came with it (Keystone only).
     pub async fn validate(
         &self,
         token: &str,
+        allow_expired: bool,
     ) -> Result<Option<Context>, crate::keystone::KeystoneError> {
         match self {
             Authenticator::Static(s) => Ok(s.validate(token)),
-            Authenticator::Keystone(k) => k.validate(token).await,
+            Authenticator::Keystone(k) => k.validate(token, allow_expired).await,
         }
     }
 }

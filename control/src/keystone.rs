@@ -77,6 +77,9 @@ pub struct KeystoneAuth {
     service: tokio::sync::Mutex<Option<(String, Instant)>>,
     /// Validated tokens by the SHA-256 of the token (tokens are not kept).
     cache: std::sync::Mutex<HashMap<[u8; 32], Validated>>,
+    /// One gate per token being validated: concurrent requests with the
+    /// same new token wait for the first one's answer instead of asking too.
+    inflight: std::sync::Mutex<HashMap<[u8; 32], std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[derive(Deserialize)]
@@ -106,8 +109,10 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
 impl KeystoneAuth {
     /// A validator for `config` (no call is made yet).
     pub fn new(config: KeystoneConfig) -> Result<KeystoneAuth, KeystoneError> {
+        // No redirects: credentials and tokens go to Keystone's own URL only.
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| KeystoneError::Unavailable(e.to_string()))?;
         Ok(KeystoneAuth {
@@ -115,18 +120,52 @@ impl KeystoneAuth {
             http,
             service: tokio::sync::Mutex::new(None),
             cache: std::sync::Mutex::new(HashMap::new()),
+            inflight: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
     /// The caller `token` stands for; `None` when Keystone says it is not
-    /// a valid project-scoped token.
-    pub async fn validate(&self, token: &str) -> Result<Option<Context>, KeystoneError> {
-        let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-        let now = Instant::now();
-        if let Some(v) = self.cached(&key, now) {
+    /// a valid project-scoped token. `allow_expired` (a valid service token
+    /// came with it, as Nova sends) accepts a token that expired recently,
+    /// within Keystone's `allow_expired_window`.
+    pub async fn validate(
+        &self,
+        token: &str,
+        allow_expired: bool,
+    ) -> Result<Option<Context>, KeystoneError> {
+        let mut hasher = sha2::Sha256::new();
+        hasher.update([u8::from(allow_expired)]);
+        hasher.update(token.as_bytes());
+        let key: [u8; 32] = hasher.finalize().into();
+        if let Some(v) = self.cached(&key, Instant::now()) {
             return Ok(Some(v));
         }
-        let Some(info) = self.ask(token).await? else {
+        let gate = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            std::sync::Arc::clone(inflight.entry(key).or_default())
+        };
+        let turn = gate.lock().await;
+        let result = match self.cached(&key, Instant::now()) {
+            Some(v) => Ok(Some(v)),
+            None => self.ask_and_remember(key, token, allow_expired).await,
+        };
+        drop(turn);
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map and this caller hold the gate: nobody else waits.
+        if std::sync::Arc::strong_count(&gate) <= 2 {
+            inflight.remove(&key);
+        }
+        result
+    }
+
+    async fn ask_and_remember(
+        &self,
+        key: [u8; 32],
+        token: &str,
+        allow_expired: bool,
+    ) -> Result<Option<Context>, KeystoneError> {
+        let now = Instant::now();
+        let Some(info) = self.ask(token, allow_expired).await? else {
             return Ok(None);
         };
         let Some(project) = info.project else {
@@ -134,7 +173,7 @@ impl KeystoneAuth {
             return Ok(None);
         };
         let left = remaining(&info.expires_at).unwrap_or_default();
-        if left <= EXPIRY_MARGIN {
+        if left <= EXPIRY_MARGIN && !allow_expired {
             return Ok(None);
         }
         let context = Context {
@@ -142,7 +181,12 @@ impl KeystoneAuth {
             project_id: project.id,
             roles: info.roles.into_iter().map(|r| r.name).collect(),
         };
-        let until = now + (left - EXPIRY_MARGIN).min(self.config.cache_ttl);
+        let trusted = if allow_expired {
+            self.config.cache_ttl
+        } else {
+            (left - EXPIRY_MARGIN).min(self.config.cache_ttl)
+        };
+        let until = now + trusted;
         self.remember(key, context.clone(), until, now);
         Ok(Some(context))
     }
@@ -176,12 +220,22 @@ impl KeystoneAuth {
 
     /// Asks Keystone about `token`, with a fresh service token once if
     /// Keystone refuses ours.
-    async fn ask(&self, token: &str) -> Result<Option<TokenInfo>, KeystoneError> {
+    async fn ask(
+        &self,
+        token: &str,
+        allow_expired: bool,
+    ) -> Result<Option<TokenInfo>, KeystoneError> {
+        let query = if allow_expired {
+            "?nocatalog&allow_expired=1"
+        } else {
+            "?nocatalog"
+        };
+        let mut rejected: Option<String> = None;
         for attempt in 0..2 {
-            let service = self.service_token(attempt > 0).await?;
+            let service = self.service_token(rejected.as_deref()).await?;
             let resp = self
                 .http
-                .get(format!("{}/auth/tokens", self.config.auth_url))
+                .get(format!("{}/auth/tokens{query}", self.config.auth_url))
                 .header("X-Auth-Token", &service)
                 .header("X-Subject-Token", token)
                 .send()
@@ -196,8 +250,9 @@ impl KeystoneAuth {
                     return Ok(Some(body.token));
                 }
                 // Our own token expired or was revoked: get a new one, once.
-                401 | 403 if attempt == 0 => continue,
-                401 | 403 => return Err(KeystoneError::ServiceCredentials(403)),
+                401 if attempt == 0 => rejected = Some(service),
+                // Refused again, or not allowed to validate tokens at all.
+                s @ (401 | 403) => return Err(KeystoneError::ServiceCredentials(s)),
                 // The subject token is not valid (expired, revoked, unknown).
                 404 => return Ok(None),
                 s => return Err(KeystoneError::Unavailable(format!("keystone answered {s}"))),
@@ -207,12 +262,13 @@ impl KeystoneAuth {
     }
 
     /// The service user's token, fetched (password auth, project scope)
-    /// when there is none, it is about to expire, or `renew`.
-    async fn service_token(&self, renew: bool) -> Result<String, KeystoneError> {
+    /// when there is none, it is about to expire, or Keystone refused it
+    /// (`rejected`; renewed only if no other request renewed it already).
+    async fn service_token(&self, rejected: Option<&str>) -> Result<String, KeystoneError> {
         let mut held = self.service.lock().await;
-        if !renew
-            && let Some((token, until)) = held.as_ref()
+        if let Some((token, until)) = held.as_ref()
             && *until > Instant::now()
+            && rejected != Some(token.as_str())
         {
             return Ok(token.clone());
         }
@@ -251,7 +307,11 @@ impl KeystoneAuth {
             .await
             .map_err(|e| KeystoneError::Unavailable(e.without_url().to_string()))?;
         let left = remaining(&info.token.expires_at).unwrap_or_default();
-        let until = Instant::now() + left.saturating_sub(Duration::from_secs(60));
+        // Renewed a minute before it expires (at least a minute after now).
+        let until = Instant::now()
+            + left
+                .saturating_sub(Duration::from_secs(60))
+                .max(Duration::from_secs(60).min(left));
         *held = Some((token.clone(), until));
         Ok(token)
     }
@@ -326,7 +386,7 @@ mod tests {
     async fn an_unreachable_keystone_is_an_error_not_an_invalid_token() {
         let a = auth(10);
         assert!(matches!(
-            a.validate("some-token").await,
+            a.validate("some-token", false).await,
             Err(KeystoneError::Unavailable(_))
         ));
     }

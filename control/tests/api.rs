@@ -634,8 +634,10 @@ async fn deactivated_images_download_for_admins_only() {
                 .status
         }
     };
-    assert_eq!(action("deactivate", MEMBER_A).await, StatusCode::FORBIDDEN);
-    assert_eq!(action("deactivate", ADMIN).await, StatusCode::NO_CONTENT);
+    // The owner's members or admins deactivate; readers and other projects do not.
+    assert_eq!(action("deactivate", READER_A).await, StatusCode::FORBIDDEN);
+    assert_eq!(action("deactivate", MEMBER_B).await, StatusCode::NOT_FOUND);
+    assert_eq!(action("deactivate", MEMBER_A).await, StatusCode::NO_CONTENT);
     assert_eq!(
         app.get(&format!("/v2/images/{id}"), MEMBER_A).await.json()["status"],
         "deactivated"
@@ -973,6 +975,12 @@ async fn sharing_follows_glances_members_api() {
             .status,
         StatusCode::BAD_REQUEST
     );
+    // Another project learns nothing of proj-b's membership.
+    let other = format!("{members}/proj-c");
+    let r = app
+        .send_json("PUT", &other, MEMBER_B, json!({"status": "accepted"}))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
     // The owner cannot answer for proj-b; proj-b can.
     let r = app
         .send_json("PUT", &b, MEMBER_A, json!({"status": "accepted"}))

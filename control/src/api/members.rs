@@ -47,6 +47,15 @@ async fn member_of(
     .await
 }
 
+/// Glance's answer for the members of an image that is not `shared`.
+fn shared_only(image: &crate::model::Image) -> Result<(), ApiError> {
+    if image.visibility == Visibility::Shared {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("Only shared images have members."))
+    }
+}
+
 /// Writes a member record and answers with it.
 async fn store(state: &Shared, record: Member) -> Result<Response, ApiError> {
     let stored = record.clone();
@@ -69,6 +78,7 @@ pub async fn list(
     ImageId(id): ImageId,
 ) -> Result<Response, ApiError> {
     let image = load_visible(&state, &ctx, id).await?;
+    shared_only(&image)?;
     let all = blocking(&state, move |m| m.members(&id)).await?;
     let everyone = ctx.is_admin() || policy::owns(&ctx, &image);
     let members: Vec<serde_json::Value> = all
@@ -88,9 +98,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let image = load_visible(&state, &ctx, id).await?;
     policy::check(Action::AddMember, &ctx, Target::image(&image))?;
-    if image.visibility != Visibility::Shared {
-        return Err(ApiError::forbidden("Only shared images have members."));
-    }
+    shared_only(&image)?;
     let NewMember { member } = parse_body(&body)?;
     if member.is_empty() || member.len() > 255 {
         return Err(ApiError::bad_request(
@@ -140,7 +148,13 @@ pub async fn update(
     MemberId(member): MemberId,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    load_visible(&state, &ctx, id).await?;
+    let image = load_visible(&state, &ctx, id).await?;
+    shared_only(&image)?;
+    // Another project's membership is revealed only to the owner (who
+    // lists them anyway), not even by a 403.
+    if !(ctx.is_admin() || policy::owns(&ctx, &image) || policy::is_member(&ctx, &member)) {
+        return Err(no_member(&member));
+    }
     let Some(mut record) = member_of(&state, id, member.clone()).await? else {
         return Err(no_member(&member));
     };
@@ -168,6 +182,7 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let image = load_visible(&state, &ctx, id).await?;
     policy::check(Action::DeleteMember, &ctx, Target::image(&image))?;
+    shared_only(&image)?;
     let removed = blocking(&state, {
         let member = member.clone();
         move |m| m.delete_member(&id, &member)

@@ -104,18 +104,20 @@ async fn authenticate(State(state): State<Shared>, mut req: Request, next: Next)
         .get("x-service-token")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let validated = match token {
-        Some(t) => state.auth.validate(&t).await,
+    // A service token (Nova sends its own beside the user's) must be valid;
+    // with the `service` role it lets a recently expired user token through,
+    // as keystonemiddleware does for long operations.
+    let service = match service_token {
         None => Ok(None),
+        Some(s) => state.auth.validate(&s, false).await.map(Some),
     };
-    // A service token (Nova sends its own beside the user's) must be valid
-    // too, as keystonemiddleware requires.
-    let validated = match (validated, service_token) {
-        (Ok(Some(ctx)), Some(s)) => match state.auth.validate(&s).await {
-            Ok(Some(_)) => Ok(Some(ctx)),
-            other => other.map(|_| None),
-        },
-        (v, _) => v,
+    let validated = match (service, token) {
+        (Err(e), _) => Err(e),
+        (Ok(Some(None)), _) | (_, None) => Ok(None),
+        (Ok(service), Some(t)) => {
+            let allow_expired = service.flatten().is_some_and(|s| s.has_role("service"));
+            state.auth.validate(&t, allow_expired).await
+        }
     };
     match validated {
         Ok(Some(ctx)) => {

@@ -77,7 +77,7 @@ pub fn set_property(ctx: &Context, img: &mut Image, key: &str, v: &Value) -> Res
                     "Invalid visibility '{s}': expected public, private, shared or community"
                 ))
             })?;
-            policy::check_visibility(ctx, vis)?;
+            policy::check_visibility(ctx, img, vis)?;
             img.visibility = vis;
         }
         "protected" => img.protected = boolean(key, v)?,

@@ -90,7 +90,7 @@ pub const RULES: &[(Action, &[Who], &str)] = &[
     ),
     (
         Action::Communitize,
-        &[Who::Admin, Who::AnyMember],
+        &[Who::Admin, Who::OwnerMember],
         "You are not permitted to communitize images.",
     ),
     (
@@ -100,7 +100,7 @@ pub const RULES: &[(Action, &[Who], &str)] = &[
     ),
     (
         Action::Deactivate,
-        &[Who::Admin],
+        &[Who::Admin, Who::OwnerMember],
         "You are not permitted to deactivate or reactivate images.",
     ),
     (
@@ -188,11 +188,12 @@ pub fn is_member(ctx: &Context, member_id: &str) -> bool {
     ctx.project_id == member_id
 }
 
-/// Setting a visibility: `public` and `community` have rules of their own.
-pub fn check_visibility(ctx: &Context, v: Visibility) -> Result<(), ApiError> {
+/// Setting a visibility on `image`: `public` and `community` have rules of
+/// their own.
+pub fn check_visibility(ctx: &Context, image: &Image, v: Visibility) -> Result<(), ApiError> {
     match v {
-        Visibility::Public => check(Action::Publicize, ctx, Target::default()),
-        Visibility::Community => check(Action::Communitize, ctx, Target::default()),
+        Visibility::Public => check(Action::Publicize, ctx, Target::image(image)),
+        Visibility::Community => check(Action::Communitize, ctx, Target::image(image)),
         Visibility::Shared | Visibility::Private => Ok(()),
     }
 }
@@ -234,9 +235,9 @@ mod tests {
             [true, false, false, false, false],
         ),
         (Action::Publicize, [true, false, false, false, false]),
-        (Action::Communitize, [true, true, false, true, true]),
+        (Action::Communitize, [true, true, false, false, false]),
         (Action::SetOwner, [true, false, false, false, false]),
-        (Action::Deactivate, [true, false, false, false, false]),
+        (Action::Deactivate, [true, true, false, false, false]),
         (Action::AddMember, [true, true, false, false, false]),
         (Action::ModifyMember, [true, false, false, false, true]),
         (Action::DeleteMember, [true, true, false, false, false]),
