@@ -13,6 +13,9 @@
 //!   a download reads it).
 //! - `POST /admin/cache/prune[?target_bytes=N]`: evict entries nobody is
 //!   reading, in eviction order, until at most N bytes (default 0) remain.
+//! - `GET /admin/keyring`: the key ids and the primary (never a secret).
+//! - `PUT /admin/keyring`: install a keyring (its TOML in the body), as
+//!   glance-api pushes it on rotation; kept in the keyring file too.
 
 use std::io;
 
@@ -111,6 +114,9 @@ pub async fn refuse(io: &mut Io, keep_alive: bool) -> io::Result<()> {
 /// Answers one admin request the caller checked with [`allowed`]. Returns
 /// whether the connection may stay open.
 pub async fn serve(io: &mut Io, req: AdminRequest, keep_alive: bool) -> io::Result<bool> {
+    if req.path == "/admin/keyring" {
+        return keyring(io, &req, keep_alive).await;
+    }
     let rest = req.path.strip_prefix("/admin/cache").unwrap_or("-");
     match (req.method.as_str(), rest) {
         ("GET", "") => {
@@ -130,6 +136,43 @@ pub async fn serve(io: &mut Io, req: AdminRequest, keep_alive: bool) -> io::Resu
         }
         _ => {
             io.simple(404, "no such resource\n", keep_alive).await?;
+            Ok(keep_alive)
+        }
+    }
+}
+
+/// `GET` or `PUT /admin/keyring`.
+async fn keyring(io: &mut Io, req: &AdminRequest, keep_alive: bool) -> io::Result<bool> {
+    let describe = |k: &glance_link::Keyring| {
+        let keys: Vec<String> = k.key_ids().map(|id| id.to_string()).collect();
+        serde_json::json!({"primary": k.primary().to_string(), "keys": keys}).to_string()
+    };
+    match req.method.as_str() {
+        "GET" => {
+            let body = describe(&io.shared.keyring.load());
+            json(io, 200, &body, keep_alive).await
+        }
+        "PUT" => {
+            let Ok(text) = String::from_utf8(req.body.clone()) else {
+                io.simple(400, "the keyring must be UTF-8 TOML\n", keep_alive)
+                    .await?;
+                return Ok(keep_alive);
+            };
+            let shared = io.shared.clone();
+            match blocking(move || shared.install_keyring(&text)).await? {
+                Ok(k) => {
+                    let body = describe(&k);
+                    json(io, 200, &body, keep_alive).await
+                }
+                Err(e) => {
+                    io.simple(400, &format!("keyring refused: {e}\n"), keep_alive)
+                        .await?;
+                    Ok(keep_alive)
+                }
+            }
+        }
+        _ => {
+            io.simple(405, "method not allowed\n", keep_alive).await?;
             Ok(keep_alive)
         }
     }

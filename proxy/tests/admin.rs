@@ -173,3 +173,76 @@ fn prewarm_fills_from_the_origin_and_the_download_after_reads_nothing_more() {
     let r = admin(&node, "GET", "/admin/cache/prune", b"");
     assert_eq!(r.status, 405);
 }
+
+fn keyring_toml(primary: &str, keys: &[(&str, u64)]) -> String {
+    let mut text = format!("primary = \"{primary}\"\n[keys]\n");
+    for (id, seed) in keys {
+        text.push_str(&format!("{id} = \"{}\"\n", common::secret_b64(*seed)));
+    }
+    text
+}
+
+#[test]
+fn a_pushed_keyring_takes_effect_at_once_and_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(dir.path());
+    let node = node(dir.path(), &nginx);
+    let img = node.add_image(pseudo_random(100_000, 310), 310);
+    let old_link = node.link(&img.params);
+    assert_eq!(node.get(&old_link, &[]).status, 200);
+    let r = admin(&node, "GET", "/admin/keyring", b"");
+    let shown: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(shown, serde_json::json!({"primary": "k1", "keys": ["k1"]}));
+    assert!(!String::from_utf8_lossy(&r.body).contains(&common::secret_b64(1)));
+
+    // Rotation: k2 signs, k1 still verifies.
+    let rotated = keyring_toml("k2", &[("k1", 1), ("k2", 2)]);
+    let r = admin(&node, "PUT", "/admin/keyring", rotated.as_bytes());
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let shown: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        shown,
+        serde_json::json!({"primary": "k2", "keys": ["k1", "k2"]})
+    );
+    let keyring_file = node.dir.path().join("keyring.toml");
+    assert_eq!(std::fs::read_to_string(&keyring_file).unwrap(), rotated);
+    let mode = std::fs::metadata(&keyring_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the kept keyring is private");
+    let new_link = node.link(&img.params);
+    assert!(new_link.contains("kid=k2"), "{new_link}");
+    assert_eq!(node.get(&new_link, &[]).status, 200);
+    assert_eq!(
+        node.get(&old_link, &[]).status,
+        200,
+        "k1 links still verify"
+    );
+
+    // A broken keyring changes nothing.
+    for bad in [
+        "primary = \"k9\"\n[keys]\n",
+        "not toml",
+        "primary = \"k2\"\n[keys]\nk2 = \"short\"\n",
+    ] {
+        let r = admin(&node, "PUT", "/admin/keyring", bad.as_bytes());
+        assert_eq!(r.status, 400, "{bad}");
+    }
+    assert_eq!(std::fs::read_to_string(&keyring_file).unwrap(), rotated);
+    assert_eq!(node.get(&new_link, &[]).status, 200);
+
+    // k1 dropped: its links are refused.
+    let r = admin(
+        &node,
+        "PUT",
+        "/admin/keyring",
+        keyring_toml("k2", &[("k2", 2)]).as_bytes(),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(node.get(&old_link, &[]).status, 403);
+    assert_eq!(node.get(&new_link, &[]).status, 200);
+    // Without the token, no keyring is shown or taken.
+    let r = request_with_body(node.addr, "PUT", "/admin/keyring", &[], rotated.as_bytes());
+    assert_eq!(r.status, 401);
+}
