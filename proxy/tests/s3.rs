@@ -166,7 +166,6 @@ fn a_wrong_secret_is_a_clean_502_that_shows_no_secret() {
 
 #[test]
 fn s3_lost_mid_fill_cuts_the_body_and_a_later_request_resumes() {
-    use std::io::{Read as _, Write as _};
     let swift = Swift::shared();
     let b = bucket(swift);
     let addr: std::net::SocketAddr = swift
@@ -181,30 +180,7 @@ fn s3_lost_mid_fill_cuts_the_body_and_a_later_request_resumes() {
     let (node, _dir) = node_at(&endpoint, swift, &b, &swift.secret, "");
     let img = in_bucket(swift, &b, &node, pseudo_random(64 * MIB, 405), 405);
     let link = node.link(&img.params);
-    let mut client = std::net::TcpStream::connect(node.addr).unwrap();
-    client
-        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
-        .unwrap();
-    write!(
-        client,
-        "GET {link} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    path.cut();
-    let mut raw = Vec::new();
-    let _ = client.read_to_end(&mut raw);
-    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let got = raw.len() - head_end;
-    assert!(
-        got < img.bytes.len(),
-        "the body must be cut short, got all {got} bytes"
-    );
-    assert_eq!(
-        &raw[head_end..],
-        &img.bytes[..got],
-        "the bytes before the cut are right"
-    );
+    common::download_cut_by(node.addr, &link, &img.bytes, || path.cut());
     node.settle("s3");
     let before = node.metric(BACKEND);
     assert!(before > 0 && before < img.bytes.len() as u64, "{before}");

@@ -80,10 +80,9 @@ pub async fn list(
     let image = load_visible(&state, &ctx, id).await?;
     shared_only(&image)?;
     let all = blocking(&state, move |m| m.members(&id)).await?;
-    let everyone = ctx.is_admin() || policy::owns(&ctx, &image);
     let members: Vec<serde_json::Value> = all
         .iter()
-        .filter(|mb| everyone || policy::is_member(&ctx, &mb.member_id))
+        .filter(|mb| policy::sees_membership(&ctx, &image, &mb.member_id))
         .map(Member::to_json)
         .collect();
     Ok(axum::Json(json!({"members": members, "schema": "/v2/schemas/members"})).into_response())
@@ -130,7 +129,7 @@ pub async fn show(
     MemberId(member): MemberId,
 ) -> Result<Response, ApiError> {
     let image = load_visible(&state, &ctx, id).await?;
-    if !(ctx.is_admin() || policy::owns(&ctx, &image) || policy::is_member(&ctx, &member)) {
+    if !policy::sees_membership(&ctx, &image, &member) {
         return Err(no_member(&member));
     }
     match member_of(&state, id, member.clone()).await? {
@@ -152,7 +151,7 @@ pub async fn update(
     shared_only(&image)?;
     // Another project's membership is revealed only to the owner (who
     // lists them anyway), not even by a 403.
-    if !(ctx.is_admin() || policy::owns(&ctx, &image) || policy::is_member(&ctx, &member)) {
+    if !policy::sees_membership(&ctx, &image, &member) {
         return Err(no_member(&member));
     }
     let Some(mut record) = member_of(&state, id, member.clone()).await? else {

@@ -183,6 +183,12 @@ pub fn owns(ctx: &Context, image: &Image) -> bool {
     image.owner.as_deref() == Some(ctx.project_id.as_str())
 }
 
+/// Whether `ctx` may know of the membership of `member_id` in `image`:
+/// admins, the owning project, and that project itself.
+pub fn sees_membership(ctx: &Context, image: &Image, member_id: &str) -> bool {
+    ctx.is_admin() || owns(ctx, image) || is_member(ctx, member_id)
+}
+
 /// Whether the caller's project is the member `member_id`.
 pub fn is_member(ctx: &Context, member_id: &str) -> bool {
     ctx.project_id == member_id

@@ -71,6 +71,36 @@ pub fn download_sha512(addr: SocketAddr, target: &str) -> (u16, u64, [u8; 64]) {
     (status, len, hasher.finalize().into())
 }
 
+/// Starts a download of `target`, calls `cut` (the backend goes away) 1.5 s
+/// in, and checks the client then gets a body cut short of `image`, right
+/// as far as it goes.
+pub fn download_cut_by(addr: SocketAddr, target: &str, image: &[u8], cut: impl FnOnce()) {
+    let mut client = TcpStream::connect(addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        client,
+        "GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    cut();
+    let mut raw = Vec::new();
+    let _ = client.read_to_end(&mut raw);
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let got = raw.len() - head_end;
+    assert!(
+        got < image.len(),
+        "the body must be cut short, got all {got} bytes"
+    );
+    assert_eq!(
+        &raw[head_end..],
+        &image[..got],
+        "the bytes sent before the cut are right"
+    );
+}
+
 pub fn md5(bytes: &[u8]) -> [u8; 16] {
     md5::Md5::digest(bytes).into()
 }
