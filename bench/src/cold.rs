@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use crate::hot::{download, write_object};
+use crate::hot::{Workdir, download};
 use crate::peer::{self, Server};
 
 /// Options of `glance-bench cold`.
@@ -47,12 +47,8 @@ struct Storm {
 }
 
 pub fn run(args: &ColdArgs) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    std::fs::create_dir_all(&dir).unwrap();
-    let object = dir.join("object");
-    let size = args.size_mib << 20;
-    write_object(&object, size);
+    let work = Workdir::new(args.dir.as_deref(), args.size_mib);
+    let (dir, object, size) = (work.dir.clone(), work.object.clone(), work.size);
     let (origin, log) = peer::origin(&dir, &object, &args.rate);
     // The fill time: one client straight from the origin.
     let start = Instant::now();

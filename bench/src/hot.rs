@@ -39,12 +39,8 @@ struct Round {
 }
 
 pub fn run(args: &HotArgs) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    std::fs::create_dir_all(&dir).unwrap();
-    let object = dir.join("object");
-    let size = args.size_mib << 20;
-    write_object(&object, size);
+    let work = Workdir::new(args.dir.as_deref(), args.size_mib);
+    let (dir, object, size) = (work.dir.clone(), work.object.clone(), work.size);
     let servers = [
         peer::glance_stream(&dir, &object, args.workers),
         peer::nginx(&dir, &object, args.workers),
@@ -156,6 +152,41 @@ pub fn download(addr: SocketAddr, target: &str, times: usize, buf: &mut [u8]) ->
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// Where a benchmark keeps its object and its servers' files: the given
+/// directory, or a temporary one removed when this is dropped.
+pub struct Workdir {
+    /// The directory.
+    pub dir: std::path::PathBuf,
+    /// The object every server serves, `size` bytes.
+    pub object: std::path::PathBuf,
+    /// Its size.
+    pub size: u64,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Workdir {
+    /// Prepares the directory and writes an object of `size_mib` MiB in it.
+    pub fn new(dir: Option<&Path>, size_mib: u64) -> Workdir {
+        let (dir, tmp) = match dir {
+            Some(d) => (d.to_path_buf(), None),
+            None => {
+                let t = tempfile::tempdir().unwrap();
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        std::fs::create_dir_all(&dir).unwrap();
+        let object = dir.join("object");
+        let size = size_mib << 20;
+        write_object(&object, size);
+        Workdir {
+            dir,
+            object,
+            size,
+            _tmp: tmp,
+        }
+    }
 }
 
 /// Writes `size` pseudo-random bytes to `path` (kept when already there).
