@@ -72,14 +72,15 @@ impl Authenticator {
     /// The validator for an auth configuration.
     pub fn new(
         config: &crate::config::AuthConfig,
+        counts: crate::keystone::TokenCounts,
     ) -> Result<Authenticator, crate::keystone::KeystoneError> {
         Ok(match config {
             crate::config::AuthConfig::Static(tokens) => {
                 Authenticator::Static(StaticAuth::new(tokens))
             }
-            crate::config::AuthConfig::Keystone(k) => {
-                Authenticator::Keystone(Box::new(crate::keystone::KeystoneAuth::new(k.clone())?))
-            }
+            crate::config::AuthConfig::Keystone(k) => Authenticator::Keystone(Box::new(
+                crate::keystone::KeystoneAuth::new(k.clone(), counts)?,
+            )),
         })
     }
 

@@ -44,8 +44,9 @@ pub struct RawConfig {
     /// Lifetime of the signed links.
     #[serde(default = "default_ttl")]
     pub link_ttl_secs: u64,
-    /// Base URLs of the stream nodes (their `public_url`).
-    pub stream_nodes: Vec<String>,
+    /// The stream nodes registered at every start: base URLs, or tables.
+    #[serde(default)]
+    pub stream_nodes: Vec<RawNode>,
     /// Largest image accepted, in bytes.
     #[serde(default = "default_cap")]
     pub image_size_cap: u64,
@@ -55,6 +56,125 @@ pub struct RawConfig {
     pub store: RawStore,
     /// Authentication.
     pub auth: RawAuth,
+    /// The stream-node fleet: health checks, placement, keyring pushes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<RawFleet>,
+}
+
+/// One entry of `stream_nodes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RawNode {
+    /// Just the public base URL: named after its host and port, weight 100,
+    /// admin endpoints on the same URL.
+    Url(String),
+    /// Every setting.
+    Table(RawNodeTable),
+}
+
+/// `[[stream_nodes]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNodeTable {
+    /// The node's name: placement hashes it.
+    pub name: String,
+    /// The base URL downloads are redirected to.
+    pub public_url: String,
+    /// The base URL of `/healthz` and `/admin/` (default: `public_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_url: Option<String>,
+    /// Its relative share of the images.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+/// `[fleet]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleet {
+    /// File holding the stream nodes' admin token alone (mode 0600): without
+    /// it, glance-api cannot push keyrings or reach the nodes' caches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Time between two health checks of a node.
+    #[serde(default = "default_health_interval")]
+    pub health_interval_secs: u64,
+    /// Longest a health check, or any call to a node, may take.
+    #[serde(default = "default_node_timeout")]
+    pub node_timeout_secs: u64,
+    /// Failed health checks in a row that take a node out of placement.
+    #[serde(default = "default_unhealthy_after")]
+    pub unhealthy_after: u32,
+    /// Nodes each image is placed on (downloads spread among them).
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+    /// How long a replaced signing key outlives the last link it signed.
+    #[serde(default = "default_key_grace")]
+    pub key_grace_secs: u64,
+}
+
+impl Default for RawFleet {
+    fn default() -> RawFleet {
+        RawFleet {
+            admin_token_file: None,
+            health_interval_secs: default_health_interval(),
+            node_timeout_secs: default_node_timeout(),
+            unhealthy_after: default_unhealthy_after(),
+            replicas: default_replicas(),
+            key_grace_secs: default_key_grace(),
+        }
+    }
+}
+
+fn default_weight() -> u32 {
+    100
+}
+
+fn default_health_interval() -> u64 {
+    5
+}
+
+fn default_node_timeout() -> u64 {
+    5
+}
+
+fn default_unhealthy_after() -> u32 {
+    2
+}
+
+fn default_replicas() -> usize {
+    1
+}
+
+fn default_key_grace() -> u64 {
+    300
+}
+
+/// The stream nodes' admin token (its `Debug` never shows it).
+#[derive(Clone)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
+}
+
+/// The checked `[fleet]` table.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// The nodes' admin token, if glance-api may call their admin API.
+    pub admin_token: Option<AdminToken>,
+    /// Time between two health checks.
+    pub health_interval: Duration,
+    /// Longest one call to a node may take.
+    pub node_timeout: Duration,
+    /// Failed checks in a row that make a node unhealthy.
+    pub unhealthy_after: u32,
+    /// Nodes per image.
+    pub replicas: std::num::NonZeroUsize,
+    /// How long a replaced key outlives its last link.
+    pub key_grace: Duration,
 }
 
 fn default_ttl() -> u64 {
@@ -66,15 +186,34 @@ fn default_cap() -> u64 {
 }
 
 /// `[store]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     /// Store id: the same id names the store in the stream nodes' config.
     pub id: String,
-    /// `file`.
+    /// `file` or `s3`.
     pub kind: String,
     /// Directory of a file store.
-    pub path: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// `http://host[:port]` of an S3 store's API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// An S3 store's bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// The region an S3 store's signatures name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// An S3 store's access key id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// File holding an S3 store's secret access key alone (mode 0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Prepended to the image id to make an S3 object key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
 }
 
 /// `[auth]`.
@@ -161,16 +300,18 @@ pub struct Config {
     pub keyring: PathBuf,
     /// Signed link lifetime.
     pub link_ttl: Duration,
-    /// Stream node base URLs, without trailing `/`.
-    pub stream_nodes: Vec<String>,
+    /// Stream nodes registered at every start.
+    pub stream_nodes: Vec<crate::model::StreamNode>,
+    /// The fleet's settings.
+    pub fleet: FleetConfig,
     /// Largest image accepted.
     pub image_size_cap: u64,
     /// Metadata file.
     pub metadata: PathBuf,
     /// Store id.
     pub store_id: glance_link::StoreId,
-    /// File store directory.
-    pub store_path: PathBuf,
+    /// The store uploads go to.
+    pub store: crate::store::Store,
     /// Authentication.
     pub auth: AuthConfig,
 }
@@ -210,25 +351,27 @@ impl Config {
             }
         };
         let public_url = url(&raw.public_url)?;
-        let stream_nodes = raw
-            .stream_nodes
-            .iter()
-            .map(|u| url(u))
-            .collect::<Result<Vec<_>, _>>()?;
-        if stream_nodes.is_empty() {
-            return Err(bad("stream_nodes must name at least one stream node".into()));
+        let mut stream_nodes = Vec::with_capacity(raw.stream_nodes.len());
+        for node in &raw.stream_nodes {
+            let node = check_node(node).map_err(|m| bad(format!("stream_nodes: {m}")))?;
+            if stream_nodes
+                .iter()
+                .any(|n: &crate::model::StreamNode| n.name == node.name)
+            {
+                return Err(bad(format!(
+                    "stream_nodes: two nodes are named {:?}",
+                    node.name
+                )));
+            }
+            stream_nodes.push(node);
         }
+        let fleet = check_fleet(raw.fleet.unwrap_or_default(), base).map_err(bad)?;
         if raw.link_ttl_secs == 0 {
             return Err(bad("link_ttl_secs must be at least 1".into()));
         }
-        if raw.store.kind != "file" {
-            return Err(bad(format!(
-                "[store] kind = {:?}: this build stores images in kind = \"file\" only",
-                raw.store.kind
-            )));
-        }
         let store_id = glance_link::StoreId::new(&raw.store.id)
             .map_err(|e| bad(format!("[store] id: {e}")))?;
+        let store = check_store(&raw.store, base).map_err(|m| bad(format!("[store] {m}")))?;
         let auth = check_auth(raw.auth, base).map_err(bad)?;
         Ok(Config {
             listen,
@@ -236,12 +379,154 @@ impl Config {
             keyring: base.join(raw.keyring),
             link_ttl: Duration::from_secs(raw.link_ttl_secs),
             stream_nodes,
+            fleet,
             image_size_cap: raw.image_size_cap,
             metadata: base.join(raw.metadata),
             store_id,
-            store_path: base.join(raw.store.path),
+            store,
             auth,
         })
+    }
+}
+
+/// The longest node name.
+const MAX_NODE_NAME: usize = 64;
+
+/// Checks a node name: 1 to 64 characters from `A-Z a-z 0-9 . _ : -`, so it
+/// fits in a URL path, a metric label and a log line as it is.
+pub fn check_node_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NODE_NAME
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "node name {name:?} must be 1 to {MAX_NODE_NAME} characters from A-Z a-z 0-9 . _ : -"
+        ))
+    }
+}
+
+/// Checks a node's base URL: `http://` or `https://`, returned without a trailing `/`.
+pub fn check_node_url(url: &str) -> Result<String, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!("{url:?} must be an http:// or https:// URL"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!("{url:?} must not have a query or fragment"));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// Checks one `stream_nodes` entry.
+fn check_node(raw: &RawNode) -> Result<crate::model::StreamNode, String> {
+    let (name, public_url, admin_url, weight) = match raw {
+        RawNode::Url(u) => {
+            let public_url = check_node_url(u)?;
+            let name = public_url
+                .split_once("://")
+                .map_or(public_url.as_str(), |(_, rest)| rest)
+                .trim_end_matches('/')
+                .replace('/', "_");
+            (name, public_url.clone(), public_url, default_weight())
+        }
+        RawNode::Table(t) => {
+            let public_url = check_node_url(&t.public_url)?;
+            let admin_url = match &t.admin_url {
+                Some(a) => check_node_url(a)?,
+                None => public_url.clone(),
+            };
+            (t.name.clone(), public_url, admin_url, t.weight)
+        }
+    };
+    check_node_name(&name)?;
+    if weight == 0 {
+        return Err(format!("node {name:?}: weight must be at least 1"));
+    }
+    Ok(crate::model::StreamNode {
+        name,
+        public_url,
+        admin_url,
+        weight,
+        drained: false,
+    })
+}
+
+/// Checks `[fleet]`, reading the admin token file.
+fn check_fleet(raw: RawFleet, base: &Path) -> Result<FleetConfig, String> {
+    let admin_token = match raw.admin_token_file {
+        None => None,
+        Some(file) => {
+            let text = glance_link::read_private_file(&base.join(file))
+                .map_err(|e| format!("[fleet] admin_token_file: {e}"))?;
+            let token = text.trim();
+            if token.len() < 16 || token.contains(char::is_whitespace) {
+                return Err(
+                    "[fleet] admin_token_file: the token must be one word of at least 16 characters"
+                        .into(),
+                );
+            }
+            Some(AdminToken(token.to_owned()))
+        }
+    };
+    if raw.health_interval_secs == 0 || raw.node_timeout_secs == 0 {
+        return Err("[fleet] health_interval_secs and node_timeout_secs must be at least 1".into());
+    }
+    let replicas =
+        std::num::NonZeroUsize::new(raw.replicas).ok_or("[fleet] replicas must be at least 1")?;
+    Ok(FleetConfig {
+        admin_token,
+        health_interval: Duration::from_secs(raw.health_interval_secs),
+        node_timeout: Duration::from_secs(raw.node_timeout_secs),
+        unhealthy_after: raw.unhealthy_after.max(1),
+        replicas,
+        key_grace: Duration::from_secs(raw.key_grace_secs),
+    })
+}
+
+/// Checks `[store]`: the keys its kind needs, and no others.
+fn check_store(raw: &RawStore, base: &Path) -> Result<crate::store::Store, String> {
+    let s3_keys = [
+        ("endpoint", raw.endpoint.is_some()),
+        ("bucket", raw.bucket.is_some()),
+        ("region", raw.region.is_some()),
+        ("access_key_id", raw.access_key_id.is_some()),
+        (
+            "secret_access_key_file",
+            raw.secret_access_key_file.is_some(),
+        ),
+        ("prefix", raw.prefix.is_some()),
+    ];
+    match raw.kind.as_str() {
+        "file" => {
+            if let Some((key, _)) = s3_keys.iter().find(|(_, set)| *set) {
+                return Err(format!("`{key}` applies to kind = \"s3\" only"));
+            }
+            let path = raw.path.as_ref().ok_or("a file store needs `path`")?;
+            Ok(crate::store::Store::File(base.join(path)))
+        }
+        "s3" => {
+            if raw.path.is_some() {
+                return Err("`path` applies to kind = \"file\" only".into());
+            }
+            let bucket = glance_link::s3::S3Bucket::from_settings(
+                &glance_link::s3::S3Settings {
+                    endpoint: raw.endpoint.as_deref(),
+                    bucket: raw.bucket.as_deref(),
+                    region: raw.region.as_deref(),
+                    access_key_id: raw.access_key_id.as_deref(),
+                    secret_access_key_file: raw.secret_access_key_file.as_deref(),
+                    prefix: raw.prefix.as_deref(),
+                },
+                base,
+            )?;
+            let s3 = crate::store::S3Store::new(bucket)?;
+            Ok(crate::store::Store::S3(std::sync::Arc::new(s3)))
+        }
+        other => Err(format!("kind = {other:?}: use \"file\" or \"s3\"")),
     }
 }
 

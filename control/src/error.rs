@@ -52,6 +52,14 @@ impl ApiError {
     pub fn conflict(m: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, m)
     }
+    /// 500 for a failure of ours: the cause goes to the log, not the client.
+    pub fn from_internal(cause: &dyn std::fmt::Display) -> ApiError {
+        tracing::error!(error = %cause, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; see the server log",
+        )
+    }
 }
 
 impl From<MetadataError> for ApiError {

@@ -80,6 +80,26 @@ pub struct KeystoneAuth {
     /// One gate per token being validated: concurrent requests with the
     /// same new token wait for the first one's answer instead of asking too.
     inflight: std::sync::Mutex<HashMap<[u8; 32], std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    /// Counts validations answered from the cache and by Keystone.
+    counts: TokenCounts,
+}
+
+/// Counters of validations answered from the cache (`hit`) and by asking
+/// Keystone (`miss`).
+#[derive(Debug, Clone, Default)]
+pub struct TokenCounts(
+    pub  prometheus_client::metrics::family::Family<
+        crate::metrics::KindLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+);
+
+impl TokenCounts {
+    fn count(&self, kind: &'static str) {
+        self.0
+            .get_or_create(&crate::metrics::KindLabel { kind })
+            .inc();
+    }
 }
 
 #[derive(Deserialize)]
@@ -108,7 +128,7 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
 
 impl KeystoneAuth {
     /// A validator for `config` (no call is made yet).
-    pub fn new(config: KeystoneConfig) -> Result<KeystoneAuth, KeystoneError> {
+    pub fn new(config: KeystoneConfig, counts: TokenCounts) -> Result<KeystoneAuth, KeystoneError> {
         // No redirects: credentials and tokens go to Keystone's own URL only.
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
@@ -121,6 +141,7 @@ impl KeystoneAuth {
             service: tokio::sync::Mutex::new(None),
             cache: std::sync::Mutex::new(HashMap::new()),
             inflight: std::sync::Mutex::new(HashMap::new()),
+            counts,
         })
     }
 
@@ -138,6 +159,7 @@ impl KeystoneAuth {
         hasher.update(token.as_bytes());
         let key: [u8; 32] = hasher.finalize().into();
         if let Some(v) = self.cached(&key, Instant::now()) {
+            self.counts.count("hit");
             return Ok(Some(v));
         }
         let gate = {
@@ -146,8 +168,14 @@ impl KeystoneAuth {
         };
         let turn = gate.lock().await;
         let result = match self.cached(&key, Instant::now()) {
-            Some(v) => Ok(Some(v)),
-            None => self.ask_and_remember(key, token, allow_expired).await,
+            Some(v) => {
+                self.counts.count("hit");
+                Ok(Some(v))
+            }
+            None => {
+                self.counts.count("miss");
+                self.ask_and_remember(key, token, allow_expired).await
+            }
         };
         drop(turn);
         let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
@@ -329,17 +357,20 @@ mod tests {
     use super::*;
 
     fn auth(max: usize) -> KeystoneAuth {
-        KeystoneAuth::new(KeystoneConfig {
-            auth_url: "http://127.0.0.1:1/v3".into(),
-            username: "glance".into(),
-            password: "pw-not-shown".into(),
-            project_name: "service".into(),
-            user_domain_name: "Default".into(),
-            project_domain_name: "Default".into(),
-            cache_max_tokens: max,
-            cache_ttl: Duration::from_secs(300),
-            timeout: Duration::from_secs(1),
-        })
+        KeystoneAuth::new(
+            KeystoneConfig {
+                auth_url: "http://127.0.0.1:1/v3".into(),
+                username: "glance".into(),
+                password: "pw-not-shown".into(),
+                project_name: "service".into(),
+                user_domain_name: "Default".into(),
+                project_domain_name: "Default".into(),
+                cache_max_tokens: max,
+                cache_ttl: Duration::from_secs(300),
+                timeout: Duration::from_secs(1),
+            },
+            TokenCounts::default(),
+        )
         .unwrap()
     }
 

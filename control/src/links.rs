@@ -1,6 +1,7 @@
-//! Download links: which stream node, and the signed URL.
+//! Download links: the parameters signed for an image, and the signed URL on
+//! the stream node placement picks.
 
-use sha2::Digest as _;
+use glance_link::LinkParams;
 
 use crate::api::AppState;
 use crate::model::{Image, Status};
@@ -9,89 +10,93 @@ use crate::model::{Image, Status};
 pub enum Download {
     /// No data to serve (not uploaded, or zero bytes): `204`.
     NoData,
-    /// `307` to this URL.
-    Link(String),
+    /// No stream node is registered (or every one is drained): `503`.
+    NoNode,
+    /// `307` to this URL, valid until `expires` (Unix time).
+    Link {
+        /// The signed URL.
+        url: String,
+        /// When it stops working.
+        expires: u64,
+    },
 }
 
-/// Picks the stream node for an image by rendezvous (highest random weight)
-/// hashing: each image always goes to the same node while the set of nodes is
-/// unchanged, so it is cached on few nodes, and removing a node moves only
-/// that node's images.
-pub fn pick_node<'a>(nodes: &'a [String], image: &uuid::Uuid) -> Option<&'a str> {
-    nodes
-        .iter()
-        .max_by_key(|node| {
-            let mut h = sha2::Sha256::new();
-            h.update(node.as_bytes());
-            h.update(image.as_bytes());
-            let d = h.finalize();
-            let mut first = [0u8; 8];
-            first.copy_from_slice(&d[..8]);
-            u64::from_be_bytes(first)
-        })
-        .map(String::as_str)
-}
-
-/// The signed link for an image that has data.
-pub fn sign(state: &AppState, image: &Image) -> Download {
+/// The parameters a link to this image binds, expiring at `expires`; `None`
+/// when the image has no data to serve.
+pub fn params(image: &Image, expires: u64) -> Option<LinkParams> {
     let (Some(size), Some(md5), Some(sha512), Some(location)) = (
         image.size,
         image.checksum.as_deref(),
         image.os_hash_value.as_deref(),
         image.location.as_ref(),
     ) else {
-        return Download::NoData;
+        return None;
     };
     if size == 0 || !matches!(image.status, Status::Active | Status::Deactivated) {
-        return Download::NoData;
+        return None;
     }
     let (mut md5_bytes, mut sha_bytes) = ([0u8; 16], [0u8; 64]);
     let store = glance_link::StoreId::new(&location.store);
-    let (Ok(()), Ok(()), Ok(store), Some(node)) = (
+    let (Ok(()), Ok(()), Ok(store)) = (
         hex::decode_to_slice(md5, &mut md5_bytes),
         hex::decode_to_slice(sha512, &mut sha_bytes),
         store,
-        pick_node(&state.config.stream_nodes, &image.id),
     ) else {
         tracing::error!(image = %image.id, "image record has malformed hashes or store");
-        return Download::NoData;
+        return None;
     };
-    let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
-    let link = state.keyring.sign(glance_link::LinkParams {
+    Some(LinkParams {
         image_id: image.id,
         store,
         size,
         md5: md5_bytes,
         sha512: sha_bytes,
-        expires: now.saturating_add(state.config.link_ttl.as_secs()),
+        expires,
         client_cidr: None,
-    });
-    Download::Link(link.url(node))
+    })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// When a link signed now expires.
+pub fn expiry(state: &AppState) -> u64 {
+    crate::fleet::unix_now().saturating_add(state.config.link_ttl.as_secs())
+}
 
-    #[test]
-    fn rendezvous_is_stable_and_moves_only_the_removed_nodes_images() {
-        let nodes: Vec<String> = (0..4).map(|i| format!("http://10.0.0.{i}:9393")).collect();
-        let ids: Vec<uuid::Uuid> = (0..400u128).map(uuid::Uuid::from_u128).collect();
-        let before: Vec<&str> = ids
-            .iter()
-            .map(|id| pick_node(&nodes, id).unwrap())
-            .collect();
-        for n in &nodes {
-            let share = before.iter().filter(|p| **p == n.as_str()).count();
-            assert!(share > 50, "{n} got only {share} of 400");
-        }
-        let fewer: Vec<String> = nodes[..3].to_vec();
-        for (id, was) in ids.iter().zip(&before) {
-            let now = pick_node(&fewer, id).unwrap();
-            if *was != nodes[3] {
-                assert_eq!(now, *was, "an image moved off a node that stayed");
-            }
-        }
-        assert_eq!(pick_node(&[], &ids[0]), None);
+/// The signed link for an image, on the node placement picks for it.
+pub fn sign(state: &AppState, image: &Image) -> Download {
+    let expires = expiry(state);
+    let Some(params) = params(image, expires) else {
+        return Download::NoData;
+    };
+    let Some(node) = state.fleet.pick(&image.id) else {
+        return Download::NoNode;
+    };
+    let link = state.fleet.keys.keyring().sign(params);
+    Download::Link {
+        url: link.url(&node.public_url),
+        expires,
+    }
+}
+
+/// A direct link to the image's object in the backend store, valid for the
+/// link TTL: an S3 presigned GET. Only images in an S3 store have one.
+pub fn direct(state: &AppState, image: &Image) -> Result<(String, u64), crate::error::ApiError> {
+    let expires = expiry(state);
+    let (Some(_), Some(location)) = (params(image, expires), image.location.as_ref()) else {
+        return Err(crate::error::ApiError::conflict(format!(
+            "Image {} has no data to link to",
+            image.id
+        )));
+    };
+    match &state.config.store {
+        crate::store::Store::S3(s3) if location.store == state.config.store_id.as_str() => Ok((
+            s3.presigned_get(&location.key, state.config.link_ttl),
+            expires,
+        )),
+        store => Err(crate::error::ApiError::conflict(format!(
+            "Image {} is in store {} (kind {}), which has no direct links",
+            image.id,
+            location.store,
+            store.kind()
+        ))),
     }
 }

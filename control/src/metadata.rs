@@ -8,7 +8,7 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use uuid::Uuid;
 
-use crate::model::{Image, Member, MemberStatus};
+use crate::model::{Image, KeyRecord, Member, MemberStatus, StreamNode};
 
 /// Images by id (the 16 UUID bytes), each a JSON-encoded [`Image`].
 const IMAGES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("images");
@@ -18,6 +18,10 @@ const IMAGES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("images")
 const MEMBERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("members");
 /// Facts about the file itself.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Stream nodes by name, as JSON.
+const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("stream_nodes");
+/// Signing key records by key id, as JSON (the secrets stay in the keyring file).
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("signing_keys");
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u64 = 1;
 
@@ -31,8 +35,8 @@ pub enum MetadataError {
     /// A record could not be decoded.
     #[error("metadata record {id} is corrupt: {message}")]
     Corrupt {
-        /// The image.
-        id: Uuid,
+        /// The record's key (an image id, a node name, a key id).
+        id: String,
         /// What failed.
         message: String,
     },
@@ -85,6 +89,18 @@ pub trait MetadataStore: Send + Sync + 'static {
     fn delete_member(&self, image: &Uuid, member: &str) -> Result<bool, MetadataError>;
     /// Every image shared with `project`, with its answer.
     fn memberships(&self, project: &str) -> Result<HashMap<Uuid, MemberStatus>, MetadataError>;
+    /// Every registered stream node, by name.
+    fn stream_nodes(&self) -> Result<Vec<StreamNode>, MetadataError>;
+    /// Adds or replaces a stream node.
+    fn put_stream_node(&self, node: &StreamNode) -> Result<(), MetadataError>;
+    /// Removes a stream node; `false` if there was none.
+    fn delete_stream_node(&self, name: &str) -> Result<bool, MetadataError>;
+    /// Every signing key record, by id.
+    fn key_records(&self) -> Result<Vec<KeyRecord>, MetadataError>;
+    /// Adds or replaces a signing key record.
+    fn put_key_record(&self, record: &KeyRecord) -> Result<(), MetadataError>;
+    /// Removes a signing key record; `false` if there was none.
+    fn delete_key_record(&self, id: &str) -> Result<bool, MetadataError>;
 }
 
 /// The embedded store: one redb file.
@@ -100,6 +116,8 @@ impl RedbStore {
         {
             txn.open_table(IMAGES).map_err(db_err)?;
             txn.open_table(MEMBERS).map_err(db_err)?;
+            txn.open_table(NODES).map_err(db_err)?;
+            txn.open_table(KEYS).map_err(db_err)?;
             let mut meta = txn.open_table(META).map_err(db_err)?;
             let found = meta
                 .get("schema_version")
@@ -121,16 +139,71 @@ impl RedbStore {
     }
 }
 
+impl RedbStore {
+    /// Every record of a small table keyed by name, decoded from JSON.
+    fn named_all<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>, MetadataError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(table).map_err(db_err)?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
+            out.push(
+                serde_json::from_slice(v.value()).map_err(|e| MetadataError::Corrupt {
+                    id: k.value().to_owned(),
+                    message: e.to_string(),
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Writes one record of a table keyed by name.
+    fn named_put<T: serde::Serialize>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        value: &T,
+    ) -> Result<(), MetadataError> {
+        let bytes = serde_json::to_vec(value).map_err(db_err)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.open_table(table)
+            .map_err(db_err)?
+            .insert(key, bytes.as_slice())
+            .map_err(db_err)?;
+        txn.commit().map_err(db_err)
+    }
+
+    /// Removes one record of a table keyed by name.
+    fn named_delete(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<bool, MetadataError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let removed = txn
+            .open_table(table)
+            .map_err(db_err)?
+            .remove(key)
+            .map_err(db_err)?
+            .is_some();
+        txn.commit().map_err(db_err)?;
+        Ok(removed)
+    }
+}
+
 fn decode(id: Uuid, bytes: &[u8]) -> Result<Image, MetadataError> {
     serde_json::from_slice(bytes).map_err(|e| MetadataError::Corrupt {
-        id,
+        id: id.to_string(),
         message: e.to_string(),
     })
 }
 
 fn decode_member(id: Uuid, bytes: &[u8]) -> Result<Member, MetadataError> {
     serde_json::from_slice(bytes).map_err(|e| MetadataError::Corrupt {
-        id,
+        id: id.to_string(),
         message: e.to_string(),
     })
 }
@@ -277,6 +350,30 @@ impl MetadataStore for RedbStore {
             }
         }
         Ok(out)
+    }
+
+    fn stream_nodes(&self) -> Result<Vec<StreamNode>, MetadataError> {
+        self.named_all(NODES)
+    }
+
+    fn put_stream_node(&self, node: &StreamNode) -> Result<(), MetadataError> {
+        self.named_put(NODES, &node.name, node)
+    }
+
+    fn delete_stream_node(&self, name: &str) -> Result<bool, MetadataError> {
+        self.named_delete(NODES, name)
+    }
+
+    fn key_records(&self) -> Result<Vec<KeyRecord>, MetadataError> {
+        self.named_all(KEYS)
+    }
+
+    fn put_key_record(&self, record: &KeyRecord) -> Result<(), MetadataError> {
+        self.named_put(KEYS, &record.id, record)
+    }
+
+    fn delete_key_record(&self, id: &str) -> Result<bool, MetadataError> {
+        self.named_delete(KEYS, id)
     }
 }
 

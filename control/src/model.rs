@@ -339,6 +339,35 @@ pub fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
 }
 
+/// A glance-stream node in the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamNode {
+    /// Its name: what placement hashes, so renaming a node moves its images.
+    pub name: String,
+    /// The base URL downloads are redirected to.
+    pub public_url: String,
+    /// The base URL of its `/healthz` and `/admin/` endpoints.
+    pub admin_url: String,
+    /// Its share of the images, relative to the other nodes' weights.
+    pub weight: u32,
+    /// A drained node gets no new downloads; its cache stays.
+    pub drained: bool,
+}
+
+/// When a signing key was made and when it is to be dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// The key id.
+    pub id: String,
+    /// Unix time it was made by a rotation; `None` for keys that came with
+    /// the keyring file.
+    pub created_at: Option<u64>,
+    /// Unix time after which it is dropped from the keyring: set when a newer
+    /// key replaces it as primary, to the last expiry of a link it signed
+    /// plus a grace period.
+    pub retire_at: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

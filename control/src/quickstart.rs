@@ -4,13 +4,14 @@
 //! tokens, metadata and images.
 
 use std::io::{BufRead as _, BufReader};
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use base64::Engine as _;
 
-use crate::config::{Config, RawAuth, RawConfig, RawKeystone, RawStore, StaticToken};
+use crate::config::{
+    Config, RawAuth, RawConfig, RawFleet, RawKeystone, RawNode, RawNodeTable, RawStore, StaticToken,
+};
 use crate::server;
 
 /// Options of `glance-api quickstart`.
@@ -22,9 +23,12 @@ pub struct Args {
     /// Port of the Image API.
     #[arg(long, default_value_t = 9292)]
     pub port: u16,
-    /// Port of the stream node.
+    /// Port of the first stream node; the others take the ports after it.
     #[arg(long, default_value_t = 9393)]
     pub stream_port: u16,
+    /// How many glance-stream processes to start, registered as the fleet.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub stream_nodes: u16,
     /// Address both listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -81,20 +85,42 @@ fn random_token(bytes: usize) -> Result<String, String> {
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), String> {
-    let err = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(err)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    glance_link::write_private_file(path, text, "tmp")
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-/// Writes the keyring and both configs unless they exist; returns the API config.
-fn prepare(args: &Args) -> Result<RawConfig, String> {
+/// One stream node of the quickstart: its name, URL and directory.
+struct QuickNode {
+    name: String,
+    url: String,
+    dir: PathBuf,
+}
+
+/// The stream nodes the command line asks for: `stream-1` on `--stream-port`,
+/// `stream-2` on the next port, and so on, each in `DIR/stream-N`.
+fn quick_nodes(args: &Args) -> Result<Vec<QuickNode>, String> {
+    (0..args.stream_nodes)
+        .map(|i| {
+            let port = args
+                .stream_port
+                .checked_add(i)
+                .ok_or("--stream-port plus --stream-nodes passes port 65535")?;
+            let name = format!("stream-{}", i + 1);
+            Ok(QuickNode {
+                url: format!("http://{}:{port}", args.host),
+                dir: args.dir.join(&name),
+                name,
+            })
+        })
+        .collect()
+}
+
+/// Writes the keyring, the stream nodes' admin token and every config
+/// (secrets only if missing); returns the API config.
+fn prepare(args: &Args, nodes: &[QuickNode]) -> Result<RawConfig, String> {
     let dir = &args.dir;
-    for sub in ["images", "cache"] {
-        std::fs::create_dir_all(dir.join(sub))
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
+    std::fs::create_dir_all(dir.join("images"))
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let keyring = dir.join("keyring.toml");
     if !keyring.exists() {
         let kid = "qs1";
@@ -106,8 +132,11 @@ fn prepare(args: &Args) -> Result<RawConfig, String> {
             ),
         )?;
     }
+    let admin_token = dir.join("stream-admin-token");
+    if !admin_token.exists() {
+        write_private(&admin_token, &random_token(32)?)?;
+    }
     let api_path = dir.join("glance-api.toml");
-    let stream_url = format!("http://{}:{}", args.host, args.stream_port);
     let mut raw: RawConfig = if api_path.exists() {
         let text = std::fs::read_to_string(&api_path).map_err(|e| e.to_string())?;
         toml::from_str(&text).map_err(|e| format!("{}: {e}", api_path.display()))?
@@ -123,7 +152,8 @@ fn prepare(args: &Args) -> Result<RawConfig, String> {
             store: RawStore {
                 id: "local".into(),
                 kind: "file".into(),
-                path: "images".into(),
+                path: Some("images".into()),
+                ..RawStore::default()
             },
             auth: RawAuth {
                 mode: "static".into(),
@@ -143,25 +173,56 @@ fn prepare(args: &Args) -> Result<RawConfig, String> {
                 ],
                 keystone: None,
             },
+            fleet: None,
         }
     };
-    // Ports, host and Keystone follow the command line on every run.
+    // Ports, host, nodes and Keystone follow the command line on every run.
     if let Some(auth) = keystone_auth(args)? {
         raw.auth = auth;
     }
     raw.listen = format!("{}:{}", args.host, args.port);
     raw.public_url = format!("http://{}:{}", args.host, args.port);
-    raw.stream_nodes = vec![stream_url.clone()];
+    raw.stream_nodes = nodes
+        .iter()
+        .map(|n| {
+            RawNode::Table(RawNodeTable {
+                name: n.name.clone(),
+                public_url: n.url.clone(),
+                admin_url: None,
+                weight: 100,
+            })
+        })
+        .collect();
+    let fleet = raw.fleet.get_or_insert_with(RawFleet::default);
+    fleet.admin_token_file = Some("stream-admin-token".into());
     let text = toml::to_string(&raw).map_err(|e| e.to_string())?;
     write_private(&api_path, &text)?;
-    let stream = format!(
-        "listen = \"{}:{}\"\npublic_url = \"{stream_url}\"\nkeyring = \"keyring.toml\"\nthreads = 0\n\
-         [cache]\ndir = \"cache\"\nmax_bytes = 21474836480\n\
-         [stores.{}]\nkind = \"file\"\npath = \"images\"\n",
-        args.host, args.stream_port, raw.store.id
-    );
-    std::fs::write(dir.join("glance-stream.toml"), stream).map_err(|e| e.to_string())?;
+    for node in nodes {
+        prepare_node(args, node, &raw.store.id)?;
+    }
     Ok(raw)
+}
+
+/// A stream node's directory: its config, its copy of the keyring (kept
+/// current by glance-api's pushes) and its cache.
+fn prepare_node(args: &Args, node: &QuickNode, store: &str) -> Result<(), String> {
+    let err = |e: std::io::Error| format!("cannot create {}: {e}", node.dir.display());
+    std::fs::create_dir_all(node.dir.join("cache")).map_err(err)?;
+    let keyring = node.dir.join("keyring.toml");
+    if !keyring.exists() {
+        let text = glance_link::read_private_file(&args.dir.join("keyring.toml"))
+            .map_err(|e| e.to_string())?;
+        write_private(&keyring, &text)?;
+    }
+    let listen = node.url.trim_start_matches("http://");
+    let config = format!(
+        "listen = \"{listen}\"\npublic_url = \"{}\"\nkeyring = \"keyring.toml\"\nthreads = 0\n\
+         [admin]\ntoken_file = \"../stream-admin-token\"\n\
+         [cache]\ndir = \"cache\"\nmax_bytes = 21474836480\n\
+         [stores.{store}]\nkind = \"file\"\npath = \"../images\"\n",
+        node.url
+    );
+    std::fs::write(node.dir.join("glance-stream.toml"), config).map_err(err)
 }
 
 /// The credentials file in keystone mode: the service user's password
@@ -227,61 +288,103 @@ fn spawn_stream(dir: &Path) -> Result<Child, String> {
     Ok(child)
 }
 
-/// Runs the quickstart until Ctrl-C (or SIGTERM), then stops both processes.
-pub async fn run(args: Args) -> Result<(), String> {
-    let raw = prepare(&args)?;
-    let api_path = args.dir.join("glance-api.toml");
-    let config = Config::load(&api_path).map_err(|e| e.to_string())?;
-    let listener = server::bind(&config).await.map_err(|e| e.to_string())?;
-    let state = server::state(config.clone()).map_err(|e| e.to_string())?;
-    let mut stream = spawn_stream(&args.dir)?;
-    let endpoint = config.public_url.clone();
+/// Stops the stream nodes: SIGTERM lets each drain.
+fn stop_streams(streams: &mut [Child]) {
+    for child in streams.iter() {
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+    }
+    for child in streams.iter_mut() {
+        let _ = child.wait();
+    }
+}
+
+/// Writes `openrc` (and `openrc-member` with static tokens).
+fn write_openrc(args: &Args, raw: &RawConfig, endpoint: &str) -> Result<(), String> {
     match (&raw.auth.keystone, raw.auth.tokens.as_slice()) {
         (Some(k), _) => {
             let password = std::fs::read_to_string(args.dir.join(&k.password_file))
                 .map_err(|e| format!("keystone password file: {e}"))?;
             write_private(
                 &args.dir.join("openrc"),
-                &openrc_keystone(k, password.trim_end(), &endpoint),
+                &openrc_keystone(k, password.trim_end(), endpoint),
             )?;
             let _ = std::fs::remove_file(args.dir.join("openrc-member"));
+            Ok(())
         }
         (None, [admin, member, ..]) => {
-            write_private(&args.dir.join("openrc"), &openrc(&admin.token, &endpoint))?;
+            write_private(&args.dir.join("openrc"), &openrc(&admin.token, endpoint))?;
             write_private(
                 &args.dir.join("openrc-member"),
-                &openrc(&member.token, &endpoint),
-            )?;
+                &openrc(&member.token, endpoint),
+            )
         }
-        (None, _) => return Err("the quickstart config has fewer than two static tokens".into()),
+        (None, _) => Err("the quickstart config has fewer than two static tokens".into()),
+    }
+}
+
+/// Runs the quickstart until Ctrl-C (or SIGTERM), then stops every process.
+pub async fn run(args: Args) -> Result<(), String> {
+    let nodes = quick_nodes(&args)?;
+    let raw = prepare(&args, &nodes)?;
+    let api_path = args.dir.join("glance-api.toml");
+    let config = Config::load(&api_path).map_err(|e| e.to_string())?;
+    let listener = server::bind(&config).await.map_err(|e| e.to_string())?;
+    let state = server::state(config.clone()).map_err(|e| e.to_string())?;
+    // The quickstart's registry is its command line: nodes of an earlier
+    // run with more nodes leave it.
+    for old in state.fleet.nodes() {
+        if !nodes.iter().any(|n| n.name == old.name) {
+            state.fleet.remove(&old.name).map_err(|e| e.to_string())?;
+        }
+    }
+    let mut streams = Vec::with_capacity(nodes.len());
+    for node in &nodes {
+        match spawn_stream(&node.dir) {
+            Ok(child) => streams.push(child),
+            Err(e) => {
+                stop_streams(&mut streams);
+                return Err(e);
+            }
+        }
+    }
+    let endpoint = config.public_url.clone();
+    if let Err(e) = write_openrc(&args, &raw, &endpoint) {
+        stop_streams(&mut streams);
+        return Err(e);
     }
     let dir = args.dir.display();
-    let who = match &raw.auth.keystone {
-        Some(k) => format!(
-            "openrc = Keystone user '{}' of project '{}'",
-            k.username, k.project_name
+    let (who, token_line) = match &raw.auth.keystone {
+        Some(k) => (
+            format!(
+                "openrc = Keystone user '{}' of project '{}'",
+                k.username, k.project_name
+            ),
+            "\x20 export OS_TOKEN=$(openstack token issue -f value -c id)\n",
         ),
-        None => {
-            "openrc = admin of project 'admin', openrc-member = member of project 'demo'".into()
-        }
+        None => (
+            "openrc = admin of project 'admin', openrc-member = member of project 'demo'".into(),
+            "",
+        ),
     };
+    let urls: Vec<&str> = nodes.iter().map(|n| n.url.as_str()).collect();
     println!("glance-api listening on {}", config.listen);
     println!(
-        "\nQuickstart is running: Image API {endpoint}, stream node {}.\n\
+        "\nQuickstart is running: Image API {endpoint}, stream node{} {}.\n\
          Working directory: {dir} ({who}).\n\n\
          Try it:\n\
          \x20 . {dir}/openrc\n\
+         {token_line}\
          \x20 curl -s -H \"X-Auth-Token: $OS_TOKEN\" $OS_IMAGE_URL/v2/images\n\
          \x20 openstack image create --file disk.img --disk-format raw --container-format bare demo\n\
          \x20 openstack image list\n\
          \x20 openstack image save --file out.img demo\n\
-         \x20 curl -L -H \"X-Auth-Token: $OS_TOKEN\" -o out.img $OS_IMAGE_URL/v2/images/IMAGE_ID/file\n\n\
-         Press Ctrl-C to stop both.",
-        config.stream_nodes.join(", ")
+         \x20 curl -L -H \"X-Auth-Token: $OS_TOKEN\" -o out.img $OS_IMAGE_URL/v2/images/IMAGE_ID/file\n\
+         \x20 curl -s -H \"X-Auth-Token: $OS_TOKEN\" $OS_IMAGE_URL/admin/nodes\n\n\
+         Press Ctrl-C to stop them all.",
+        if urls.len() > 1 { "s" } else { "" },
+        urls.join(", ")
     );
     let served = server::serve(listener, state, server::signal()).await;
-    // Stop the stream node: SIGTERM lets it drain.
-    let _ = Command::new("kill").arg(stream.id().to_string()).status();
-    let _ = stream.wait();
+    stop_streams(&mut streams);
     served.map_err(|e| e.to_string())
 }

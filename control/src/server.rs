@@ -5,15 +5,20 @@ use std::sync::Arc;
 use crate::api::{AppState, router};
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::metadata::RedbStore;
+use crate::fleet::Fleet;
+use crate::fleet::keys::SigningKeys;
+use crate::metadata::{MetadataStore, RedbStore};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    /// The keyring could not be loaded.
-    #[error(transparent)]
-    Keyring(#[from] glance_link::KeyringError),
+    /// The signing keys could not be loaded.
+    #[error("signing keys: {0}")]
+    Keys(String),
+    /// The stream-node registry could not be set up.
+    #[error("stream nodes: {0}")]
+    Fleet(String),
     /// The metadata file could not be opened.
     #[error(transparent)]
     Metadata(#[from] crate::metadata::MetadataError),
@@ -38,21 +43,43 @@ pub enum StartError {
     },
 }
 
-/// Builds the shared state: keyring, metadata, auth.
+/// Builds the shared state: metadata, keys, fleet, auth. The fleet's health
+/// loop is not started: [`start_fleet`] does that, inside the runtime.
 pub fn state(config: Config) -> Result<Arc<AppState>, StartError> {
-    let keyring = glance_link::Keyring::load(&config.keyring)?;
-    std::fs::create_dir_all(&config.store_path).map_err(|source| StartError::Store {
-        path: config.store_path.display().to_string(),
-        source,
-    })?;
-    let metadata = Arc::new(RedbStore::open(&config.metadata)?);
-    let auth = Authenticator::new(&config.auth)?;
+    if let crate::store::Store::File(dir) = &config.store {
+        std::fs::create_dir_all(dir).map_err(|source| StartError::Store {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let metadata: Arc<dyn MetadataStore> = Arc::new(RedbStore::open(&config.metadata)?);
+    let lifetime = config.link_ttl.saturating_add(config.fleet.key_grace);
+    let keys = SigningKeys::load(
+        config.keyring.clone(),
+        metadata.as_ref(),
+        lifetime,
+        crate::fleet::unix_now(),
+    )
+    .map_err(StartError::Keys)?;
+    let fleet =
+        Arc::new(Fleet::new(&config, Arc::clone(&metadata), keys).map_err(StartError::Fleet)?);
+    let metrics = crate::metrics::Metrics::new();
+    let auth = Authenticator::new(
+        &config.auth,
+        crate::keystone::TokenCounts(metrics.token_cache.clone()),
+    )?;
     Ok(Arc::new(AppState {
         config,
         metadata,
-        keyring,
+        fleet,
         auth,
+        metrics,
     }))
+}
+
+/// Starts the fleet's health checks and keyring pushes in the background.
+pub fn start_fleet(state: &AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(crate::fleet::run(Arc::clone(&state.fleet)))
 }
 
 /// Binds the listener; returns it and its address.
@@ -71,9 +98,12 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let fleet = start_fleet(&state);
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    fleet.abort();
+    served
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use glance_api::api::{AppState, router};
-use glance_api::config::{Config, RawAuth, RawConfig, RawStore, StaticToken};
+use glance_api::config::{Config, RawAuth, RawConfig, RawNode, RawStore, StaticToken};
 use http_body_util::BodyExt as _;
 use md5::Digest as _;
 use serde_json::{Value, json};
@@ -69,13 +69,17 @@ impl App {
             public_url: "http://api.test:9292".into(),
             keyring: "keyring.toml".into(),
             link_ttl_secs: 300,
-            stream_nodes: vec!["http://stream-a:9393".into(), "http://stream-b:9393".into()],
+            stream_nodes: vec![
+                RawNode::Url("http://stream-a:9393".into()),
+                RawNode::Url("http://stream-b:9393".into()),
+            ],
             image_size_cap: cap,
             metadata: "glance.redb".into(),
             store: RawStore {
                 id: "local".into(),
                 kind: "file".into(),
-                path: "images".into(),
+                path: Some("images".into()),
+                ..RawStore::default()
             },
             auth: RawAuth {
                 mode: "static".into(),
@@ -87,6 +91,7 @@ impl App {
                 ],
                 keystone: None,
             },
+            fleet: None,
         };
         let config = Config::check(raw, dir.path(), "test").unwrap();
         let state = glance_api::server::state(config).unwrap();
@@ -1059,5 +1064,308 @@ async fn errors_are_html_unless_json_is_asked_for_as_glance_answers() {
     assert!(
         page.contains("00000000-0000-4000-8000-000000000001"),
         "{page}"
+    );
+}
+
+/// Uploads a 1 MiB image as MEMBER_A; returns its id.
+async fn uploaded(app: &App) -> String {
+    let id = app
+        .create_id(
+            MEMBER_A,
+            json!({"name": "f", "disk_format": "raw", "container_format": "bare"}),
+        )
+        .await;
+    let r = app.upload(MEMBER_A, &id, data(1 << 20)).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    id
+}
+
+/// The stream node base URL a download of `id` is redirected to.
+async fn node_of(app: &App, id: &str) -> String {
+    let dl = app.get(&format!("/v2/images/{id}/file"), MEMBER_A).await;
+    assert_eq!(dl.status, StatusCode::TEMPORARY_REDIRECT);
+    let location = dl.header("location");
+    location[..location.find("/v1/images/").unwrap()].to_owned()
+}
+
+#[tokio::test]
+async fn stream_nodes_are_admin_only_and_a_drained_node_gets_no_downloads() {
+    let app = App::new();
+    assert_eq!(
+        app.get("/admin/nodes", MEMBER_A).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let nodes = app.get("/admin/nodes", ADMIN).await.json();
+    let names: Vec<&str> = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["stream-a:9393", "stream-b:9393"]);
+    assert_eq!(nodes["nodes"][0]["health"], "unknown");
+    assert_eq!(nodes["nodes"][0]["eligible"], true);
+    let id = uploaded(&app).await;
+    let first = node_of(&app, &id).await;
+    let name = first.trim_start_matches("http://");
+    let drain = app
+        .call(
+            "POST",
+            &format!("/admin/nodes/{name}/drain"),
+            Some(ADMIN),
+            Body::empty(),
+            None,
+        )
+        .await;
+    assert_eq!(drain.status, StatusCode::OK);
+    assert_eq!(drain.json()["drained"], true);
+    assert_eq!(drain.json()["eligible"], false);
+    let other = node_of(&app, &id).await;
+    assert_ne!(other, first, "a drained node still gets downloads");
+    let undrain = app
+        .call(
+            "POST",
+            &format!("/admin/nodes/{name}/undrain"),
+            Some(ADMIN),
+            Body::empty(),
+            None,
+        )
+        .await;
+    assert_eq!(undrain.status, StatusCode::OK);
+    assert_eq!(node_of(&app, &id).await, first);
+    // Both drained: no node for downloads at all.
+    for n in ["stream-a:9393", "stream-b:9393"] {
+        let path = format!("/admin/nodes/{n}/drain");
+        app.call("POST", &path, Some(ADMIN), Body::empty(), None)
+            .await;
+    }
+    let none = app.get(&format!("/v2/images/{id}/file"), MEMBER_A).await;
+    assert_eq!(none.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        none.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("No stream node")
+    );
+}
+
+#[tokio::test]
+async fn nodes_are_registered_checked_and_removed_through_the_admin_api() {
+    let app = App::new();
+    let put = |body: Value, name: &'static str| {
+        let app = &app;
+        async move {
+            app.call(
+                "PUT",
+                &format!("/admin/nodes/{name}"),
+                Some(ADMIN),
+                Body::from(body.to_string()),
+                Some("application/json"),
+            )
+            .await
+        }
+    };
+    let bad = put(json!({"public_url": "ftp://x"}), "stream-c").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.json()["message"].as_str().unwrap().contains("http://"));
+    let bad = put(json!({"public_url": "http://x", "weight": 0}), "stream-c").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let bad = put(json!({"public_url": "http://x"}), "bad%2Fname").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("node name")
+    );
+    // Nothing listens on port 1: the node is registered, and its first
+    // health check (at once) records why it failed.
+    let made = put(
+        json!({"public_url": "http://127.0.0.1:1", "weight": 300}),
+        "stream-c",
+    )
+    .await;
+    assert_eq!(
+        made.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&made.body)
+    );
+    assert_eq!(made.json()["weight"], 300);
+    assert!(
+        made.json()["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("connect")
+    );
+    let again = put(
+        json!({"public_url": "http://127.0.0.1:1", "weight": 200}),
+        "stream-c",
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(
+        app.get("/admin/nodes", ADMIN).await.json()["nodes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let del = app
+        .call(
+            "DELETE",
+            "/admin/nodes/stream-c",
+            Some(ADMIN),
+            Body::empty(),
+            None,
+        )
+        .await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT);
+    let del = app
+        .call(
+            "DELETE",
+            "/admin/nodes/stream-c",
+            Some(ADMIN),
+            Body::empty(),
+            None,
+        )
+        .await;
+    assert_eq!(del.status, StatusCode::NOT_FOUND);
+    // Without the nodes' admin token, keys cannot be rotated (they could not
+    // reach the nodes) and the cache API is not offered.
+    let rotate = app
+        .call(
+            "POST",
+            "/admin/keys/rotate",
+            Some(ADMIN),
+            Body::empty(),
+            None,
+        )
+        .await;
+    assert_eq!(rotate.status, StatusCode::CONFLICT);
+    assert!(
+        rotate.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("admin_token_file")
+    );
+    let keys = app.get("/admin/keys", ADMIN).await.json();
+    assert_eq!(keys["primary"], "k1");
+    assert!(
+        keys.to_string().find("AUpHx").is_none(),
+        "a secret in {keys}"
+    );
+    let cache = app.get("/v2/cache", ADMIN).await;
+    assert_eq!(cache.status, StatusCode::NOT_FOUND);
+    assert!(
+        cache.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("not supported")
+    );
+    let versions = app
+        .call("GET", "/versions", None, Body::empty(), None)
+        .await
+        .json();
+    assert_eq!(versions["versions"][0]["id"], "v2.16");
+}
+
+#[tokio::test]
+async fn the_links_api_signs_stream_links_and_keeps_direct_ones_for_services() {
+    let app = App::new();
+    let id = uploaded(&app).await;
+    let link = |token: &'static str, body: &'static str| {
+        let app = &app;
+        let path = format!("/v2/images/{id}/links");
+        async move {
+            app.call(
+                "POST",
+                &path,
+                Some(token),
+                Body::from(body),
+                Some("application/json"),
+            )
+            .await
+        }
+    };
+    let r = link(MEMBER_A, "").await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let j = r.json();
+    assert_eq!(j["kind"], "stream");
+    let node = node_of(&app, &id).await;
+    assert!(
+        j["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{node}/v1/images/{id}?"))
+    );
+    let expires = time::OffsetDateTime::parse(
+        j["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let left = expires - time::OffsetDateTime::now_utc();
+    assert!(
+        left.whole_seconds() > 250 && left.whole_seconds() <= 300,
+        "{left}"
+    );
+    assert_eq!(
+        link(MEMBER_A, r#"{"kind":"stream"}"#).await.status,
+        StatusCode::OK
+    );
+    let direct = link(MEMBER_A, r#"{"kind":"direct"}"#).await;
+    assert_eq!(direct.status, StatusCode::FORBIDDEN);
+    assert!(
+        direct.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("service and admin")
+    );
+    // An admin may, but a file store has no direct links.
+    let direct = link(ADMIN, r#"{"kind":"direct"}"#).await;
+    assert_eq!(direct.status, StatusCode::CONFLICT);
+    assert!(
+        direct.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("kind file")
+    );
+    assert_eq!(
+        link(MEMBER_A, r#"{"kind":"other"}"#).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(link(READER_A, "").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(link(MEMBER_B, "").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_links_by_kind() {
+    let app = App::new();
+    let id = uploaded(&app).await;
+    node_of(&app, &id).await;
+    node_of(&app, &id).await;
+    app.get("/v2/images/not-a-uuid", MEMBER_A).await;
+    let m = app.call("GET", "/metrics", None, Body::empty(), None).await;
+    assert_eq!(m.status, StatusCode::OK);
+    let text = String::from_utf8(m.body).unwrap();
+    for want in [
+        "glance_api_requests_total{route=\"/v2/images/{id}/file\",method=\"GET\",status=\"307\"} 2",
+        "glance_api_requests_total{route=\"/v2/images/{id}/file\",method=\"PUT\",status=\"204\"} 1",
+        "glance_api_requests_total{route=\"/v2/images/{id}\",method=\"GET\",status=\"404\"} 1",
+        "glance_api_links_issued_total{kind=\"stream\"} 2",
+        "glance_api_request_duration_seconds_count{route=\"/v2/images/{id}/file\",method=\"GET\"} 2",
+        "glance_api_stream_node_eligible{node=\"stream-a:9393\"} 1",
+        "glance_api_stream_node_drained{node=\"stream-b:9393\"} 0",
+    ] {
+        assert!(text.contains(want), "no {want} in\n{text}");
+    }
+    assert!(
+        !text.contains(ADMIN) && !text.contains(MEMBER_A),
+        "a token in the metrics"
     );
 }

@@ -32,6 +32,35 @@ pub fn read_private_file(path: &Path) -> Result<String, KeyringError> {
     std::io::read_to_string(file).map_err(io)
 }
 
+/// Writes `text` to `path` as a private file (mode 0600): into a temporary
+/// file beside it (`tmp_extension`), synced, then renamed over `path`, so a
+/// reader sees the old contents or the new, never a part.
+pub fn write_private_file(path: &Path, text: &str, tmp_extension: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension(tmp_extension);
+    let write = || -> std::io::Result<()> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let mut f = options.open(&tmp)?;
+        #[cfg(unix)]
+        {
+            // An existing temporary file keeps its old mode: set it again.
+            use std::os::unix::fs::PermissionsExt as _;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
 #[cfg(unix)]
 fn check_mode(file: &std::fs::File, shown: &str) -> Result<(), KeyringError> {
     use std::os::unix::fs::PermissionsExt as _;

@@ -71,6 +71,9 @@ pub enum KeyringError {
         /// The decoded secret length.
         len: usize,
     },
+    /// A key added by rotation has the id of a key already held.
+    #[error("keyring already holds a key {0:?}")]
+    DuplicateKey(String),
 }
 
 /// Secret key bytes. Its `Debug` never prints them.
@@ -205,6 +208,30 @@ impl Keyring {
     pub fn sign_with(&self, key_id: &KeyId, params: LinkParams) -> Option<SignedLink> {
         let key = self.keys.get(key_id)?;
         Some(sign_with(key, *key_id, params))
+    }
+
+    /// This keyring with `id` added as the new primary; the old keys stay, so
+    /// links they signed keep verifying until they are dropped.
+    pub fn rotated(&self, id: KeyId, secret: Secret) -> Result<Keyring, KeyringError> {
+        if self.keys.contains_key(&id) {
+            return Err(KeyringError::DuplicateKey(id.to_string()));
+        }
+        let keys = self
+            .keys
+            .iter()
+            .map(|(k, key)| (*k, key.secret.clone()))
+            .chain(std::iter::once((id, secret)));
+        Keyring::new(id, keys)
+    }
+
+    /// This keyring without the keys in `drop`; the primary is never dropped.
+    pub fn without(&self, drop: &[KeyId]) -> Keyring {
+        let mut keys = self.keys.clone();
+        keys.retain(|id, _| *id == self.primary || !drop.contains(id));
+        Keyring {
+            primary: self.primary,
+            keys,
+        }
     }
 
     /// Checks a request against the keyring at Unix time `now` (seconds).

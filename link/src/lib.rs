@@ -6,9 +6,12 @@
 //! versioned string (see `docs/signed-links.md`, whose test vectors this crate's
 //! tests check).
 //!
+//! The [`s3`] module addresses backend objects the same way on both planes
+//! and presigns S3 requests: the direct links trusted callers may get.
+//!
 //! Boundaries: no network, no clock reads (the time is always a parameter), no
-//! other project crate. The only I/O is [`Keyring::load`], which reads the
-//! keyring file and refuses one that group or others can read.
+//! other project crate. The only I/O reads and writes private files (the
+//! keyring, a backend secret) and refuses ones that group or others can read.
 
 #![forbid(unsafe_code)]
 
@@ -19,13 +22,14 @@ mod keyring;
 mod link;
 mod query;
 mod rejection;
+pub mod s3;
 
 #[doc(hidden)]
 pub mod fuzzing;
 
 pub use canonical::canonical_string;
 pub use ids::{IdError, KeyId, StoreId, parse_image_id};
-pub use keyfile::read_private_file;
+pub use keyfile::{read_private_file, write_private_file};
 pub use keyring::{Keyring, KeyringError, MIN_SECRET_BYTES, Secret};
 pub use link::{LinkParams, LinkRequest, SignedLink, VerifiedLink};
 pub use rejection::Rejection;

@@ -82,3 +82,69 @@ fn bad_keyrings_get_clear_errors() {
         assert!(err.contains(want), "{text:?}: {err}");
     }
 }
+
+#[test]
+fn rotation_adds_a_primary_and_old_links_verify_until_their_key_is_dropped() {
+    use glance_link::{KeyId, LinkParams, LinkRequest, Secret};
+    let old = Keyring::from_toml(GOOD).unwrap();
+    let params = LinkParams {
+        image_id: uuid::Uuid::from_u128(7),
+        store: glance_link::StoreId::new("s").unwrap(),
+        size: 1,
+        md5: [0; 16],
+        sha512: [0; 64],
+        expires: 1_000,
+        client_cidr: None,
+    };
+    let before = old.sign(params.clone());
+    let new_id = KeyId::new("c").unwrap();
+    let rotated = old
+        .rotated(new_id, Secret::new(vec![9; 32]).unwrap())
+        .unwrap();
+    assert_eq!(rotated.primary().as_str(), "c");
+    let after = rotated.sign(params);
+    let verify = |k: &Keyring, l: &glance_link::SignedLink| {
+        k.verify(
+            &LinkRequest {
+                method: "GET",
+                path: &l.path(),
+                query: &l.query(),
+                client: std::net::Ipv4Addr::LOCALHOST.into(),
+            },
+            10,
+        )
+        .map(|v| v.key_id().as_str().to_owned())
+    };
+    assert_eq!(verify(&rotated, &before).unwrap(), "b");
+    assert_eq!(verify(&rotated, &after).unwrap(), "c");
+    assert!(
+        verify(&old, &after).is_err(),
+        "the old keyring lacks the new key"
+    );
+    // The round trip through the file format keeps every key.
+    let reread = Keyring::from_toml(&rotated.to_toml()).unwrap();
+    assert_eq!(reread.key_ids().count(), 3);
+    // Dropping keys never drops the primary.
+    let dropped = rotated.without(&[KeyId::new("b").unwrap(), KeyId::new("c").unwrap()]);
+    assert_eq!(
+        dropped.key_ids().map(|id| id.as_str()).collect::<Vec<_>>(),
+        ["a", "c"]
+    );
+    assert!(verify(&dropped, &before).is_err());
+    assert_eq!(verify(&dropped, &after).unwrap(), "c");
+    let dup = rotated.rotated(new_id, Secret::new(vec![1; 32]).unwrap());
+    assert!(dup.unwrap_err().to_string().contains("already holds"));
+}
+
+#[test]
+fn private_files_are_written_whole_with_mode_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyring.toml");
+    std::fs::write(&path, "old").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    glance_link::write_private_file(&path, GOOD, "tmp").unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(Keyring::load(&path).unwrap().primary().as_str(), "b");
+    assert!(!path.with_extension("tmp").exists());
+}

@@ -408,24 +408,18 @@ fn check_store(raw: RawStore, base: &Path) -> Result<StoreConfig, String> {
             if raw.cache == Some(false) {
                 return Err("an s3 store is always served through the cache".into());
             }
-            let need = |v: &Option<String>, key: &str| {
-                v.clone()
-                    .ok_or_else(|| format!("an s3 store needs `{key}`"))
-            };
-            let secret_file = raw
-                .secret_access_key_file
-                .as_ref()
-                .ok_or("an s3 store needs `secret_access_key_file`")?;
-            let secret = glance_link::read_private_file(&base.join(secret_file))
-                .map_err(|e| format!("secret_access_key_file: {e}"))?;
-            let mut origin = crate::origin::OriginConfig::s3(&crate::origin::S3Settings {
-                endpoint: &need(&raw.endpoint, "endpoint")?,
-                bucket: &need(&raw.bucket, "bucket")?,
-                region: &need(&raw.region, "region")?,
-                access_key_id: &need(&raw.access_key_id, "access_key_id")?,
-                secret_access_key: secret.trim(),
-                key_prefix: raw.prefix.as_deref().unwrap_or(""),
-            })?;
+            let bucket = glance_link::s3::S3Bucket::from_settings(
+                &glance_link::s3::S3Settings {
+                    endpoint: raw.endpoint.as_deref(),
+                    bucket: raw.bucket.as_deref(),
+                    region: raw.region.as_deref(),
+                    access_key_id: raw.access_key_id.as_deref(),
+                    secret_access_key_file: raw.secret_access_key_file.as_deref(),
+                    prefix: raw.prefix.as_deref(),
+                },
+                base,
+            )?;
+            let mut origin = crate::origin::OriginConfig::s3(bucket)?;
             remote_settings(&raw, &mut origin)?;
             Ok(StoreConfig::S3 { origin })
         }

@@ -64,22 +64,9 @@ pub enum Target {
 }
 
 /// An S3 bucket and the credentials that read it.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct S3Target {
-    bucket: rusty_s3::Bucket,
-    credentials: rusty_s3::Credentials,
-    key_prefix: String,
-}
-
-impl std::fmt::Debug for S3Target {
-    // The credentials never reach a log line, not even through `Debug`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Target")
-            .field("bucket", &self.bucket.name())
-            .field("region", &self.bucket.region())
-            .field("key_prefix", &self.key_prefix)
-            .finish_non_exhaustive()
-    }
+    bucket: glance_link::s3::S3Bucket,
 }
 
 /// How long a presigned backend request stays valid: it is used at once.
@@ -89,12 +76,7 @@ impl S3Target {
     /// The request target (path and query) and the `Host` header of a
     /// presigned GET of `object`.
     fn presigned(&self, object: &str) -> Option<(String, String)> {
-        use rusty_s3::S3Action as _;
-        let key = format!("{}{object}", self.key_prefix);
-        let url = self
-            .bucket
-            .get_object(Some(&self.credentials), &key)
-            .sign(PRESIGN_VALIDITY);
+        let url = self.bucket.presigned_get(object, PRESIGN_VALIDITY);
         let host = url.host_str()?;
         // The signed `host` header: the port only when it is not the default.
         let host = match url.port() {
@@ -104,22 +86,6 @@ impl S3Target {
         let target = format!("{}?{}", url.path(), url.query()?);
         Some((target, host))
     }
-}
-
-/// An S3 store's settings, as configured.
-pub struct S3Settings<'a> {
-    /// `http://host[:port]` of the S3 API.
-    pub endpoint: &'a str,
-    /// The bucket (addressed path-style).
-    pub bucket: &'a str,
-    /// The region the signatures name.
-    pub region: &'a str,
-    /// Access key id.
-    pub access_key_id: &'a str,
-    /// Secret access key.
-    pub secret_access_key: &'a str,
-    /// Prepended to the image id to make the object key.
-    pub key_prefix: &'a str,
 }
 
 impl OriginConfig {
@@ -140,37 +106,20 @@ impl OriginConfig {
         })
     }
 
-    /// An S3 bucket reached at `endpoint`, path-style.
-    pub fn s3(s: &S3Settings<'_>) -> Result<OriginConfig, String> {
-        let (host, port, _) = split_http_url(s.endpoint)?;
-        if s.bucket.is_empty() || s.bucket.contains(['/', '?', '#']) {
-            return Err(format!("bucket {:?} is not a bucket name", s.bucket));
-        }
-        let endpoint: url::Url = s
-            .endpoint
-            .parse()
-            .map_err(|e| format!("endpoint {:?}: {e}", s.endpoint))?;
-        let bucket = rusty_s3::Bucket::new(
-            endpoint,
-            rusty_s3::UrlStyle::Path,
-            s.bucket.to_owned(),
-            s.region.to_owned(),
-        )
-        .map_err(|e| format!("bucket {:?}: {e}", s.bucket))?;
-        if s.access_key_id.is_empty() || s.secret_access_key.is_empty() {
-            return Err("the access key id and the secret access key must not be empty".into());
-        }
-        if s.key_prefix.contains(['\r', '\n']) {
-            return Err("the key prefix must be one line".into());
-        }
+    /// An S3 bucket, read path-style at its endpoint.
+    pub fn s3(bucket: glance_link::s3::S3Bucket) -> Result<OriginConfig, String> {
+        let base = bucket.bucket().base_url().clone();
+        let host = base
+            .host_str()
+            .ok_or("the S3 endpoint has no host")?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = base.port_or_known_default().unwrap_or(80);
         Ok(OriginConfig {
             host,
             port,
-            target: Target::S3(Box::new(S3Target {
-                bucket,
-                credentials: rusty_s3::Credentials::new(s.access_key_id, s.secret_access_key),
-                key_prefix: s.key_prefix.to_owned(),
-            })),
+            target: Target::S3(Box::new(S3Target { bucket })),
             timeouts: Timeouts::default(),
             max_idle: 16,
         })
@@ -620,15 +569,18 @@ mod tests {
 
     #[test]
     fn s3_gets_are_presigned_path_style_with_the_key_encoded_and_no_secret() {
-        let c = OriginConfig::s3(&S3Settings {
-            endpoint: "http://127.0.0.1:8080",
-            bucket: "images",
-            region: "us-east-1",
-            access_key_id: "test:tester",
-            secret_access_key: "s3cr3t-value",
-            key_prefix: "glance images/\u{e9}/",
-        })
-        .unwrap();
+        let bucket = |endpoint: &str, prefix: &str| {
+            glance_link::s3::S3Bucket::new(
+                endpoint,
+                "images",
+                "us-east-1",
+                "test:tester",
+                "s3cr3t-value",
+                prefix,
+            )
+            .unwrap()
+        };
+        let c = OriginConfig::s3(bucket("http://127.0.0.1:8080", "glance images/\u{e9}/")).unwrap();
         let (target, host) = c
             .request_target("3b8f0c1e-0000-4abc-8def-0123456789ab")
             .unwrap();
@@ -650,21 +602,9 @@ mod tests {
         }
         assert!(!target.contains("s3cr3t"));
         assert!(!format!("{c:?}").contains("s3cr3t"));
-        let settings = |endpoint, bucket| S3Settings {
-            endpoint,
-            bucket,
-            region: "r",
-            access_key_id: "k",
-            secret_access_key: "s",
-            key_prefix: "",
-        };
         // The default port is not part of the signed host.
-        let c = OriginConfig::s3(&settings("http://s3.example", "b")).unwrap();
+        let c = OriginConfig::s3(bucket("http://s3.example", "")).unwrap();
         assert_eq!(c.request_target("o").unwrap().1, "s3.example");
-        for (endpoint, bucket) in [("https://s3.example", "b"), ("http://s3.example", "")] {
-            let r = OriginConfig::s3(&settings(endpoint, bucket));
-            assert!(r.is_err(), "{endpoint} {bucket}");
-        }
     }
 
     fn head(status: u16, len: Option<u64>, range: Option<&str>) -> Head {

@@ -69,26 +69,10 @@ impl Shared {
     /// (mode 0600, synced, renamed into place), then swapped in. On any
     /// failure the old keyring stays in use. Blocks (file I/O).
     pub fn install_keyring(&self, text: &str) -> Result<Arc<Keyring>, String> {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
         let keyring = Keyring::from_toml(text).map_err(|e| e.to_string())?;
         let path = &self.config.keyring;
-        let tmp = path.with_extension("push");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            format!("cannot write {}: {e}", path.display())
-        })?;
+        glance_link::write_private_file(path, text, "push")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         let keyring = Arc::new(keyring);
         self.keyring.store(Arc::clone(&keyring));
         let ids: Vec<String> = keyring.key_ids().map(|k| k.to_string()).collect();

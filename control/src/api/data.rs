@@ -7,7 +7,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
 use md5::Digest as _;
-use tokio::io::AsyncWriteExt as _;
 use uuid::Uuid;
 
 use super::extract::ImageId;
@@ -45,18 +44,8 @@ pub async fn upload(
         })
     })
     .await?;
-    let partial = state.config.store_path.join(format!("{id}.partial"));
-    match receive(&state, &partial, body).await {
+    match receive(&state, &id.to_string(), body).await {
         Ok(data) => {
-            let final_path = state.config.store_path.join(id.to_string());
-            if let Err(e) = tokio::fs::rename(&partial, &final_path).await {
-                tracing::error!(image = %id, error = %e, "cannot move the upload into place");
-                requeue(&state, id).await;
-                return Err(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "cannot store the image data",
-                ));
-            }
             let store = state.config.store_id.to_string();
             let stamp = now();
             blocking(&state, move |m| {
@@ -82,7 +71,6 @@ pub async fn upload(
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         Err(e) => {
-            let _ = tokio::fs::remove_file(&partial).await;
             requeue(&state, id).await;
             Err(e)
         }
@@ -96,36 +84,53 @@ struct Received {
     sha512: String,
 }
 
-/// Writes the body to `path`, hashing it, refusing more than the size cap.
-async fn receive(state: &Shared, path: &std::path::Path, body: Body) -> Result<Received, ApiError> {
-    let io_err = |e: std::io::Error| {
-        tracing::error!(error = %e, "writing an upload failed");
+/// Streams the body into the store as object `object`, hashing it,
+/// refusing more than the size cap; on any failure the partial object is
+/// removed.
+async fn receive(state: &Shared, object: &str, body: Body) -> Result<Received, ApiError> {
+    let store_err = |e: crate::store::StoreError| {
+        tracing::error!(object, error = %e, "storing an upload failed");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "cannot store the image data",
         )
     };
-    let mut file = tokio::fs::File::create(path).await.map_err(io_err)?;
+    let mut writer = state.config.store.writer(object).await.map_err(store_err)?;
     let mut md5 = md5::Md5::new();
     let mut sha = sha2::Sha512::new();
     let mut size = 0u64;
     let cap = state.config.image_size_cap;
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::bad_request(format!("The upload was interrupted: {e}")))?;
+    let failure = loop {
+        let Some(chunk) = stream.next().await else {
+            break None;
+        };
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                break Some(ApiError::bad_request(format!(
+                    "The upload was interrupted: {e}"
+                )));
+            }
+        };
         size += chunk.len() as u64;
         if size > cap {
-            return Err(ApiError::new(
+            break Some(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("Image exceeds the storage quota: the limit is {cap} bytes"),
             ));
         }
         md5.update(&chunk);
         sha.update(&chunk);
-        file.write_all(&chunk).await.map_err(io_err)?;
+        if let Err(e) = writer.write(&chunk).await {
+            break Some(store_err(e));
+        }
+    };
+    if let Some(e) = failure {
+        writer.abort().await;
+        return Err(e);
     }
-    file.sync_all().await.map_err(io_err)?;
+    writer.commit().await.map_err(store_err)?;
     Ok(Received {
         size,
         md5: hex::encode(md5.finalize()),
@@ -151,6 +156,14 @@ async fn requeue(state: &Shared, id: Uuid) {
     }
 }
 
+/// The answer when no stream node can serve a download.
+pub(super) fn no_node() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "No stream node is available to serve image data; try again later",
+    )
+}
+
 /// `GET /v2/images/{id}/file`: `307` to a signed link on the stream node that
 /// rendezvous hashing picks for this image; `204` when there is no data.
 pub async fn download(
@@ -165,8 +178,10 @@ pub async fn download(
     }
     let link = match links::sign(&state, &image) {
         links::Download::NoData => return Ok(StatusCode::NO_CONTENT.into_response()),
-        links::Download::Link(url) => url,
+        links::Download::NoNode => return Err(no_node()),
+        links::Download::Link { url, .. } => url,
     };
+    state.metrics.link_issued("stream");
     let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
     let value = HeaderValue::from_str(&link).map_err(|_| {
         ApiError::new(

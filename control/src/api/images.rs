@@ -133,13 +133,10 @@ pub async fn delete(
         )));
     }
     blocking(&state, move |m| m.delete(&id)).await?;
-    if image.location.is_some() {
-        let path = state.config.store_path.join(id.to_string());
-        if let Err(e) = tokio::fs::remove_file(&path).await
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(image = %id, error = %e, "image deleted but its data could not be removed");
-        }
+    if let Some(location) = &image.location
+        && let Err(e) = state.config.store.delete(&location.key).await
+    {
+        tracing::warn!(image = %id, error = %e, "image deleted but its data could not be removed");
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

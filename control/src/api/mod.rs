@@ -1,8 +1,11 @@
 //! The HTTP API: the router and the state its handlers share.
 
+mod cache;
 mod data;
 mod extract;
+mod fleet_admin;
 mod images;
+mod links;
 mod list;
 mod members;
 mod patch;
@@ -30,10 +33,12 @@ pub struct AppState {
     pub config: Config,
     /// Image records.
     pub metadata: Arc<dyn MetadataStore>,
-    /// Signs download links.
-    pub keyring: glance_link::Keyring,
+    /// The stream nodes and the keys links are signed with.
+    pub fleet: Arc<crate::fleet::Fleet>,
     /// Token validation.
     pub auth: Authenticator,
+    /// Prometheus metrics.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Shared handle to the state.
@@ -80,6 +85,26 @@ pub fn router(state: Shared) -> Router {
         .route("/v2/schemas/member", get(schemas::member))
         .route("/v2/schemas/members", get(schemas::members))
         .route("/v2/info/stores", get(info_stores))
+        .route("/v2/images/{id}/links", post(links::create))
+        .route("/v2/cache", get(cache::list).delete(cache::clear))
+        .route("/v2/cache/clean", post(cache::clean))
+        .route("/v2/cache/prune", post(cache::prune))
+        .route("/v2/cache/nodes/{id}", get(cache::nodes))
+        .route("/v2/cache/{id}", put(cache::queue).delete(cache::delete))
+        .route("/admin/nodes", get(fleet_admin::list_nodes))
+        .route(
+            "/admin/nodes/{name}",
+            get(fleet_admin::show_node)
+                .put(fleet_admin::put_node)
+                .delete(fleet_admin::delete_node),
+        )
+        .route("/admin/nodes/{name}/drain", post(fleet_admin::drain_node))
+        .route(
+            "/admin/nodes/{name}/undrain",
+            post(fleet_admin::undrain_node),
+        )
+        .route("/admin/keys", get(fleet_admin::list_keys))
+        .route("/admin/keys/rotate", post(fleet_admin::rotate_keys))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             authenticate,
@@ -87,8 +112,13 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/", get(versions_multiple))
         .route("/versions", get(versions))
+        .route("/metrics", get(crate::metrics::serve))
         .merge(v2)
         .layer(middleware::from_fn(crate::error::negotiate))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            crate::metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -147,15 +177,17 @@ async fn authenticate(State(state): State<Shared>, mut req: Request, next: Next)
     }
 }
 
-/// The API versions this server speaks; v2.16 is current.
-fn versions_body(state: &AppState) -> serde_json::Value {
+/// The API versions this server speaks: up to v2.18 (the cache API with
+/// clean and prune) when it has stream nodes to cache on, else up to v2.16.
+fn versions_body(state: &Shared) -> serde_json::Value {
     let href = format!("{}/v2/", state.config.public_url);
-    let versions: Vec<serde_json::Value> = (0..=16)
+    let current = if cache::supported(state) { 18 } else { 16 };
+    let versions: Vec<serde_json::Value> = (0..=current)
         .rev()
         .map(|minor| {
             json!({
                 "id": format!("v2.{minor}"),
-                "status": if minor == 16 { "CURRENT" } else { "SUPPORTED" },
+                "status": if minor == current { "CURRENT" } else { "SUPPORTED" },
                 "links": [{"rel": "self", "href": href}],
             })
         })

@@ -35,6 +35,12 @@ pub enum Action {
     ModifyMember,
     /// Stop sharing an image with a project.
     DeleteMember,
+    /// List, queue, evict, clean and prune the image cache (`/v2/cache`).
+    ManageCache,
+    /// Register and drain stream nodes; rotate and list signing keys (`/admin/`).
+    ManageFleet,
+    /// Get a direct backend link that bypasses glance-stream.
+    DirectLink,
 }
 
 /// Who a rule lets through.
@@ -48,6 +54,8 @@ pub enum Who {
     OwnerMember,
     /// Holders of `member` in the project a share names.
     SharedProjectMember,
+    /// Holders of the `service` role (other OpenStack services, such as Nova).
+    Service,
 }
 
 /// Glance's defaults for every action this API checks: the action, who may
@@ -118,6 +126,21 @@ pub const RULES: &[(Action, &[Who], &str)] = &[
         &[Who::Admin, Who::OwnerMember],
         "You are not permitted to stop sharing this image.",
     ),
+    (
+        Action::ManageCache,
+        &[Who::Admin],
+        "Access was denied to this resource.",
+    ),
+    (
+        Action::ManageFleet,
+        &[Who::Admin],
+        "Only an admin may manage the stream nodes and signing keys.",
+    ),
+    (
+        Action::DirectLink,
+        &[Who::Admin, Who::Service],
+        "Only the service and admin roles may get a direct link to the backend.",
+    ),
 ];
 
 /// What an action is taken on.
@@ -146,6 +169,7 @@ fn admits(who: Who, ctx: &Context, target: Target<'_>) -> bool {
         Who::AnyMember => member,
         Who::OwnerMember => member && target.image.is_some_and(|i| owns(ctx, i)),
         Who::SharedProjectMember => member && target.member.is_some_and(|m| is_member(ctx, m)),
+        Who::Service => ctx.has_role("service"),
     }
 }
 
@@ -217,36 +241,68 @@ mod tests {
     }
 
     /// The callers every rule is tried with, in this order.
-    fn callers() -> [Context; 5] {
+    fn callers() -> [Context; 6] {
         [
             ctx("ops", &["admin", "member", "reader"]),
             ctx("own", &["member", "reader"]),
             ctx("own", &["reader"]),
             ctx("other", &["member", "reader"]),
             ctx("guest", &["member", "reader"]),
+            ctx("service", &["service"]),
         ]
     }
 
     /// One line per rule: may the admin of another project, a member of the
     /// owning project, a reader of it, a member of an unrelated project, a
-    /// member of the project the share names (`guest`)?
-    const EXPECTED: &[(Action, [bool; 5])] = &[
-        (Action::AddImage, [true, true, false, true, true]),
-        (Action::ModifyImage, [true, true, false, false, false]),
-        (Action::DeleteImage, [true, true, false, false, false]),
-        (Action::UploadImage, [true, true, false, false, false]),
-        (Action::DownloadImage, [true, true, false, true, true]),
+    /// member of the project the share names (`guest`), another service
+    /// (the `service` role alone)?
+    const EXPECTED: &[(Action, [bool; 6])] = &[
+        (Action::AddImage, [true, true, false, true, true, false]),
+        (
+            Action::ModifyImage,
+            [true, true, false, false, false, false],
+        ),
+        (
+            Action::DeleteImage,
+            [true, true, false, false, false, false],
+        ),
+        (
+            Action::UploadImage,
+            [true, true, false, false, false, false],
+        ),
+        (
+            Action::DownloadImage,
+            [true, true, false, true, true, false],
+        ),
         (
             Action::DownloadDeactivated,
-            [true, false, false, false, false],
+            [true, false, false, false, false, false],
         ),
-        (Action::Publicize, [true, false, false, false, false]),
-        (Action::Communitize, [true, true, false, false, false]),
-        (Action::SetOwner, [true, false, false, false, false]),
-        (Action::Deactivate, [true, true, false, false, false]),
-        (Action::AddMember, [true, true, false, false, false]),
-        (Action::ModifyMember, [true, false, false, false, true]),
-        (Action::DeleteMember, [true, true, false, false, false]),
+        (Action::Publicize, [true, false, false, false, false, false]),
+        (
+            Action::Communitize,
+            [true, true, false, false, false, false],
+        ),
+        (Action::SetOwner, [true, false, false, false, false, false]),
+        (Action::Deactivate, [true, true, false, false, false, false]),
+        (Action::AddMember, [true, true, false, false, false, false]),
+        (
+            Action::ModifyMember,
+            [true, false, false, false, true, false],
+        ),
+        (
+            Action::DeleteMember,
+            [true, true, false, false, false, false],
+        ),
+        (
+            Action::ManageCache,
+            [true, false, false, false, false, false],
+        ),
+        (
+            Action::ManageFleet,
+            [true, false, false, false, false, false],
+        ),
+        (Action::DirectLink, [true, false, false, false, false, true]),
     ];
 
     #[test]

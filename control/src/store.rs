@@ -1,0 +1,385 @@
+//! Where image data goes: a directory (`kind = "file"`) or an S3 bucket
+//! (`kind = "s3"`). An upload streams through a [`Writer`]: into a
+//! `.partial` file renamed into place, or into an S3 multipart upload (one
+//! part in flight while the next is received), so no image is ever held
+//! whole in memory. A failed upload leaves nothing behind.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rusty_s3::S3Action as _;
+
+/// How long a presigned request glance-api makes itself stays valid.
+const OWN_REQUEST_VALIDITY: Duration = Duration::from_secs(3600);
+
+/// The first parts of a multipart upload; every 2,000 parts the size
+/// doubles (up to 32x), so S3's 10,000-part limit allows about 1.5 TiB
+/// while small images use little memory.
+const FIRST_PART_BYTES: usize = 16 << 20;
+
+/// S3's limit on parts per upload.
+const MAX_PARTS: u16 = 10_000;
+
+/// Why a store operation failed (the message is for the log only).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+/// An S3 bucket glance-api writes images to (the secret never in `Debug`).
+#[derive(Clone, Debug)]
+pub struct S3Store {
+    bucket: glance_link::s3::S3Bucket,
+    http: reqwest::Client,
+}
+
+/// The store uploads go to.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// A directory: the object of an image is the file named by its id.
+    File(PathBuf),
+    /// An S3 bucket: the object is the key prefix plus the image id.
+    S3(Arc<S3Store>),
+}
+
+impl S3Store {
+    /// A store writing to `bucket`.
+    pub fn new(bucket: glance_link::s3::S3Bucket) -> Result<S3Store, String> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build the S3 client: {e}"))?;
+        Ok(S3Store { bucket, http })
+    }
+
+    /// A presigned GET of `object`, valid for `ttl`: the direct link.
+    pub fn presigned_get(&self, object: &str, ttl: Duration) -> String {
+        self.bucket.presigned_get(object, ttl).to_string()
+    }
+
+    /// Sends one presigned request; the response if it is a 2xx.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: url::Url,
+        body: Option<Bytes>,
+    ) -> Result<reqwest::Response, StoreError> {
+        let what = format!("{method} {}", url.path());
+        let mut req = self.http.request(method, url);
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| StoreError(format!("{what}: {e}")))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let code = text
+            .split("<Code>")
+            .nth(1)
+            .and_then(|t| t.split('<').next())
+            .unwrap_or("");
+        Err(StoreError(format!("{what}: S3 answered {status} {code}")))
+    }
+
+    async fn put_whole(&self, object: &str, body: Bytes) -> Result<(), StoreError> {
+        let key = self.bucket.key(object);
+        let url = self
+            .bucket
+            .bucket()
+            .put_object(Some(self.bucket.credentials()), &key)
+            .sign(OWN_REQUEST_VALIDITY);
+        self.send(reqwest::Method::PUT, url, Some(body))
+            .await
+            .map(drop)
+    }
+
+    async fn create_upload(&self, object: &str) -> Result<String, StoreError> {
+        let key = self.bucket.key(object);
+        let url = self
+            .bucket
+            .bucket()
+            .create_multipart_upload(Some(self.bucket.credentials()), &key)
+            .sign(OWN_REQUEST_VALIDITY);
+        let resp = self.send(reqwest::Method::POST, url, None).await?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| StoreError(format!("create multipart upload: {e}")))?;
+        rusty_s3::actions::CreateMultipartUpload::parse_response(&text)
+            .map(|r| r.upload_id().to_owned())
+            .map_err(|e| StoreError(format!("create multipart upload: {e}")))
+    }
+
+    async fn upload_part(
+        &self,
+        object: &str,
+        upload_id: &str,
+        number: u16,
+        body: Bytes,
+    ) -> Result<String, StoreError> {
+        let key = self.bucket.key(object);
+        let url = self
+            .bucket
+            .bucket()
+            .upload_part(Some(self.bucket.credentials()), &key, number, upload_id)
+            .sign(OWN_REQUEST_VALIDITY);
+        let resp = self.send(reqwest::Method::PUT, url, Some(body)).await?;
+        resp.headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| StoreError(format!("part {number}: S3 sent no ETag")))
+    }
+
+    async fn complete(
+        &self,
+        object: &str,
+        upload_id: &str,
+        etags: &[String],
+    ) -> Result<(), StoreError> {
+        let key = self.bucket.key(object);
+        let action = self.bucket.bucket().complete_multipart_upload(
+            Some(self.bucket.credentials()),
+            &key,
+            upload_id,
+            etags.iter().map(String::as_str),
+        );
+        let url = action.sign(OWN_REQUEST_VALIDITY);
+        let body = action.body();
+        let resp = self
+            .send(reqwest::Method::POST, url, Some(Bytes::from(body)))
+            .await?;
+        // S3 may answer 200 and put the error in the body.
+        let text = resp.text().await.unwrap_or_default();
+        if text.contains("<Error>") {
+            return Err(StoreError(format!(
+                "complete multipart upload: S3 answered an error: {}",
+                text.chars().take(200).collect::<String>()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn abort(&self, object: &str, upload_id: &str) {
+        let key = self.bucket.key(object);
+        let url = self
+            .bucket
+            .bucket()
+            .abort_multipart_upload(Some(self.bucket.credentials()), &key, upload_id)
+            .sign(OWN_REQUEST_VALIDITY);
+        if let Err(e) = self.send(reqwest::Method::DELETE, url, None).await {
+            tracing::warn!(object, error = %e, "cannot abort a multipart upload");
+        }
+    }
+
+    async fn delete(&self, object: &str) -> Result<(), StoreError> {
+        let key = self.bucket.key(object);
+        let url = self
+            .bucket
+            .bucket()
+            .delete_object(Some(self.bucket.credentials()), &key)
+            .sign(OWN_REQUEST_VALIDITY);
+        // S3 answers 204 whether or not the object was there.
+        self.send(reqwest::Method::DELETE, url, None)
+            .await
+            .map(drop)
+    }
+}
+
+impl Store {
+    /// The kind's name, as the config writes it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::File(_) => "file",
+            Store::S3(_) => "s3",
+        }
+    }
+
+    /// Starts writing the object of image `object`.
+    pub async fn writer(&self, object: &str) -> Result<Writer, StoreError> {
+        match self {
+            Store::File(dir) => {
+                let partial = dir.join(format!("{object}.partial"));
+                let file = tokio::fs::File::create(&partial)
+                    .await
+                    .map_err(|e| StoreError(format!("{}: {e}", partial.display())))?;
+                Ok(Writer::File {
+                    file,
+                    partial,
+                    done: dir.join(object),
+                })
+            }
+            Store::S3(s3) => Ok(Writer::S3(S3Writer {
+                s3: Arc::clone(s3),
+                object: object.to_owned(),
+                buf: BytesMut::new(),
+                upload_id: None,
+                etags: Vec::new(),
+                in_flight: None,
+            })),
+        }
+    }
+
+    /// Removes the object of image `object` (gone already is fine).
+    pub async fn delete(&self, object: &str) -> Result<(), StoreError> {
+        match self {
+            Store::File(dir) => match tokio::fs::remove_file(dir.join(object)).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(StoreError(e.to_string())),
+            },
+            Store::S3(s3) => s3.delete(object).await,
+        }
+    }
+}
+
+/// An upload in progress.
+pub enum Writer {
+    /// Into `partial`, renamed to `done` at commit.
+    File {
+        /// The open partial file.
+        file: tokio::fs::File,
+        /// Its path.
+        partial: PathBuf,
+        /// The object's path.
+        done: PathBuf,
+    },
+    /// Into S3.
+    S3(S3Writer),
+}
+
+/// An S3 upload: a single PUT for an image under one part, else a
+/// multipart upload with one part in flight while the next fills.
+pub struct S3Writer {
+    s3: Arc<S3Store>,
+    object: String,
+    buf: BytesMut,
+    upload_id: Option<String>,
+    etags: Vec<String>,
+    in_flight: Option<tokio::task::JoinHandle<Result<String, StoreError>>>,
+}
+
+impl S3Writer {
+    /// The size of the part being filled now.
+    fn part_bytes(&self) -> usize {
+        let band = (self.etags.len() + usize::from(self.in_flight.is_some())) / 2000;
+        FIRST_PART_BYTES << band.min(5)
+    }
+
+    /// Waits for the part in flight, keeping its ETag.
+    async fn settle(&mut self) -> Result<(), StoreError> {
+        if let Some(task) = self.in_flight.take() {
+            let etag = task
+                .await
+                .map_err(|e| StoreError(format!("part upload task: {e}")))??;
+            self.etags.push(etag);
+        }
+        Ok(())
+    }
+
+    /// Sends `part` as the next part (after the one in flight lands).
+    async fn send_part(&mut self, part: Bytes) -> Result<(), StoreError> {
+        let upload_id = match &self.upload_id {
+            Some(id) => id.clone(),
+            None => {
+                let id = self.s3.create_upload(&self.object).await?;
+                self.upload_id = Some(id.clone());
+                id
+            }
+        };
+        self.settle().await?;
+        let number = u16::try_from(self.etags.len() + 1)
+            .ok()
+            .filter(|n| *n <= MAX_PARTS)
+            .ok_or_else(|| StoreError("the image needs more than 10,000 parts".into()))?;
+        let s3 = Arc::clone(&self.s3);
+        let object = self.object.clone();
+        self.in_flight = Some(tokio::spawn(async move {
+            s3.upload_part(&object, &upload_id, number, part).await
+        }));
+        Ok(())
+    }
+}
+
+impl Writer {
+    /// Appends `chunk`.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        match self {
+            Writer::File { file, partial, .. } => {
+                use tokio::io::AsyncWriteExt as _;
+                file.write_all(chunk)
+                    .await
+                    .map_err(|e| StoreError(format!("{}: {e}", partial.display())))
+            }
+            Writer::S3(w) => {
+                w.buf.extend_from_slice(chunk);
+                while w.buf.len() >= w.part_bytes() {
+                    let n = w.part_bytes();
+                    let part = w.buf.split_to(n).freeze();
+                    w.send_part(part).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes the object durable and visible under its name.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Writer::File {
+                file,
+                partial,
+                done,
+            } => {
+                let io = |e: std::io::Error| StoreError(format!("{}: {e}", partial.display()));
+                file.sync_all().await.map_err(io)?;
+                drop(file);
+                tokio::fs::rename(&partial, &done).await.map_err(io)
+            }
+            Writer::S3(mut w) => {
+                let rest = std::mem::take(&mut w.buf).freeze();
+                let Some(upload_id) = w.upload_id.clone() else {
+                    return w.s3.put_whole(&w.object, rest).await;
+                };
+                let result = async {
+                    if !rest.is_empty() {
+                        w.send_part(rest).await?;
+                    }
+                    w.settle().await?;
+                    w.s3.complete(&w.object, &upload_id, &w.etags).await
+                }
+                .await;
+                if result.is_err() {
+                    w.s3.abort(&w.object, &upload_id).await;
+                }
+                result
+            }
+        }
+    }
+
+    /// Throws the partial object away.
+    pub async fn abort(self) {
+        match self {
+            Writer::File { file, partial, .. } => {
+                drop(file);
+                let _ = tokio::fs::remove_file(&partial).await;
+            }
+            Writer::S3(mut w) => {
+                if let Some(task) = w.in_flight.take() {
+                    task.abort();
+                    let _ = task.await;
+                }
+                if let Some(id) = &w.upload_id {
+                    w.s3.abort(&w.object, id).await;
+                }
+            }
+        }
+    }
+}
