@@ -22,6 +22,25 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(count):
+    """A first port with the `count - 1` ports after it free too."""
+    for _ in range(50):
+        first = free_port()
+        if first + count > 65535:
+            continue
+        try:
+            for p in range(first, first + count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return first
+        except OSError:
+            continue
+    raise AssertionError(f"no {count} consecutive free ports")
+
+
+STREAM_NODES = 3
+
+
 def read_openrc(path):
     """The variables an openrc file exports."""
     assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
@@ -37,10 +56,11 @@ def read_openrc(path):
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory):
     work = tmp_path_factory.mktemp("qs")
-    port, stream_port = free_port(), free_port()
+    port, stream_port = free_port(), free_ports(STREAM_NODES)
     proc = subprocess.Popen(
         [str(BIN_DIR / "glance-api"), "quickstart", "--dir", str(work / "var"),
-         "--port", str(port), "--stream-port", str(stream_port)],
+         "--port", str(port), "--stream-port", str(stream_port),
+         "--stream-nodes", str(STREAM_NODES)],
         stdout=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     banner = ""
@@ -60,13 +80,15 @@ def quickstart(tmp_path_factory):
         "member": member["OS_TOKEN"],
         "env": {admin["OS_TOKEN"]: admin, member["OS_TOKEN"]: member},
         "work": work,
+        "stream_ports": list(range(stream_port, stream_port + STREAM_NODES)),
     }
     yield info
-    # Ctrl-C stops both processes.
+    # Ctrl-C stops every process.
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", stream_port), timeout=2).close()
+    for p in info["stream_ports"]:
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", p), timeout=2).close()
 
 
 def image_bytes(size, seed):

@@ -173,10 +173,13 @@ pub struct EntryInfo {
     pub state: State,
     /// Bytes of the chunks present.
     pub bytes_present: u64,
-    /// Times served.
+    /// Times the entry was opened: the request or pre-warm that made it
+    /// counts once, then every download.
     pub hits: u64,
     /// Last access, Unix seconds.
     pub last_access: u64,
+    /// When the entry was made, Unix seconds.
+    pub created: u64,
 }
 
 struct Entry {
@@ -657,6 +660,7 @@ impl Cache {
                     .sum(),
                 hits: e.record.hits,
                 last_access: e.record.last_access,
+                created: e.record.created,
             })
             .collect();
         out.sort_by_key(|e| e.key);

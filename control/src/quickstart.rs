@@ -204,7 +204,9 @@ fn prepare(args: &Args, nodes: &[QuickNode]) -> Result<RawConfig, String> {
 }
 
 /// A stream node's directory: its config, its copy of the keyring (kept
-/// current by glance-api's pushes) and its cache.
+/// current by glance-api's pushes) and its cache. The file store is served
+/// through the cache, as a shared directory would be, so the cache API and
+/// pre-warming work on the quickstart too.
 fn prepare_node(args: &Args, node: &QuickNode, store: &str) -> Result<(), String> {
     let err = |e: std::io::Error| format!("cannot create {}: {e}", node.dir.display());
     std::fs::create_dir_all(node.dir.join("cache")).map_err(err)?;
@@ -219,7 +221,7 @@ fn prepare_node(args: &Args, node: &QuickNode, store: &str) -> Result<(), String
         "listen = \"{listen}\"\npublic_url = \"{}\"\nkeyring = \"keyring.toml\"\nthreads = 0\n\
          [admin]\ntoken_file = \"../stream-admin-token\"\n\
          [cache]\ndir = \"cache\"\nmax_bytes = 21474836480\n\
-         [stores.{store}]\nkind = \"file\"\npath = \"../images\"\n",
+         [stores.{store}]\nkind = \"file\"\npath = \"../images\"\ncache = true\n",
         node.url
     );
     std::fs::write(node.dir.join("glance-stream.toml"), config).map_err(err)

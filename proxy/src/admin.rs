@@ -59,6 +59,7 @@ struct Item {
     bytes_present: u64,
     hits: u64,
     last_access: u64,
+    created: u64,
 }
 
 /// The inventory.
@@ -201,6 +202,7 @@ fn inventory_json(cache: &glance_cache::Cache) -> String {
             bytes_present: e.bytes_present,
             hits: e.hits,
             last_access: e.last_access,
+            created: e.created,
         })
         .collect();
     serde_json::to_string(&Inventory {

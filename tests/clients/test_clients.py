@@ -120,3 +120,52 @@ def test_openstacksdk_create_download_and_verify(quickstart, tmp_path):
     assert hashlib.sha512(out.read_bytes()).digest() == hashlib.sha512(data).digest()
     names = [img.name for img in conn.image.images()]
     assert "sdk-image" in names
+
+
+def glance(qs, token, *args):
+    """Runs the `glance` CLI against the quickstart's endpoint."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    cmd = [str(VENV_BIN / "glance"), "--os-image-url", qs["endpoint"],
+           "--os-auth-token", token, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_cache_commands_of_glanceclient_and_the_openstack_cli(quickstart, tmp_path):
+    import time
+
+    admin = quickstart["admin"]
+    src = tmp_path / "cache.img"
+    data = image_bytes(3 * 1024 * 1024 + 1, "cache")
+    src.write_bytes(data)
+    done = osc(quickstart, admin, "image", "create", "--file", str(src), "--disk-format",
+               "raw", "--container-format", "bare", "cache-image", "-f", "json")
+    assert done.returncode == 0, done.stderr
+    image_id = json.loads(done.stdout)["id"]
+
+    done = glance(quickstart, admin, "cache-queue", image_id)
+    assert done.returncode == 0, done.stderr
+    deadline = time.time() + 60
+    while True:
+        done = osc(quickstart, admin, "cached", "image", "list", "-f", "json")
+        assert done.returncode == 0, done.stderr
+        rows = {r["ID"]: r for r in json.loads(done.stdout)}
+        if rows.get(image_id, {}).get("State") == "cached":
+            break
+        assert time.time() < deadline, rows
+        time.sleep(0.2)
+    assert rows[image_id]["Size"] == len(data)
+    done = glance(quickstart, admin, "cache-list")
+    assert done.returncode == 0, done.stderr
+    assert image_id in done.stdout and "cached" in done.stdout
+
+    # Members may not see or change the cache.
+    done = osc(quickstart, quickstart["member"], "cached", "image", "list")
+    assert done.returncode != 0
+    assert "403" in done.stderr or "Forbidden" in done.stderr or "denied" in done.stderr, done.stderr
+
+    done = osc(quickstart, admin, "cached", "image", "delete", image_id)
+    assert done.returncode == 0, done.stderr
+    done = osc(quickstart, admin, "cached", "image", "list", "-f", "json")
+    assert image_id not in [r["ID"] for r in json.loads(done.stdout)]
+    done = glance(quickstart, admin, "cache-clear", "--target", "cache")
+    assert done.returncode == 0, done.stderr

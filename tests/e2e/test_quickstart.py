@@ -94,3 +94,51 @@ def test_image_lifecycle_through_the_redirect(quickstart, tmp_path):
     assert api(quickstart, admin, "DELETE", f"/v2/images/{image_id}")[0] == 204
     assert api(quickstart, admin, "GET", f"/v2/images/{image_id}")[0] == 404
     assert not (quickstart["work"] / "var" / "images" / image_id).exists()
+
+
+def test_the_quickstart_fleet_spreads_images_and_drains(quickstart):
+    """`--stream-nodes 3`: three glance-stream processes registered as the
+    fleet, healthy, each given the keyring; images spread over them and a
+    drained node gets no new downloads."""
+    import time
+
+    admin = quickstart["admin"]
+    deadline = time.time() + 30
+    while True:
+        status, nodes = api(quickstart, admin, "GET", "/admin/nodes")
+        assert status == 200, nodes
+        if all(n["health"] == "up" and n["keyring"] == "current" for n in nodes["nodes"]):
+            break
+        assert time.time() < deadline, nodes
+        time.sleep(0.2)
+    assert [n["name"] for n in nodes["nodes"]] == ["stream-1", "stream-2", "stream-3"]
+    ports = {f"http://127.0.0.1:{p}" for p in quickstart["stream_ports"]}
+    assert {n["public_url"] for n in nodes["nodes"]} == ports
+    assert api(quickstart, quickstart["member"], "GET", "/admin/nodes")[0] == 403
+
+    placed = {}
+    for i in range(12):
+        status, img = api(quickstart, admin, "POST", "/v2/images", json.dumps(
+            {"name": f"fleet-{i}", "disk_format": "raw", "container_format": "bare"}))
+        url = f"{quickstart['endpoint']}/v2/images/{img['id']}/file"
+        assert curl("-X", "PUT", "-H", f"X-Auth-Token: {admin}", "-H",
+                    "Content-Type: application/octet-stream", "--data-binary",
+                    f"image {i}", url)[0] == 204
+        out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{redirect_url}",
+                              "-H", f"X-Auth-Token: {admin}", url],
+                             capture_output=True, text=True, timeout=60)
+        placed[img["id"]] = out.stdout.split("/v1/")[0]
+    assert len(set(placed.values())) >= 2, placed
+    busiest = max(set(placed.values()), key=list(placed.values()).count)
+    name = next(n["name"] for n in nodes["nodes"] if n["public_url"] == busiest)
+    assert api(quickstart, admin, "POST", f"/admin/nodes/{name}/drain")[0] == 200
+    for image_id, was in placed.items():
+        url = f"{quickstart['endpoint']}/v2/images/{image_id}/file"
+        out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{redirect_url}",
+                              "-H", f"X-Auth-Token: {admin}", url],
+                             capture_output=True, text=True, timeout=60)
+        now = out.stdout.split("/v1/")[0]
+        assert now != busiest
+        if was != busiest:
+            assert now == was
+    assert api(quickstart, admin, "POST", f"/admin/nodes/{name}/undrain")[0] == 200

@@ -21,6 +21,10 @@ use crate::error::ApiError;
 use crate::fleet::node_client::{CachedImage, Evicted, Inventory};
 use crate::model::{Status, StreamNode};
 
+/// The header naming the nodes a listing could not reach (their caches are
+/// missing from it).
+pub const UNREACHABLE: &str = "x-glance-stream-unreachable-nodes";
+
 /// Whether this server answers the cache API: it needs stream nodes and the
 /// token of their admin API.
 pub fn supported(state: &Shared) -> bool {
@@ -75,6 +79,7 @@ async fn inventories(state: &Shared) -> Vec<(StreamNode, Result<Inventory, Strin
 struct Merged {
     hits: u64,
     last_access: u64,
+    created: u64,
     size: u64,
     nodes: Vec<String>,
 }
@@ -88,7 +93,7 @@ pub async fn list(
     allowed(&state, &ctx)?;
     let mut cached: BTreeMap<String, Merged> = BTreeMap::new();
     let mut queued: Vec<String> = Vec::new();
-    let mut node_json = Vec::new();
+    let mut failed = Vec::new();
     for (node, inv) in inventories(&state).await {
         match inv {
             Ok(inv) => {
@@ -98,6 +103,7 @@ pub async fn list(
                             let m = cached.entry(img.id.clone()).or_default();
                             m.hits += img.hits;
                             m.last_access = m.last_access.max(img.last_access);
+                            m.created = m.created.max(img.created);
                             m.size = img.size;
                             m.nodes.push(node.name.clone());
                         }
@@ -105,13 +111,8 @@ pub async fn list(
                         _ => {}
                     }
                 }
-                node_json.push(json!({
-                    "name": node.name,
-                    "bytes_used": inv.bytes_used,
-                    "bytes_limit": inv.bytes_limit,
-                }));
             }
-            Err(e) => node_json.push(json!({"name": node.name, "error": e})),
+            Err(_) => failed.push(node.name),
         }
     }
     queued.retain(|id| !cached.contains_key(id));
@@ -122,19 +123,25 @@ pub async fn list(
                 "image_id": id,
                 "hits": m.hits,
                 "last_accessed": m.last_access,
-                // The nodes keep one time per entry: its last use.
-                "last_modified": m.last_access,
+                // When the newest copy was made, as Glance's is when it was cached.
+                "last_modified": m.created,
                 "size": m.size,
                 "nodes": m.nodes,
             })
         })
         .collect();
-    Ok(axum::Json(json!({
+    // Glance's shape exactly: clients read every other key as a queue.
+    let mut resp = axum::Json(json!({
         "cached_images": cached,
         "queued_images": queued,
-        "nodes": node_json,
     }))
-    .into_response())
+    .into_response();
+    if !failed.is_empty()
+        && let Ok(v) = axum::http::HeaderValue::from_str(&failed.join(", "))
+    {
+        resp.headers_mut().insert(UNREACHABLE, v);
+    }
+    Ok(resp)
 }
 
 /// `?scope=` of `PUT /v2/cache/{id}`.
@@ -190,24 +197,22 @@ pub async fn queue(
     let client = &state.fleet.client;
     let idt = id.to_string();
     let outcomes = each(&targets, |n| client.prewarm(n, &idt, &query)).await;
-    let mut ok = 0;
+    let mut refusals = Vec::new();
     let nodes: Vec<Value> = outcomes
         .into_iter()
         .map(|(n, r)| match r {
-            Ok(()) => {
-                ok += 1;
-                json!({"name": n.name, "queued": true})
-            }
+            Ok(()) => json!({"name": n.name, "queued": true}),
             Err(e) => {
                 tracing::warn!(node = %n.name, image = %id, error = %e, "pre-warm refused");
+                refusals.push(format!("{}: {e}", n.name));
                 json!({"name": n.name, "queued": false, "error": e})
             }
         })
         .collect();
-    if ok == 0 {
+    if refusals.len() == nodes.len() {
         return Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
-            format!("No stream node took image {id}: {nodes:?}"),
+            format!("No stream node took image {id}: {}", refusals.join("; ")),
         ));
     }
     Ok((
@@ -409,6 +414,7 @@ pub async fn nodes(
                         "bytes_present": img.bytes_present,
                         "hits": img.hits,
                         "last_accessed": img.last_access,
+                        "last_modified": img.created,
                     }));
                 }
             }

@@ -69,12 +69,15 @@ pub async fn create(
         }
     };
     let image = load_visible(&state, &ctx, id).await?;
-    policy::check(Action::DownloadImage, &ctx, Target::image(&image))?;
+    // A direct link is the trusted callers' download: their rule replaces
+    // the download rule (a service user may hold no `member` role).
+    let rule = match kind {
+        LinkKind::Stream => Action::DownloadImage,
+        LinkKind::Direct => Action::DirectLink,
+    };
+    policy::check(rule, &ctx, Target::image(&image))?;
     if image.status == Status::Deactivated {
         policy::check(Action::DownloadDeactivated, &ctx, Target::image(&image))?;
-    }
-    if kind == LinkKind::Direct {
-        policy::check(Action::DirectLink, &ctx, Target::image(&image))?;
     }
     let (url, expires) = match kind {
         LinkKind::Stream => match crate::links::sign(&state, &image) {

@@ -112,6 +112,8 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/", get(versions_multiple))
         .route("/versions", get(versions))
+        .route("/v2", get(versions_multiple))
+        .route("/v2/", get(versions_multiple))
         .route("/metrics", get(crate::metrics::serve))
         .merge(v2)
         .layer(middleware::from_fn(crate::error::negotiate))

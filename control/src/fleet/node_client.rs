@@ -21,10 +21,13 @@ pub struct CachedImage {
     pub state: String,
     /// Bytes already in the cache.
     pub bytes_present: u64,
-    /// Downloads served from the entry.
+    /// Times the entry was opened (its fill once, then every download).
     pub hits: u64,
     /// Unix time of the last download.
     pub last_access: u64,
+    /// Unix time the entry was made.
+    #[serde(default)]
+    pub created: u64,
 }
 
 /// A node's cache inventory.
