@@ -105,42 +105,42 @@ impl NodeClient {
         }
     }
 
-    /// An admin request with the bearer token, or an error without one.
-    fn admin(
+    /// Sends an admin request with the bearer token (an error without one).
+    async fn admin(
         &self,
         method: reqwest::Method,
         node: &StreamNode,
         path: &str,
-    ) -> Result<reqwest::RequestBuilder, String> {
+        body: Option<&str>,
+    ) -> Result<reqwest::Response, String> {
         let token = self
             .token
             .as_ref()
             .ok_or("no [fleet] admin_token_file is configured")?;
-        Ok(self
+        let mut req = self
             .http
             .request(method, format!("{}/admin/{path}", node.admin_url))
             .bearer_auth(&token.0)
-            .timeout(self.timeout))
+            .timeout(self.timeout);
+        if let Some(body) = body {
+            req = req.body(body.to_owned());
+        }
+        req.send().await.map_err(|e| reason(&e))
     }
 
     /// `PUT /admin/keyring` with the keyring file's text.
     pub async fn push_keyring(&self, node: &StreamNode, text: &str) -> Result<(), String> {
         let resp = self
-            .admin(reqwest::Method::PUT, node, "keyring")?
-            .body(text.to_owned())
-            .send()
-            .await
-            .map_err(|e| reason(&e))?;
+            .admin(reqwest::Method::PUT, node, "keyring", Some(text))
+            .await?;
         expect(resp, 200).await.map(drop)
     }
 
     /// `GET /admin/cache`.
     pub async fn inventory(&self, node: &StreamNode) -> Result<Inventory, String> {
         let resp = self
-            .admin(reqwest::Method::GET, node, "cache")?
-            .send()
-            .await
-            .map_err(|e| reason(&e))?;
+            .admin(reqwest::Method::GET, node, "cache", None)
+            .await?;
         let resp = expect(resp, 200).await?;
         resp.json()
             .await
@@ -151,21 +151,21 @@ impl NodeClient {
     /// fills the image in the background (202).
     pub async fn prewarm(&self, node: &StreamNode, id: &str, query: &str) -> Result<(), String> {
         let resp = self
-            .admin(reqwest::Method::PUT, node, &format!("cache/{id}"))?
-            .body(query.to_owned())
-            .send()
-            .await
-            .map_err(|e| reason(&e))?;
+            .admin(
+                reqwest::Method::PUT,
+                node,
+                &format!("cache/{id}"),
+                Some(query),
+            )
+            .await?;
         expect(resp, 202).await.map(drop)
     }
 
     /// `DELETE /admin/cache/{id}`.
     pub async fn evict(&self, node: &StreamNode, id: &str) -> Result<Evicted, String> {
         let resp = self
-            .admin(reqwest::Method::DELETE, node, &format!("cache/{id}"))?
-            .send()
-            .await
-            .map_err(|e| reason(&e))?;
+            .admin(reqwest::Method::DELETE, node, &format!("cache/{id}"), None)
+            .await?;
         match resp.status().as_u16() {
             204 => Ok(Evicted::Removed),
             404 => Ok(Evicted::NotCached),
@@ -176,15 +176,8 @@ impl NodeClient {
 
     /// `POST /admin/cache/prune?target_bytes=N`.
     pub async fn prune(&self, node: &StreamNode, target_bytes: u64) -> Result<Pruned, String> {
-        let resp = self
-            .admin(
-                reqwest::Method::POST,
-                node,
-                &format!("cache/prune?target_bytes={target_bytes}"),
-            )?
-            .send()
-            .await
-            .map_err(|e| reason(&e))?;
+        let path = format!("cache/prune?target_bytes={target_bytes}");
+        let resp = self.admin(reqwest::Method::POST, node, &path, None).await?;
         let resp = expect(resp, 200).await?;
         resp.json()
             .await
