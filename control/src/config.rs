@@ -366,12 +366,23 @@ impl Config {
             stream_nodes.push(node);
         }
         let fleet = check_fleet(raw.fleet.unwrap_or_default(), base).map_err(bad)?;
-        if raw.link_ttl_secs == 0 {
-            return Err(bad("link_ttl_secs must be at least 1".into()));
+        if raw.link_ttl_secs == 0 || raw.link_ttl_secs > MAX_LINK_TTL_SECS {
+            return Err(bad(format!(
+                "link_ttl_secs must be 1 to {MAX_LINK_TTL_SECS} (7 days, as S3 presigned links)"
+            )));
         }
         let store_id = glance_link::StoreId::new(&raw.store.id)
             .map_err(|e| bad(format!("[store] id: {e}")))?;
         let store = check_store(&raw.store, base).map_err(|m| bad(format!("[store] {m}")))?;
+        if matches!(store, crate::store::Store::S3(_))
+            && raw.image_size_cap > crate::store::MAX_S3_OBJECT
+        {
+            return Err(bad(format!(
+                "image_size_cap = {} is more than an S3 upload can hold ({} bytes)",
+                raw.image_size_cap,
+                crate::store::MAX_S3_OBJECT
+            )));
+        }
         let auth = check_auth(raw.auth, base).map_err(bad)?;
         Ok(Config {
             listen,
@@ -388,6 +399,10 @@ impl Config {
         })
     }
 }
+
+/// The longest link lifetime: S3 presigns for 7 days at most, and a link is
+/// a bearer credential.
+pub const MAX_LINK_TTL_SECS: u64 = 7 * 24 * 3600;
 
 /// The longest node name.
 const MAX_NODE_NAME: usize = 64;
@@ -574,5 +589,46 @@ fn check_auth(raw: RawAuth, base: &Path) -> Result<AuthConfig, String> {
         (mode, _) => Err(format!(
             "[auth] mode = {mode:?}: use \"static\" or \"keystone\""
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(extra: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\npublic_url = \"http://api\"\nkeyring = \"k\"\n\
+             metadata = \"m\"\n{extra}\n[store]\nid = \"local\"\nkind = \"file\"\npath = \"images\"\n\
+             [auth]\nmode = \"static\"\n"
+        );
+        let raw: RawConfig = toml::from_str(&text).unwrap();
+        Config::check(raw, dir.path(), "t")
+    }
+
+    #[test]
+    fn nodes_links_and_the_fleet_are_checked() {
+        let c = raw("stream_nodes = [\"http://10.0.0.1:9393/\"]").unwrap();
+        assert_eq!(c.stream_nodes[0].name, "10.0.0.1:9393");
+        assert_eq!(c.stream_nodes[0].public_url, "http://10.0.0.1:9393");
+        assert_eq!(c.fleet.replicas.get(), 1);
+        for (extra, want) in [
+            ("link_ttl_secs = 604801", "7 days"),
+            ("link_ttl_secs = 0", "link_ttl_secs"),
+            ("stream_nodes = [\"ftp://x\"]", "http://"),
+            (
+                "stream_nodes = [\"http://a:1\", {name = \"a:1\", public_url = \"http://b:2\"}]",
+                "two nodes",
+            ),
+            (
+                "stream_nodes = [{name = \"n\", public_url = \"http://b:2\", weight = 0}]",
+                "weight",
+            ),
+            ("[fleet]\nreplicas = 0", "replicas"),
+        ] {
+            let err = raw(extra).unwrap_err().to_string();
+            assert!(err.contains(want), "{extra}: {err}");
+        }
     }
 }

@@ -67,10 +67,10 @@ pub fn sign(state: &AppState, image: &Image) -> Download {
     let Some(params) = params(image, expires) else {
         return Download::NoData;
     };
-    let Some(node) = state.fleet.pick(&image.id) else {
+    let Some((node, keys)) = state.fleet.pick(&image.id) else {
         return Download::NoNode;
     };
-    let link = state.fleet.keys.keyring().sign(params);
+    let link = keys.keyring.sign(params);
     Download::Link {
         url: link.url(&node.public_url),
         expires,

@@ -98,6 +98,9 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // The first round before the first request: the nodes get the keyring
+    // and a health verdict (each call bounded by the node timeout).
+    crate::fleet::round(&state.fleet).await;
     let fleet = start_fleet(&state);
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)

@@ -14,13 +14,44 @@ use rusty_s3::S3Action as _;
 /// How long a presigned request glance-api makes itself stays valid.
 const OWN_REQUEST_VALIDITY: Duration = Duration::from_secs(3600);
 
-/// The first parts of a multipart upload; every 2,000 parts the size
-/// doubles (up to 32x), so S3's 10,000-part limit allows about 1.5 TiB
-/// while small images use little memory.
+/// The first parts of a multipart upload; every [`PARTS_PER_SIZE`] parts
+/// the size doubles (up to 64x), so S3's 10,000-part limit allows
+/// [`MAX_S3_OBJECT`] (about 1.9 TiB) while small images use little memory.
 const FIRST_PART_BYTES: usize = 16 << 20;
+
+/// Parts of each size.
+const PARTS_PER_SIZE: usize = 1600;
+
+/// The most doublings of the part size.
+const MAX_DOUBLINGS: usize = 6;
 
 /// S3's limit on parts per upload.
 const MAX_PARTS: u16 = 10_000;
+
+/// The size of part `index` (counting from 0).
+const fn part_bytes(index: usize) -> usize {
+    let band = index / PARTS_PER_SIZE;
+    FIRST_PART_BYTES
+        << if band < MAX_DOUBLINGS {
+            band
+        } else {
+            MAX_DOUBLINGS
+        }
+}
+
+// The default image_size_cap (1 TiB) fits, and no part passes S3's 5 GiB.
+const _: () = assert!(MAX_S3_OBJECT > 1 << 40 && part_bytes(9_999) <= 5 << 30);
+
+/// The largest object an S3 upload can make: the sum of all 10,000 parts.
+pub const MAX_S3_OBJECT: u64 = {
+    let mut total = 0u64;
+    let mut i = 0;
+    while i < MAX_PARTS as usize {
+        total += part_bytes(i) as u64;
+        i += 1;
+    }
+    total
+};
 
 /// Why a store operation failed (the message is for the log only).
 #[derive(Debug, thiserror::Error)]
@@ -71,10 +102,11 @@ impl S3Store {
         if let Some(body) = body {
             req = req.body(body);
         }
+        // Without the URL: its query is a signature valid for an hour.
         let resp = req
             .send()
             .await
-            .map_err(|e| StoreError(format!("{what}: {e}")))?;
+            .map_err(|e| StoreError(format!("{what}: {}", e.without_url())))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -210,11 +242,12 @@ impl Store {
                 let file = tokio::fs::File::create(&partial)
                     .await
                     .map_err(|e| StoreError(format!("{}: {e}", partial.display())))?;
-                Ok(Writer::File {
-                    file,
+                Ok(Writer::File(FileWriter {
+                    file: Some(file),
                     partial,
                     done: dir.join(object),
-                })
+                    finished: false,
+                }))
             }
             Store::S3(s3) => Ok(Writer::S3(S3Writer {
                 s3: Arc::clone(s3),
@@ -223,6 +256,7 @@ impl Store {
                 upload_id: None,
                 etags: Vec::new(),
                 in_flight: None,
+                finished: false,
             })),
         }
     }
@@ -240,19 +274,30 @@ impl Store {
     }
 }
 
-/// An upload in progress.
+/// An upload in progress. Dropped before [`Writer::commit`] (a request
+/// cancelled mid-way), it removes what it wrote.
 pub enum Writer {
-    /// Into `partial`, renamed to `done` at commit.
-    File {
-        /// The open partial file.
-        file: tokio::fs::File,
-        /// Its path.
-        partial: PathBuf,
-        /// The object's path.
-        done: PathBuf,
-    },
+    /// Into a file.
+    File(FileWriter),
     /// Into S3.
     S3(S3Writer),
+}
+
+/// An upload into `partial`, renamed to `done` at commit.
+pub struct FileWriter {
+    file: Option<tokio::fs::File>,
+    partial: PathBuf,
+    done: PathBuf,
+    finished: bool,
+}
+
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            // One unlink of a file this upload made.
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
 }
 
 /// An S3 upload: a single PUT for an image under one part, else a
@@ -264,13 +309,28 @@ pub struct S3Writer {
     upload_id: Option<String>,
     etags: Vec<String>,
     in_flight: Option<tokio::task::JoinHandle<Result<String, StoreError>>>,
+    finished: bool,
+}
+
+impl Drop for S3Writer {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        if let Some(task) = self.in_flight.take() {
+            task.abort();
+        }
+        if let (Some(id), Ok(rt)) = (self.upload_id.take(), tokio::runtime::Handle::try_current()) {
+            let (s3, object) = (Arc::clone(&self.s3), self.object.clone());
+            rt.spawn(async move { s3.abort(&object, &id).await });
+        }
+    }
 }
 
 impl S3Writer {
     /// The size of the part being filled now.
     fn part_bytes(&self) -> usize {
-        let band = (self.etags.len() + usize::from(self.in_flight.is_some())) / 2000;
-        FIRST_PART_BYTES << band.min(5)
+        part_bytes(self.etags.len() + usize::from(self.in_flight.is_some()))
     }
 
     /// Waits for the part in flight, keeping its ETag.
@@ -312,11 +372,14 @@ impl Writer {
     /// Appends `chunk`.
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
         match self {
-            Writer::File { file, partial, .. } => {
+            Writer::File(w) => {
                 use tokio::io::AsyncWriteExt as _;
+                let Some(file) = w.file.as_mut() else {
+                    return Err(StoreError("the upload is closed".into()));
+                };
                 file.write_all(chunk)
                     .await
-                    .map_err(|e| StoreError(format!("{}: {e}", partial.display())))
+                    .map_err(|e| StoreError(format!("{}: {e}", w.partial.display())))
             }
             Writer::S3(w) => {
                 w.buf.extend_from_slice(chunk);
@@ -333,20 +396,25 @@ impl Writer {
     /// Makes the object durable and visible under its name.
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
-            Writer::File {
-                file,
-                partial,
-                done,
-            } => {
+            Writer::File(mut w) => {
+                let partial = w.partial.clone();
                 let io = |e: std::io::Error| StoreError(format!("{}: {e}", partial.display()));
+                let file = w
+                    .file
+                    .take()
+                    .ok_or_else(|| StoreError("the upload is closed".into()))?;
                 file.sync_all().await.map_err(io)?;
                 drop(file);
-                tokio::fs::rename(&partial, &done).await.map_err(io)
+                tokio::fs::rename(&w.partial, &w.done).await.map_err(io)?;
+                w.finished = true;
+                Ok(())
             }
             Writer::S3(mut w) => {
                 let rest = std::mem::take(&mut w.buf).freeze();
                 let Some(upload_id) = w.upload_id.clone() else {
-                    return w.s3.put_whole(&w.object, rest).await;
+                    w.s3.put_whole(&w.object, rest).await?;
+                    w.finished = true;
+                    return Ok(());
                 };
                 let result = async {
                     if !rest.is_empty() {
@@ -356,6 +424,8 @@ impl Writer {
                     w.s3.complete(&w.object, &upload_id, &w.etags).await
                 }
                 .await;
+                // Done either way: completed, or aborted here.
+                w.finished = true;
                 if result.is_err() {
                     w.s3.abort(&w.object, &upload_id).await;
                 }
@@ -367,19 +437,34 @@ impl Writer {
     /// Throws the partial object away.
     pub async fn abort(self) {
         match self {
-            Writer::File { file, partial, .. } => {
-                drop(file);
-                let _ = tokio::fs::remove_file(&partial).await;
+            Writer::File(mut w) => {
+                drop(w.file.take());
+                let _ = tokio::fs::remove_file(&w.partial).await;
+                w.finished = true;
             }
             Writer::S3(mut w) => {
+                w.finished = true;
                 if let Some(task) = w.in_flight.take() {
                     task.abort();
                     let _ = task.await;
                 }
-                if let Some(id) = &w.upload_id {
-                    w.s3.abort(&w.object, id).await;
+                if let Some(id) = w.upload_id.take() {
+                    w.s3.abort(&w.object, &id).await;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_grow_so_ten_thousand_hold_more_than_the_default_cap() {
+        assert_eq!(part_bytes(0), 16 << 20);
+        assert_eq!(part_bytes(1599), 16 << 20);
+        assert_eq!(part_bytes(1600), 32 << 20);
+        assert_eq!(part_bytes(9999), 1 << 30);
     }
 }

@@ -1350,6 +1350,8 @@ async fn metrics_count_requests_by_route_and_links_by_kind() {
     node_of(&app, &id).await;
     node_of(&app, &id).await;
     app.get("/v2/images/not-a-uuid", MEMBER_A).await;
+    app.call("FROB", "/v2/images", Some(MEMBER_A), Body::empty(), None)
+        .await;
     let m = app.call("GET", "/metrics", None, Body::empty(), None).await;
     assert_eq!(m.status, StatusCode::OK);
     let text = String::from_utf8(m.body).unwrap();
@@ -1361,6 +1363,7 @@ async fn metrics_count_requests_by_route_and_links_by_kind() {
         "glance_api_request_duration_seconds_count{route=\"/v2/images/{id}/file\",method=\"GET\"} 2",
         "glance_api_stream_node_eligible{node=\"stream-a:9393\"} 1",
         "glance_api_stream_node_drained{node=\"stream-b:9393\"} 0",
+        "route=\"/v2/images\",method=\"other\",status=\"405\"} 1",
     ] {
         assert!(text.contains(want), "no {want} in\n{text}");
     }

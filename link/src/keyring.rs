@@ -210,9 +210,10 @@ impl Keyring {
         Some(sign_with(key, *key_id, params))
     }
 
-    /// This keyring with `id` added as the new primary; the old keys stay, so
-    /// links they signed keep verifying until they are dropped.
-    pub fn rotated(&self, id: KeyId, secret: Secret) -> Result<Keyring, KeyringError> {
+    /// This keyring with the key `id` added beside the others (the primary
+    /// unchanged): the first step of a rotation, so verifiers hold a key
+    /// before anything is signed with it.
+    pub fn with_key(&self, id: KeyId, secret: Secret) -> Result<Keyring, KeyringError> {
         if self.keys.contains_key(&id) {
             return Err(KeyringError::DuplicateKey(id.to_string()));
         }
@@ -221,7 +222,18 @@ impl Keyring {
             .iter()
             .map(|(k, key)| (*k, key.secret.clone()))
             .chain(std::iter::once((id, secret)));
-        Keyring::new(id, keys)
+        Keyring::new(self.primary, keys)
+    }
+
+    /// This keyring with `id`, one of its keys, as the primary.
+    pub fn with_primary(&self, id: KeyId) -> Result<Keyring, KeyringError> {
+        if !self.keys.contains_key(&id) {
+            return Err(KeyringError::PrimaryMissing(id.to_string()));
+        }
+        Ok(Keyring {
+            primary: id,
+            keys: self.keys.clone(),
+        })
     }
 
     /// This keyring without the keys in `drop`; the primary is never dropped.

@@ -84,7 +84,7 @@ fn bad_keyrings_get_clear_errors() {
 }
 
 #[test]
-fn rotation_adds_a_primary_and_old_links_verify_until_their_key_is_dropped() {
+fn rotation_adds_a_key_then_makes_it_primary_and_old_links_verify_until_their_key_is_dropped() {
     use glance_link::{KeyId, LinkParams, LinkRequest, Secret};
     let old = Keyring::from_toml(GOOD).unwrap();
     let params = LinkParams {
@@ -98,10 +98,16 @@ fn rotation_adds_a_primary_and_old_links_verify_until_their_key_is_dropped() {
     };
     let before = old.sign(params.clone());
     let new_id = KeyId::new("c").unwrap();
-    let rotated = old
-        .rotated(new_id, Secret::new(vec![9; 32]).unwrap())
+    let staged = old
+        .with_key(new_id, Secret::new(vec![9; 32]).unwrap())
         .unwrap();
+    assert_eq!(staged.primary().as_str(), "b");
+    let rotated = staged.with_primary(new_id).unwrap();
     assert_eq!(rotated.primary().as_str(), "c");
+    assert!(
+        old.with_primary(new_id).is_err(),
+        "a primary it does not hold"
+    );
     let after = rotated.sign(params);
     let verify = |k: &Keyring, l: &glance_link::SignedLink| {
         k.verify(
@@ -132,7 +138,7 @@ fn rotation_adds_a_primary_and_old_links_verify_until_their_key_is_dropped() {
     );
     assert!(verify(&dropped, &before).is_err());
     assert_eq!(verify(&dropped, &after).unwrap(), "c");
-    let dup = rotated.rotated(new_id, Secret::new(vec![1; 32]).unwrap());
+    let dup = rotated.with_key(new_id, Secret::new(vec![1; 32]).unwrap());
     assert!(dup.unwrap_err().to_string().contains("already holds"));
 }
 

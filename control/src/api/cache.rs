@@ -1,7 +1,8 @@
 //! Glance's cache API (`/v2/cache`, Image API v2.14 to v2.18), answered by
 //! fanning out to the stream nodes' admin APIs and merging their answers.
 //! Every call reaches the nodes at once; a node that fails is named in the
-//! answer (or the log) and does not hide what the others said.
+//! answer (or a header, or the log) and does not hide what the others said;
+//! when no node answers, the call fails (`502`).
 
 use std::collections::BTreeMap;
 
@@ -31,15 +32,17 @@ pub fn supported(state: &Shared) -> bool {
     state.fleet.has_nodes() && state.fleet.client.can_administer()
 }
 
-/// The caller is an admin and the cache API is available.
+/// The caller is an admin (`403`, first, as Glance) and the cache API is
+/// available (`404`).
 fn allowed(state: &Shared, ctx: &Context) -> Result<(), ApiError> {
+    policy::check(Action::ManageCache, ctx, Target::default())?;
     if !supported(state) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "Caching via API is not supported at this site.",
         ));
     }
-    policy::check(Action::ManageCache, ctx, Target::default())
+    Ok(())
 }
 
 /// Runs `call` on every node at once; returns each node with its outcome.
@@ -193,7 +196,7 @@ pub async fn queue(
     if targets.is_empty() {
         return Err(super::data::no_node());
     }
-    let query = state.fleet.keys.keyring().sign(params).query();
+    let query = state.fleet.keys.current().keyring.sign(params).query();
     let client = &state.fleet.client;
     let idt = id.to_string();
     let outcomes = each(&targets, |n| client.prewarm(n, &idt, &query)).await;
@@ -274,14 +277,22 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Removes every entry whose state `pick` selects from every node; entries
-/// a download is reading stay. Returns (entries removed, bytes freed).
-async fn evict_matching(state: &Shared, pick: impl Fn(&CachedImage) -> bool) -> (u64, u64) {
-    let (mut files, mut bytes) = (0, 0);
-    for (node, inv) in inventories(state).await {
-        let Ok(inv) = inv else { continue };
+/// Removes every entry whose state `pick` selects, on every node at once
+/// (one entry at a time per node); entries a download is reading stay.
+/// Returns (entries removed, bytes freed), or `502` naming the nodes when
+/// none could be reached.
+async fn evict_matching(
+    state: &Shared,
+    pick: impl Fn(&CachedImage) -> bool,
+) -> Result<(u64, u64), ApiError> {
+    let nodes = state.fleet.nodes();
+    let client = &state.fleet.client;
+    let pick = &pick;
+    let outcomes = each(&nodes, |node| async move {
+        let inv = client.inventory(node).await?;
+        let (mut files, mut bytes) = (0, 0);
         for img in inv.images.iter().filter(|i| pick(i)) {
-            match state.fleet.client.evict(&node, &img.id).await {
+            match client.evict(node, &img.id).await {
                 Ok(Evicted::Removed) => {
                     files += 1;
                     bytes += img.bytes_present;
@@ -292,8 +303,30 @@ async fn evict_matching(state: &Shared, pick: impl Fn(&CachedImage) -> bool) -> 
                 }
             }
         }
+        Ok((files, bytes))
+    })
+    .await;
+    let (mut files, mut bytes) = (0, 0);
+    let mut failed = Vec::new();
+    for (node, r) in &outcomes {
+        match r {
+            Ok((f, b)) => {
+                files += f;
+                bytes += b;
+            }
+            Err(e) => {
+                tracing::warn!(node = %node.name, error = %e, "cannot reach a node's cache");
+                failed.push(format!("{}: {e}", node.name));
+            }
+        }
     }
-    (files, bytes)
+    if !outcomes.is_empty() && failed.len() == outcomes.len() {
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("No stream node could be reached: {}", failed.join("; ")),
+        ));
+    }
+    Ok((files, bytes))
 }
 
 /// `DELETE /v2/cache`: clears the caches (`x-image-cache-clear-target:
@@ -323,7 +356,7 @@ pub async fn clear(
         "complete" | "invalid" => cache,
         _ => queue,
     })
-    .await;
+    .await?;
     tracing::info!(files, bytes, target = %target, "caches cleared");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -335,7 +368,7 @@ pub async fn clean(
     Extension(ctx): Extension<Context>,
 ) -> Result<Response, ApiError> {
     allowed(&state, &ctx)?;
-    let (files, bytes) = evict_matching(&state, |i| i.state == "invalid").await;
+    let (files, bytes) = evict_matching(&state, |i| i.state == "invalid").await?;
     Ok(
         axum::Json(json!({"total_files_cleaned": files, "total_bytes_cleaned": bytes}))
             .into_response(),
@@ -359,21 +392,21 @@ pub async fn prune(
 ) -> Result<Response, ApiError> {
     allowed(&state, &ctx)?;
     let client = &state.fleet.client;
+    let nodes = state.fleet.nodes();
+    let outcomes = each(&nodes, |node| async move {
+        let inv = client.inventory(node).await?;
+        let target = q.target_bytes.unwrap_or(inv.bytes_limit);
+        let p = client.prune(node, target).await?;
+        Ok((p.evicted, inv.bytes_used.saturating_sub(p.bytes_used)))
+    })
+    .await;
     let (mut files, mut bytes) = (0u64, 0u64);
     let mut errors = Vec::new();
-    for (node, inv) in inventories(&state).await {
-        let inv = match inv {
-            Ok(inv) => inv,
-            Err(e) => {
-                errors.push(json!({"name": node.name, "error": e}));
-                continue;
-            }
-        };
-        let target = q.target_bytes.unwrap_or(inv.bytes_limit);
-        match client.prune(&node, target).await {
-            Ok(p) => {
-                files += p.evicted;
-                bytes += inv.bytes_used.saturating_sub(p.bytes_used);
+    for (node, r) in outcomes {
+        match r {
+            Ok((f, b)) => {
+                files += f;
+                bytes += b;
             }
             Err(e) => errors.push(json!({"name": node.name, "error": e})),
         }

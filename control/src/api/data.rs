@@ -44,35 +44,71 @@ pub async fn upload(
         })
     })
     .await?;
-    match receive(&state, &id.to_string(), body).await {
-        Ok(data) => {
-            let store = state.config.store_id.to_string();
-            let stamp = now();
-            blocking(&state, move |m| {
-                m.update(&id, &mut |img| {
-                    img.status = Status::Active;
-                    img.size = Some(data.size);
-                    img.virtual_size = match img.disk_format.as_deref() {
-                        Some("raw") | Some("iso") => Some(data.size),
-                        _ => None,
-                    };
-                    img.checksum = Some(data.md5.clone());
-                    img.os_hash_algo = Some("sha512".into());
-                    img.os_hash_value = Some(data.sha512.clone());
-                    img.location = Some(Location {
-                        store: store.clone(),
-                        key: id.to_string(),
-                    });
-                    img.updated_at = stamp.clone();
-                    Ok(())
-                })
-            })
-            .await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
+    // Until the image is active, any way out (an error, or the request
+    // dropped with its client) puts it back to `queued`.
+    let mut guard = Requeue {
+        state: Some(state.clone()),
+        id,
+    };
+    let data = match receive(&state, &id.to_string(), body).await {
+        Ok(data) => data,
         Err(e) => {
+            guard.state = None;
             requeue(&state, id).await;
-            Err(e)
+            return Err(e);
+        }
+    };
+    let store = state.config.store_id.to_string();
+    let stamp = now();
+    let recorded = blocking(&state, move |m| {
+        m.update(&id, &mut |img| {
+            if img.status != Status::Saving {
+                return Err(format!(
+                    "Image {id} changed to {} during the upload",
+                    img.status.as_str()
+                ));
+            }
+            img.status = Status::Active;
+            img.size = Some(data.size);
+            img.virtual_size = match img.disk_format.as_deref() {
+                Some("raw") | Some("iso") => Some(data.size),
+                _ => None,
+            };
+            img.checksum = Some(data.md5.clone());
+            img.os_hash_algo = Some("sha512".into());
+            img.os_hash_value = Some(data.sha512.clone());
+            img.location = Some(Location {
+                store: store.clone(),
+                key: id.to_string(),
+            });
+            img.updated_at = stamp.clone();
+            Ok(())
+        })
+    })
+    .await;
+    guard.state = None;
+    if let Err(e) = recorded {
+        // The image was deleted (or changed) meanwhile: its data goes too.
+        if let Err(d) = state.config.store.delete(&id.to_string()).await {
+            tracing::error!(image = %id, error = %d, "cannot remove the data of an upload that did not land");
+        }
+        requeue(&state, id).await;
+        return Err(e);
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Puts the image back to `queued` when dropped armed (see [`upload`]).
+struct Requeue {
+    state: Option<Shared>,
+    id: Uuid,
+}
+
+impl Drop for Requeue {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.take() {
+            let id = self.id;
+            tokio::spawn(async move { requeue(&state, id).await });
         }
     }
 }

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use super::{Fleet, unix_now};
 
-/// Runs the loop until the runtime stops; the first round runs at once.
+/// Runs the loop until the runtime stops; the first round comes one
+/// interval after the call (the server runs one before it listens).
 pub async fn run(fleet: Arc<Fleet>) {
-    let mut ticks = tokio::time::interval(fleet.settings.health_interval);
+    let period = fleet.settings.health_interval;
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
@@ -32,12 +34,9 @@ pub async fn round(fleet: &Arc<Fleet>) {
     let nodes = fleet.nodes();
     let checks = nodes.iter().map(|node| async move {
         let outcome = fleet.client.health(node).await;
-        (node.name.clone(), outcome)
+        fleet.record_health(node, outcome, unix_now());
     });
-    let now = unix_now();
-    for (name, outcome) in futures_util::future::join_all(checks).await {
-        fleet.record_health(&name, outcome, now);
-    }
+    futures_util::future::join_all(checks).await;
     if fleet.client.can_administer() {
         let behind = fleet.behind();
         if !behind.is_empty() {

@@ -5,6 +5,11 @@
 //! every change); the metadata store keeps when each key was made and when
 //! it is to be dropped. Every change bumps a generation number, which the
 //! fleet compares with the generation each node last received.
+//!
+//! A rotation has two steps: [`SigningKeys::stage`] adds the new key beside
+//! the others (the fleet pushes that keyring), then
+//! [`SigningKeys::promote`] makes it primary. So the nodes hold a key before
+//! the first link signed with it exists.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -22,15 +27,30 @@ const SECRET_BYTES: usize = 32;
 /// The keyring in use and its generation numbers.
 pub struct SigningKeys {
     path: PathBuf,
-    keyring: ArcSwap<Keyring>,
     /// Changes are made one at a time (file, then records, then the swap).
-    change: Mutex<Generations>,
-    /// A copy of `change`, read without the lock on every download.
-    current: ArcSwap<Generations>,
+    change: Mutex<Pending>,
+    /// The keyring and its generations, swapped together and read without
+    /// a lock on every download.
+    current: ArcSwap<KeyState>,
+}
+
+/// What changes hold between the two steps of a rotation.
+struct Pending {
+    /// A key added but not yet primary, and the generation that added it.
+    staged: Option<(KeyId, u64)>,
+}
+
+/// A keyring and its generation numbers, as one snapshot.
+pub struct KeyState {
+    /// The keyring.
+    pub keyring: Keyring,
+    /// Its generations.
+    pub generations: Generations,
 }
 
 /// Generation numbers: every keyring change bumps `keyring`; `primary` is
-/// the generation that brought the current primary key.
+/// the generation that first held the current primary key, so a node that
+/// received that generation or a later one verifies every new link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Generations {
     /// The keyring's generation.
@@ -85,31 +105,33 @@ impl SigningKeys {
                     .map_err(|e| e.to_string())?;
             }
         }
-        let first = Generations {
-            keyring: 1,
-            primary: 1,
-        };
         Ok(SigningKeys {
             path,
-            keyring: ArcSwap::from_pointee(keyring),
-            change: Mutex::new(first),
-            current: ArcSwap::from_pointee(first),
+            change: Mutex::new(Pending { staged: None }),
+            current: ArcSwap::from_pointee(KeyState {
+                keyring,
+                generations: Generations {
+                    keyring: 1,
+                    primary: 1,
+                },
+            }),
         })
     }
 
-    /// The keyring in use.
-    pub fn keyring(&self) -> Arc<Keyring> {
-        self.keyring.load_full()
+    /// The keyring in use and its generations, as one snapshot.
+    pub fn current(&self) -> Arc<KeyState> {
+        self.current.load_full()
     }
 
     /// The current generation numbers.
     pub fn generations(&self) -> Generations {
-        **self.current.load()
+        self.current.load().generations
     }
 
     /// Every key, with its record.
     pub fn list(&self, metadata: &dyn MetadataStore) -> Result<Vec<KeyView>, String> {
-        let keyring = self.keyring();
+        let state = self.current();
+        let keyring = &state.keyring;
         let records = metadata.key_records().map_err(|e| e.to_string())?;
         Ok(keyring
             .key_ids()
@@ -125,36 +147,22 @@ impl SigningKeys {
             .collect())
     }
 
-    /// Makes a new primary key. The old primary stays for `lifetime` (the
-    /// link TTL plus the grace period), so links it signed keep working.
-    /// Blocking: writes the keyring file and the metadata store.
-    pub fn rotate(
-        &self,
-        metadata: &dyn MetadataStore,
-        lifetime: Duration,
-        now: u64,
-    ) -> Result<Rotation, String> {
-        let mut generations = self.change.lock().map_err(|_| "the key lock is poisoned")?;
-        let old = self.keyring();
-        let id = fresh_id(&old, now)?;
+    /// The first step of a rotation: a new random key joins the keyring,
+    /// not yet primary, so it can reach every node before any link is
+    /// signed with it. Returns its id. Blocking: writes the keyring file and
+    /// the metadata store.
+    pub fn stage(&self, metadata: &dyn MetadataStore, now: u64) -> Result<String, String> {
+        let mut pending = self.change.lock().map_err(|_| "the key lock is poisoned")?;
+        let state = self.current();
+        let id = fresh_id(&state.keyring, now)?;
         let mut bytes = vec![0u8; SECRET_BYTES];
         getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for a new key: {e}"))?;
         let secret = Secret::new(bytes).ok_or("a generated secret is too short")?;
-        let new = old.rotated(id, secret).map_err(|e| e.to_string())?;
-        glance_link::write_private_file(&self.path, &new.to_toml(), "rotate")
-            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
-        let records = metadata.key_records().map_err(|e| e.to_string())?;
-        let replaced = KeyRecord {
-            id: old.primary().to_string(),
-            created_at: records
-                .iter()
-                .find(|r| r.id == old.primary().as_str())
-                .and_then(|r| r.created_at),
-            retire_at: Some(now.saturating_add(lifetime.as_secs())),
-        };
-        metadata
-            .put_key_record(&replaced)
+        let new = state
+            .keyring
+            .with_key(id, secret)
             .map_err(|e| e.to_string())?;
+        self.write(&new)?;
         metadata
             .put_key_record(&KeyRecord {
                 id: id.to_string(),
@@ -162,9 +170,49 @@ impl SigningKeys {
                 retire_at: None,
             })
             .map_err(|e| e.to_string())?;
-        generations.keyring += 1;
-        generations.primary = generations.keyring;
-        self.publish(new, *generations);
+        let generations = Generations {
+            keyring: state.generations.keyring + 1,
+            primary: state.generations.primary,
+        };
+        pending.staged = Some((id, generations.keyring));
+        self.publish(new, generations);
+        Ok(id.to_string())
+    }
+
+    /// The second step: the staged key becomes primary; the old primary
+    /// stays for `lifetime` (the link TTL plus the grace period), so links
+    /// it signed keep working. Blocking, like [`SigningKeys::stage`].
+    pub fn promote(
+        &self,
+        metadata: &dyn MetadataStore,
+        lifetime: Duration,
+        now: u64,
+    ) -> Result<Rotation, String> {
+        let mut pending = self.change.lock().map_err(|_| "the key lock is poisoned")?;
+        let (id, staged_at) = pending.staged.take().ok_or("no key is staged")?;
+        let state = self.current();
+        let old = *state.keyring.primary();
+        let new = state.keyring.with_primary(id).map_err(|e| e.to_string())?;
+        self.write(&new)?;
+        let records = metadata.key_records().map_err(|e| e.to_string())?;
+        let replaced = KeyRecord {
+            id: old.to_string(),
+            created_at: records
+                .iter()
+                .find(|r| r.id == old.as_str())
+                .and_then(|r| r.created_at),
+            retire_at: Some(now.saturating_add(lifetime.as_secs())),
+        };
+        metadata
+            .put_key_record(&replaced)
+            .map_err(|e| e.to_string())?;
+        self.publish(
+            new,
+            Generations {
+                keyring: state.generations.keyring + 1,
+                primary: staged_at,
+            },
+        );
         Ok(Rotation {
             primary: id.to_string(),
             replaced,
@@ -174,8 +222,9 @@ impl SigningKeys {
     /// Drops every replaced key whose time has come; returns their ids.
     /// Blocking, like [`SigningKeys::rotate`].
     pub fn expire(&self, metadata: &dyn MetadataStore, now: u64) -> Result<Vec<String>, String> {
-        let mut generations = self.change.lock().map_err(|_| "the key lock is poisoned")?;
-        let keyring = self.keyring();
+        let _pending = self.change.lock().map_err(|_| "the key lock is poisoned")?;
+        let state = self.current();
+        let keyring = &state.keyring;
         let records = metadata.key_records().map_err(|e| e.to_string())?;
         let due: Vec<KeyId> = keyring
             .key_ids()
@@ -191,21 +240,33 @@ impl SigningKeys {
             return Ok(Vec::new());
         }
         let new = keyring.without(&due);
-        glance_link::write_private_file(&self.path, &new.to_toml(), "rotate")
-            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        self.write(&new)?;
         for id in &due {
             metadata
                 .delete_key_record(id.as_str())
                 .map_err(|e| e.to_string())?;
         }
-        generations.keyring += 1;
-        self.publish(new, *generations);
+        self.publish(
+            new,
+            Generations {
+                keyring: state.generations.keyring + 1,
+                primary: state.generations.primary,
+            },
+        );
         Ok(due.iter().map(|id| id.to_string()).collect())
     }
 
+    /// Replaces the keyring file whole (mode 0600).
+    fn write(&self, keyring: &Keyring) -> Result<(), String> {
+        glance_link::write_private_file(&self.path, &keyring.to_toml(), "rotate")
+            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
+    }
+
     fn publish(&self, keyring: Keyring, generations: Generations) {
-        self.keyring.store(Arc::new(keyring));
-        self.current.store(Arc::new(generations));
+        self.current.store(Arc::new(KeyState {
+            keyring,
+            generations,
+        }));
     }
 }
 
@@ -266,40 +327,41 @@ mod tests {
                 primary: 1
             }
         );
+        let g = |keyring, primary| Generations { keyring, primary };
+        let staged = keys.stage(&store, 1_764_000_000).unwrap();
+        assert_eq!(staged, "k20251124T160000Z");
+        // Staged: in the file, not yet primary; the primary generation holds.
+        assert_eq!(Keyring::load(&path).unwrap().primary().as_str(), "a");
+        assert_eq!(keys.current().keyring.primary().as_str(), "a");
+        assert_eq!(keys.generations(), g(2, 1));
         let r = keys
-            .rotate(&store, Duration::from_secs(600), 1_764_000_000)
+            .promote(&store, Duration::from_secs(600), 1_764_000_000)
             .unwrap();
         assert_eq!(r.primary, "k20251124T160000Z");
         assert_eq!(r.replaced.id, "a");
         assert_eq!(r.replaced.retire_at, Some(1_764_000_600));
-        assert_eq!(
-            keys.generations(),
-            Generations {
-                keyring: 2,
-                primary: 2
-            }
-        );
+        // A node that got generation 2 (the staged keyring) holds the primary.
+        assert_eq!(keys.generations(), g(3, 2));
         // The file holds both keys, the new one primary; a second rotation in
         // the same second gets its own id.
         let file = Keyring::load(&path).unwrap();
         assert_eq!(file.primary().as_str(), "k20251124T160000Z");
         assert_eq!(file.key_ids().count(), 2);
+        keys.stage(&store, 1_764_000_000).unwrap();
         let r2 = keys
-            .rotate(&store, Duration::from_secs(600), 1_764_000_000)
+            .promote(&store, Duration::from_secs(600), 1_764_000_000)
             .unwrap();
         assert_eq!(r2.primary, "k20251124T160000Z-1");
+        assert!(
+            keys.promote(&store, Duration::from_secs(1), 1).is_err(),
+            "nothing staged"
+        );
         // Nothing is due before its time; then both replaced keys go.
         assert!(keys.expire(&store, 1_764_000_599).unwrap().is_empty());
         let mut dropped = keys.expire(&store, 1_764_000_600).unwrap();
         dropped.sort();
         assert_eq!(dropped, ["a", "k20251124T160000Z"]);
-        assert_eq!(
-            keys.generations(),
-            Generations {
-                keyring: 4,
-                primary: 3
-            }
-        );
+        assert_eq!(keys.generations(), g(6, 4));
         let view = keys.list(&store).unwrap();
         assert_eq!(view.len(), 1);
         assert!(view[0].primary);

@@ -4,10 +4,11 @@
 //!
 //! A node takes new downloads while it is *eligible*: not drained, not
 //! unhealthy (`unhealthy_after` failed checks in a row), and, when glance-api
-//! pushes keyrings, holding the key links are signed with now. If no node is
-//! eligible, downloads go to every node not drained rather than nowhere: a
-//! health check that fails everywhere at once more likely says something
-//! about glance-api's own network than about every node.
+//! pushes keyrings, known to hold the key links are signed with now. If no
+//! node is eligible, downloads go to every node not drained that holds that
+//! key, whatever its health checks say: a check that fails everywhere at
+//! once more likely says something about glance-api's own network than
+//! about every node.
 
 mod health;
 pub mod keys;
@@ -19,7 +20,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
-pub use health::run;
+pub use health::{round, run};
 use keys::SigningKeys;
 use node_client::NodeClient;
 
@@ -53,8 +54,11 @@ pub struct NodeState {
     /// Why the last check or push failed.
     pub last_error: Option<String>,
     /// The keyring generation it last received; `None` until the first
-    /// push since start, when it is assumed to hold the keyring file's keys.
+    /// push since start.
     pub keyring_generation: Option<u64>,
+    /// Pushes to this node go one at a time, so the last one sent is the
+    /// last one recorded.
+    push_gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A node as the admin API shows it.
@@ -93,6 +97,9 @@ pub struct Fleet {
     pub keys: SigningKeys,
     /// Registry changes are written here.
     metadata: Arc<dyn MetadataStore>,
+    /// Registry changes go one at a time (the metadata write happens
+    /// outside the `nodes` lock, which every download reads).
+    change: std::sync::Mutex<()>,
 }
 
 /// Why a registry change failed.
@@ -134,7 +141,7 @@ impl Fleet {
         }
         let nodes = stored
             .into_iter()
-            .map(|(name, node)| (name, NodeState::new(node, None)))
+            .map(|(name, node)| (name, NodeState::new(node)))
             .collect();
         Ok(Fleet {
             nodes: RwLock::new(nodes),
@@ -142,6 +149,7 @@ impl Fleet {
             settings: config.fleet.clone(),
             keys,
             metadata,
+            change: std::sync::Mutex::new(()),
         })
     }
 
@@ -159,31 +167,39 @@ impl Fleet {
         self.nodes.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether a node is known to verify links signed now (always, when
+    /// glance-api does not push keyrings).
+    fn holds_primary(&self, s: &NodeState, primary: u64) -> bool {
+        !self.client.can_administer() || s.keyring_generation.is_some_and(|g| g >= primary)
+    }
+
     /// Whether a node takes new downloads.
-    fn eligible(&self, s: &NodeState) -> bool {
-        let keyring_ok = !self.client.can_administer()
-            || s.keyring_generation
-                .is_none_or(|g| g >= self.keys.generations().primary);
-        !s.node.drained && s.health != Health::Down && keyring_ok
+    fn eligible(&self, s: &NodeState, primary: u64) -> bool {
+        !s.node.drained && s.health != Health::Down && self.holds_primary(s, primary)
     }
 
     /// The nodes an image is placed on, best first: the `replicas` best of
-    /// the eligible nodes (or of every node not drained, if none is eligible).
+    /// the eligible nodes (or of the nodes not drained that hold the primary
+    /// key, if none is eligible).
     pub fn placed(&self, image: &uuid::Uuid) -> Vec<StreamNode> {
+        self.placed_for(image, self.keys.generations().primary)
+    }
+
+    fn placed_for(&self, image: &uuid::Uuid, primary: u64) -> Vec<StreamNode> {
         let nodes = self.read();
         let mut pool: Vec<&StreamNode> = nodes
             .values()
-            .filter(|s| self.eligible(s))
+            .filter(|s| self.eligible(s, primary))
             .map(|s| &s.node)
             .collect();
         if pool.is_empty() {
             pool = nodes
                 .values()
-                .filter(|s| !s.node.drained)
+                .filter(|s| !s.node.drained && self.holds_primary(s, primary))
                 .map(|s| &s.node)
                 .collect();
             if !pool.is_empty() {
-                tracing::warn!("no stream node is eligible: placing on every node not drained");
+                tracing::warn!("no stream node is healthy: placing on every node not drained");
             }
         }
         let owned: Vec<StreamNode> = pool.into_iter().cloned().collect();
@@ -193,17 +209,21 @@ impl Fleet {
             .collect()
     }
 
-    /// The node a download goes to: one of the image's placed nodes, picked
-    /// at random when there are several, so their load evens out.
-    pub fn pick(&self, image: &uuid::Uuid) -> Option<StreamNode> {
-        let mut placed = self.placed(image);
-        if placed.len() > 1 {
+    /// The node a download goes to, with the keys to sign its link: one of
+    /// the image's placed nodes (at random when there are several, so their
+    /// load evens out), chosen among nodes that hold that snapshot's primary.
+    pub fn pick(&self, image: &uuid::Uuid) -> Option<(StreamNode, Arc<keys::KeyState>)> {
+        let keys = self.keys.current();
+        let mut placed = self.placed_for(image, keys.generations.primary);
+        let node = if placed.len() > 1 {
             let mut b = [0u8; 4];
             let r = getrandom::fill(&mut b).map_or(0, |()| u32::from_le_bytes(b));
             let i = r as usize % placed.len();
-            return Some(placed.swap_remove(i));
-        }
-        placed.pop()
+            placed.swap_remove(i)
+        } else {
+            placed.pop()?
+        };
+        Some((node, keys))
     }
 
     /// Every registered node.
@@ -223,7 +243,7 @@ impl Fleet {
                 weight: s.node.weight,
                 drained: s.node.drained,
                 health: s.health,
-                eligible: self.eligible(s),
+                eligible: self.eligible(s, generations.primary),
                 keyring: match s.keyring_generation {
                     None => "unknown",
                     Some(g) if g >= generations.keyring => "current",
@@ -243,49 +263,51 @@ impl Fleet {
     /// Adds a node or replaces its settings (keeping its drained flag and
     /// health). Returns whether it is new. Blocking (metadata write).
     pub fn put(&self, node: StreamNode) -> Result<bool, FleetError> {
-        let mut nodes = self.write();
-        let old = nodes.get(&node.name);
+        let _one = self.change.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.read().get(&node.name).map(|s| s.node.clone());
         let node = StreamNode {
-            drained: old.is_some_and(|s| s.node.drained),
+            drained: old.as_ref().is_some_and(|n| n.drained),
             ..node
         };
         self.metadata.put_stream_node(&node)?;
-        let created = old.is_none();
+        let mut nodes = self.write();
         // A new or moved node has not received the keyring.
-        let same_place = old.is_some_and(|s| s.node.admin_url == node.admin_url);
-        let state = match nodes.remove(&node.name) {
-            Some(mut s) if same_place => {
-                s.node = node.clone();
-                s
+        let same_place = old.as_ref().is_some_and(|n| n.admin_url == node.admin_url);
+        match nodes.get_mut(&node.name) {
+            Some(s) if same_place => s.node = node.clone(),
+            _ => {
+                nodes.insert(node.name.clone(), NodeState::new(node.clone()));
             }
-            _ => NodeState::new(node.clone(), self.client.can_administer().then_some(0)),
-        };
-        nodes.insert(node.name.clone(), state);
-        Ok(created)
+        }
+        Ok(old.is_none())
     }
 
     /// Drains a node (`true`) or puts it back in service (`false`).
     pub fn set_drained(&self, name: &str, drained: bool) -> Result<(), FleetError> {
-        let mut nodes = self.write();
-        let state = nodes
-            .get_mut(name)
+        let _one = self.change.lock().unwrap_or_else(|e| e.into_inner());
+        let node = self
+            .read()
+            .get(name)
+            .map(|s| StreamNode {
+                drained,
+                ..s.node.clone()
+            })
             .ok_or_else(|| FleetError::NoSuchNode(name.to_owned()))?;
-        let node = StreamNode {
-            drained,
-            ..state.node.clone()
-        };
         self.metadata.put_stream_node(&node)?;
-        state.node = node;
+        if let Some(s) = self.write().get_mut(name) {
+            s.node.drained = drained;
+        }
         Ok(())
     }
 
     /// Removes a node from the registry (its cache is left as it is).
     pub fn remove(&self, name: &str) -> Result<(), FleetError> {
-        let mut nodes = self.write();
-        if nodes.remove(name).is_none() {
+        let _one = self.change.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.read().contains_key(name) {
             return Err(FleetError::NoSuchNode(name.to_owned()));
         }
         self.metadata.delete_stream_node(name)?;
+        self.write().remove(name);
         Ok(())
     }
 
@@ -295,13 +317,17 @@ impl Fleet {
             return;
         };
         let outcome = self.client.health(&node).await;
-        self.record_health(name, outcome, unix_now());
+        self.record_health(&node, outcome, unix_now());
     }
 
-    /// Records a health check's outcome.
-    fn record_health(&self, name: &str, outcome: Result<(), String>, now: u64) {
+    /// Records a health check's outcome, unless the node moved meanwhile.
+    fn record_health(&self, node: &StreamNode, outcome: Result<(), String>, now: u64) {
+        let name = node.name.as_str();
         let mut nodes = self.write();
-        let Some(s) = nodes.get_mut(name) else {
+        let Some(s) = nodes
+            .get_mut(name)
+            .filter(|s| s.node.admin_url == node.admin_url)
+        else {
             return;
         };
         s.checked_at = Some(now);
@@ -326,50 +352,60 @@ impl Fleet {
     }
 
     /// Pushes the keyring to the named nodes at once; returns each node's
-    /// outcome. A node that misses a new primary key takes no downloads
-    /// until a later push (every health check retries) reaches it.
+    /// outcome, recorded as it arrives. Pushes to one node go one at a time,
+    /// each sending the keyring current when its turn comes, so the
+    /// generation recorded is the one the node holds.
     pub async fn push_keyring(&self, names: &[String]) -> Vec<(String, Result<(), String>)> {
-        let generation = self.keys.generations().keyring;
-        let text = self.keys.keyring().to_toml();
-        let targets: Vec<StreamNode> = {
+        let targets: Vec<(StreamNode, Arc<tokio::sync::Mutex<()>>)> = {
             let nodes = self.read();
             names
                 .iter()
-                .filter_map(|n| nodes.get(n).map(|s| s.node.clone()))
+                .filter_map(|n| {
+                    nodes
+                        .get(n)
+                        .map(|s| (s.node.clone(), Arc::clone(&s.push_gate)))
+                })
                 .collect()
         };
-        let calls = targets.iter().map(|node| {
-            let text = &text;
-            async move {
-                (
-                    node.name.clone(),
-                    self.client.push_keyring(node, text).await,
-                )
-            }
+        let calls = targets.iter().map(|(node, gate)| async move {
+            let _turn = gate.lock().await;
+            let keys = self.keys.current();
+            let outcome = self
+                .client
+                .push_keyring(node, &keys.keyring.to_toml())
+                .await;
+            self.record_push(node, keys.generations.keyring, &outcome);
+            (node.name.clone(), outcome)
         });
-        let outcomes = futures_util::future::join_all(calls).await;
-        let mut nodes = self.write();
-        for (name, outcome) in &outcomes {
-            let Some(s) = nodes.get_mut(name) else {
-                continue;
-            };
-            match outcome {
-                Ok(()) => {
-                    s.keyring_generation = Some(generation.max(s.keyring_generation.unwrap_or(0)));
-                }
-                Err(e) => {
-                    tracing::warn!(node = %name, error = %e, "cannot push the keyring");
-                    s.keyring_generation.get_or_insert(0);
-                    s.last_error = Some(format!("keyring push: {e}"));
-                }
-            }
-        }
-        outcomes
+        futures_util::future::join_all(calls).await
     }
 
-    /// Makes a new primary signing key and pushes the keyring to every node
-    /// at once. `link_ttl` plus the grace period is how long the replaced key
-    /// stays.
+    /// Records a push's outcome, unless the node moved meanwhile.
+    fn record_push(&self, node: &StreamNode, generation: u64, outcome: &Result<(), String>) {
+        let mut nodes = self.write();
+        let Some(s) = nodes
+            .get_mut(&node.name)
+            .filter(|s| s.node.admin_url == node.admin_url)
+        else {
+            return;
+        };
+        match outcome {
+            Ok(()) => s.keyring_generation = Some(generation),
+            Err(e) => {
+                tracing::warn!(node = %node.name, error = %e, "cannot push the keyring");
+                s.keyring_generation.get_or_insert(0);
+                s.last_error = Some(format!("keyring push: {e}"));
+            }
+        }
+    }
+
+    /// Rotates the signing key in two steps: a new key joins the keyring
+    /// and is pushed to every node; then it becomes primary (and is pushed
+    /// again). Links are signed with it only after the nodes that will get
+    /// them hold it: a node the first push missed is out of placement until
+    /// a later push reaches it. `link_ttl` plus the grace period is how long
+    /// the replaced key stays. Returns the rotation and the first push's
+    /// outcome for every node.
     pub async fn rotate(
         self: &Arc<Self>,
         link_ttl: std::time::Duration,
@@ -382,16 +418,28 @@ impl Fleet {
         }
         let lifetime = link_ttl.saturating_add(self.settings.key_grace);
         let fleet = Arc::clone(self);
-        let rotation = tokio::task::spawn_blocking(move || {
-            fleet
-                .keys
-                .rotate(fleet.metadata.as_ref(), lifetime, unix_now())
+        let staged = tokio::task::spawn_blocking(move || {
+            fleet.keys.stage(fleet.metadata.as_ref(), unix_now())
         })
         .await
         .map_err(|e| format!("the rotation task failed: {e}"))??;
-        tracing::info!(primary = %rotation.primary, replaced = %rotation.replaced.id, "signing key rotated");
         let names: Vec<String> = self.nodes().into_iter().map(|n| n.name).collect();
         let pushed = self.push_keyring(&names).await;
+        let fleet = Arc::clone(self);
+        let rotation = tokio::task::spawn_blocking(move || {
+            fleet
+                .keys
+                .promote(fleet.metadata.as_ref(), lifetime, unix_now())
+        })
+        .await
+        .map_err(|e| format!("the rotation task failed: {e}"))??;
+        tracing::info!(primary = %staged, replaced = %rotation.replaced.id, "signing key rotated");
+        let reached: Vec<String> = pushed
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(n, _)| n.clone())
+            .collect();
+        self.push_keyring(&reached).await;
         Ok((rotation, pushed))
     }
 
@@ -421,14 +469,15 @@ pub fn unix_now() -> u64 {
 }
 
 impl NodeState {
-    fn new(node: StreamNode, keyring_generation: Option<u64>) -> NodeState {
+    fn new(node: StreamNode) -> NodeState {
         NodeState {
             node,
             health: Health::Unknown,
             failures: 0,
             checked_at: None,
             last_error: None,
-            keyring_generation,
+            keyring_generation: None,
+            push_gate: Arc::default(),
         }
     }
 }
