@@ -220,7 +220,7 @@ impl SigningKeys {
     }
 
     /// Drops every replaced key whose time has come; returns their ids.
-    /// Blocking, like [`SigningKeys::rotate`].
+    /// Blocking, like [`SigningKeys::stage`].
     pub fn expire(&self, metadata: &dyn MetadataStore, now: u64) -> Result<Vec<String>, String> {
         let _pending = self.change.lock().map_err(|_| "the key lock is poisoned")?;
         let state = self.current();
