@@ -43,7 +43,7 @@ pub fn run(args: &HotArgs) {
     let (dir, object, size) = (work.dir.clone(), work.object.clone(), work.size);
     let servers = [
         peer::glance_stream(&dir, &object, args.workers),
-        peer::nginx(&dir, &object, args.workers),
+        peer::nginx(&dir, &object, args.workers, true),
     ];
     for s in &servers {
         // Warm the page cache and check the server answers the whole object.
@@ -149,7 +149,8 @@ pub fn download(addr: SocketAddr, target: &str, times: usize, buf: &mut [u8]) ->
     total
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median of `v` (the upper one for an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }

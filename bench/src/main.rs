@@ -11,11 +11,17 @@
 //! that no cache holds, from a rate-limited nginx origin, through
 //! glance-stream and through nginx `proxy_cache` with `proxy_cache_lock`,
 //! and reports the origin bytes and the time until every client is done.
+//!
+//! `glance-bench ranges` has 16 and 64 keep-alive clients fetch 64 KiB
+//! ranges at random offsets of a hot object from glance-stream and from
+//! nginx, checking every body, and reports requests per second, latency
+//! percentiles and server CPU per request.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cold;
 mod hot;
 mod peer;
+mod ranges;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +40,9 @@ enum Command {
     /// Cold storm: many clients, one uncached image, a rate-limited origin:
     /// glance-stream vs nginx proxy_cache with its cache lock.
     Cold(cold::ColdArgs),
+    /// Random ranges of a hot object: requests/s and latency, glance-stream
+    /// vs nginx sendfile.
+    Ranges(ranges::RangesArgs),
 }
 
 fn main() {
@@ -41,5 +50,6 @@ fn main() {
     match cli.command {
         Command::Hot(args) => hot::run(&args),
         Command::Cold(args) => cold::run(&args),
+        Command::Ranges(args) => ranges::run(&args),
     }
 }

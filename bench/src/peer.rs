@@ -171,6 +171,7 @@ pub fn origin(dir: &Path, object: &Path, rate: &str) -> (Server, PathBuf) {
         "log_format bytes '$body_bytes_sent';\n  access_log {} bytes;\n  limit_rate {rate};\n",
         log.display()
     );
+    let http = format!("tcp_nopush on;\n{http}");
     let mut server = nginx_with(&prefix, 2, &http, &format!("root {};", root.display()));
     server.name = "origin";
     (server, log)
@@ -190,6 +191,7 @@ pub fn nginx_proxy_cache(dir: &Path, origin: SocketAddr, lock_secs: u64, workers
          proxy_cache_lock on; proxy_cache_lock_timeout {lock_secs}s; proxy_cache_lock_age {lock_secs}s;\n\
          proxy_read_timeout 600s; }}"
     );
+    let http = format!("tcp_nopush on;\n{http}");
     let mut server = nginx_with(&prefix, workers, &http, &location);
     server.name = if lock_secs >= 60 {
         "nginx proxy_cache_lock 600 s"
@@ -210,7 +212,7 @@ fn nginx_with(prefix: &Path, workers: usize, http: &str, server: &str) -> Server
         format!(
             "daemon off;\nmaster_process on;\nworker_processes {workers};\nerror_log stderr warn;\n\
              pid {p}/nginx.pid;\nevents {{ worker_connections 4096; }}\n\
-             http {{\n  {http}  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 100000;\n\
+             http {{\n  {http}  sendfile on;\n  keepalive_requests 100000;\n\
                client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fcgi;\n\
                uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;\n\
                server {{ listen 127.0.0.1:{port}; {server} }}\n}}\n",
@@ -240,8 +242,11 @@ fn nginx_with(prefix: &Path, workers: usize, http: &str, server: &str) -> Server
     }
 }
 
-/// Starts nginx (Debian's) with `sendfile on` serving `object` from a static root.
-pub fn nginx(dir: &Path, object: &Path, workers: usize) -> Server {
+/// Starts nginx (Debian's) with `sendfile on` serving `object` from a static
+/// root; `tcp_nopush on` (full packets, the usual setting for large files)
+/// or off (its default, which small responses need: with it on, a range's
+/// last packet waits for the client's delayed ACK, about 40 ms).
+pub fn nginx(dir: &Path, object: &Path, workers: usize, nopush: bool) -> Server {
     let root = dir.join("nginx-root");
     std::fs::create_dir_all(&root).unwrap();
     let _ = std::fs::remove_file(root.join(IMAGE_ID));
@@ -249,7 +254,11 @@ pub fn nginx(dir: &Path, object: &Path, workers: usize) -> Server {
     nginx_with(
         &dir.join("nginx"),
         workers,
-        "access_log off;\n",
+        if nopush {
+            "access_log off;\ntcp_nopush on;\n"
+        } else {
+            "access_log off;\n"
+        },
         &format!("root {};", root.display()),
     )
 }

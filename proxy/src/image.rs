@@ -176,8 +176,11 @@ pub async fn send_body(io: &mut Io, file: &File, start: u64, len: u64) -> io::Re
     let timeout = io.shared.config.http.send_timeout;
     while offset < end {
         if advised < end && advised < offset + READAHEAD / 2 {
-            let _ = sys::fadvise(fd, advised, READAHEAD, sys::Advice::WillNeed);
-            advised += READAHEAD;
+            // Never past the body: advising pages no one asked for costs a
+            // page-cache walk per request, which small ranges pay in full.
+            let n = READAHEAD.min(end - advised);
+            let _ = sys::fadvise(fd, advised, n, sys::Advice::WillNeed);
+            advised += n;
         }
         let chunk = (end - offset).min(SENDFILE_CHUNK as u64) as usize;
         match sys::sendfile(socket, fd, &mut offset, chunk) {
