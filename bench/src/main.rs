@@ -16,8 +16,12 @@
 //! ranges at random offsets of a hot object from glance-stream and from
 //! nginx, checking every body, and reports requests per second, latency
 //! percentiles and server CPU per request.
+//!
+//! `glance-bench api` measures glance-api: image shows and download
+//! redirects (`307` to a signed link) per second, with latency percentiles.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod api;
 mod cold;
 mod hot;
 mod peer;
@@ -43,6 +47,8 @@ enum Command {
     /// Random ranges of a hot object: requests/s and latency, glance-stream
     /// vs nginx sendfile.
     Ranges(ranges::RangesArgs),
+    /// glance-api: image show and download redirects per second.
+    Api(api::ApiArgs),
 }
 
 fn main() {
@@ -51,5 +57,6 @@ fn main() {
         Command::Hot(args) => hot::run(&args),
         Command::Cold(args) => cold::run(&args),
         Command::Ranges(args) => ranges::run(&args),
+        Command::Api(args) => api::run(&args),
     }
 }

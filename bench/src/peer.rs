@@ -18,6 +18,16 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server started by a scenario of its own.
+    pub fn new(name: &'static str, addr: SocketAddr, target: String, child: Child) -> Server {
+        Server {
+            name,
+            addr,
+            target,
+            child,
+        }
+    }
+
     /// User + system CPU seconds of the process and its children (nginx workers).
     pub fn cpu_seconds(&self) -> f64 {
         let tick = clock_ticks();

@@ -16,6 +16,7 @@ pub mod node_client;
 pub mod placement;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
@@ -100,6 +101,8 @@ pub struct Fleet {
     /// Registry changes go one at a time (the metadata write happens
     /// outside the `nodes` lock, which every download reads).
     change: std::sync::Mutex<()>,
+    /// Whether downloads go to unhealthy nodes for want of healthy ones.
+    unhealthy_fallback: AtomicBool,
 }
 
 /// Why a registry change failed.
@@ -150,6 +153,7 @@ impl Fleet {
             keys,
             metadata,
             change: std::sync::Mutex::new(()),
+            unhealthy_fallback: AtomicBool::new(false),
         })
     }
 
@@ -198,9 +202,12 @@ impl Fleet {
                 .filter(|s| !s.node.drained && self.holds_primary(s, primary))
                 .map(|s| &s.node)
                 .collect();
-            if !pool.is_empty() {
+            // Said once when it starts, not on every download.
+            if !pool.is_empty() && !self.unhealthy_fallback.swap(true, Ordering::Relaxed) {
                 tracing::warn!("no stream node is healthy: placing on every node not drained");
             }
+        } else if self.unhealthy_fallback.swap(false, Ordering::Relaxed) {
+            tracing::info!("stream nodes are healthy again: placing on healthy nodes only");
         }
         let owned: Vec<StreamNode> = pool.into_iter().cloned().collect();
         placement::top(&owned, image, self.settings.replicas.get())
