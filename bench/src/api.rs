@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::hot::median;
+use crate::load::{Load, micros_since, summarize};
 use crate::peer::Server;
 
 /// Options of `glance-bench api`.
@@ -20,15 +21,8 @@ pub struct ApiArgs {
     /// Client counts to run, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "8,32")]
     clients: Vec<usize>,
-    /// Seconds per round.
-    #[arg(long, default_value_t = 5)]
-    seconds: u64,
-    /// Most requests per client per round.
-    #[arg(long, default_value_t = 200_000)]
-    max_requests: usize,
-    /// Rounds per request kind and client count (medians are reported).
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
+    #[command(flatten)]
+    load: Load,
     /// Directory for glance-api's files (default: a temporary one).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
@@ -181,15 +175,15 @@ pub fn run(args: &ApiArgs) {
     ];
     println!(
         "glance-api: static tokens, redb, one healthy stream node, {} s rounds, {} rounds, {} cores",
-        args.seconds,
-        args.rounds,
+        args.load.seconds,
+        args.load.rounds,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!("| clients | request | req/s (median) | p50 ms | p99 ms | server CPU µs/req |");
     println!("| --- | --- | --- | --- | --- | --- |");
     for &clients in &args.clients {
         let mut results: Vec<Vec<[f64; 4]>> = vec![Vec::new(); kinds.len()];
-        for _ in 0..args.rounds {
+        for _ in 0..args.load.rounds {
             for (i, (_, target, want)) in kinds.iter().enumerate() {
                 results[i].push(round(&api, node.addr, clients, args, target, *want));
             }
@@ -218,10 +212,10 @@ fn round(
 ) -> [f64; 4] {
     let node_url = format!("http://{node}/v1/images/");
     let node_url = &node_url;
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let deadline = Instant::now() + Duration::from_secs(args.load.seconds);
     let cpu0 = api.cpu_seconds();
     let start = Instant::now();
-    let mut lat: Vec<u32> = std::thread::scope(|scope| {
+    let lat: Vec<u32> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..clients)
             .map(|_| {
                 scope.spawn(|| {
@@ -229,10 +223,10 @@ fn round(
                     s.set_nodelay(true).unwrap();
                     let mut buf = Vec::with_capacity(8 << 10);
                     let mut out = Vec::new();
-                    while out.len() < args.max_requests && Instant::now() < deadline {
+                    while out.len() < args.load.max_requests && Instant::now() < deadline {
                         let t0 = Instant::now();
                         let (status, location) = call(&mut s, &mut buf, "GET", target, b"");
-                        out.push(t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                        out.push(micros_since(t0));
                         assert_eq!(status, want, "{target}");
                         if want == 307 {
                             let l = location.unwrap_or_default();
@@ -250,14 +244,5 @@ fn round(
             .collect()
     });
     let secs = start.elapsed().as_secs_f64();
-    let cpu = api.cpu_seconds() - cpu0;
-    lat.sort_unstable();
-    let n = lat.len().max(1);
-    let pct = |p: f64| f64::from(lat[((n - 1) as f64 * p) as usize]);
-    [
-        lat.len() as f64 / secs,
-        pct(0.5),
-        pct(0.99),
-        cpu * 1e6 / n as f64,
-    ]
+    summarize(lat, secs, api.cpu_seconds() - cpu0)
 }

@@ -24,6 +24,7 @@
 mod api;
 mod cold;
 mod hot;
+mod load;
 mod peer;
 mod ranges;
 

@@ -9,6 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::hot::{Workdir, median};
+use crate::load::{Load, micros_since, summarize};
 use crate::peer::{self, Server};
 
 /// Options of `glance-bench ranges`.
@@ -23,29 +24,14 @@ pub struct RangesArgs {
     /// Client counts to run, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "16,64")]
     clients: Vec<usize>,
-    /// Seconds per round.
-    #[arg(long, default_value_t = 5)]
-    seconds: u64,
-    /// Most requests per client per round (bounds a round whatever the speed).
-    #[arg(long, default_value_t = 200_000)]
-    max_requests: usize,
-    /// Rounds per server and client count (medians are reported).
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
+    #[command(flatten)]
+    load: Load,
     /// Worker threads of glance-stream and worker processes of nginx.
     #[arg(long, default_value_t = 2)]
     workers: usize,
     /// Directory for the object and the servers' files (default: a temporary one).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
-}
-
-/// One measured round.
-struct Round {
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
-    cpu_us_per_req: f64,
 }
 
 pub fn run(args: &RangesArgs) {
@@ -60,16 +46,16 @@ pub fn run(args: &RangesArgs) {
         "random ranges: {} KiB of a {} MiB object, {} s rounds, {} rounds, {} server workers, {} cores",
         args.range_kib,
         args.size_mib,
-        args.seconds,
-        args.rounds,
+        args.load.seconds,
+        args.load.rounds,
         args.workers,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!("| clients | server | req/s (median) | p50 ms | p99 ms | server CPU µs/req |");
     println!("| --- | --- | --- | --- | --- | --- |");
     for &clients in &args.clients {
-        let mut results: Vec<Vec<Round>> = servers.iter().map(|_| Vec::new()).collect();
-        for r in 0..args.rounds {
+        let mut results: Vec<Vec<[f64; 4]>> = servers.iter().map(|_| Vec::new()).collect();
+        for r in 0..args.load.rounds {
             for (i, s) in servers.iter().enumerate() {
                 results[i].push(round(s, clients, args, range, &object, r as u64));
             }
@@ -77,13 +63,8 @@ pub fn run(args: &RangesArgs) {
         let meds: Vec<[f64; 4]> = results
             .iter()
             .map(|rs| {
-                let m = |f: fn(&Round) -> f64| median(rs.iter().map(f).collect());
-                [
-                    m(|r| r.rps),
-                    m(|r| r.p50_us),
-                    m(|r| r.p99_us),
-                    m(|r| r.cpu_us_per_req),
-                ]
+                let m = |k: usize| median(rs.iter().map(|r| r[k]).collect());
+                [m(0), m(1), m(2), m(3)]
             })
             .collect();
         for (s, m) in servers.iter().zip(&meds) {
@@ -113,8 +94,8 @@ fn round(
     range: u64,
     object: &[u8],
     seed: u64,
-) -> Round {
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+) -> [f64; 4] {
+    let deadline = Instant::now() + Duration::from_secs(args.load.seconds);
     let cpu0 = s.cpu_seconds();
     let start = Instant::now();
     let latencies: Vec<u32> = std::thread::scope(|scope| {
@@ -129,7 +110,7 @@ fn round(
                         range,
                         seed,
                         deadline,
-                        args.max_requests,
+                        args.load.max_requests,
                     )
                 })
             })
@@ -140,17 +121,7 @@ fn round(
             .collect()
     });
     let secs = start.elapsed().as_secs_f64();
-    let cpu = s.cpu_seconds() - cpu0;
-    let mut sorted = latencies;
-    sorted.sort_unstable();
-    let n = sorted.len().max(1);
-    let pct = |p: f64| f64::from(sorted[((n - 1) as f64 * p) as usize]);
-    Round {
-        rps: sorted.len() as f64 / secs,
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
-        cpu_us_per_req: cpu * 1e6 / n as f64,
-    }
+    summarize(latencies, secs, s.cpu_seconds() - cpu0)
 }
 
 /// One keep-alive client: random ranges until the deadline or `max`
@@ -187,7 +158,7 @@ fn client(
         let t0 = Instant::now();
         s.write_all(req.as_bytes()).unwrap();
         let body = read_response(&mut s, &mut buf);
-        out.push(t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+        out.push(micros_since(t0));
         assert_eq!(
             body,
             &object[first as usize..=last as usize],
