@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::hot::median;
-use crate::load::{Load, micros_since, summarize};
+use crate::load::{Load, micros_since};
 use crate::peer::Server;
 
 /// Options of `glance-bench api`.
@@ -33,7 +33,7 @@ const TOKEN: &str = "bench-admin-token-0123456789";
 /// Starts glance-api (the binary next to this one) with one static admin
 /// token and `node` as its stream node (healthy, so placement is the normal
 /// path; redirects are not followed).
-fn glance_api(dir: &Path, node: SocketAddr) -> Server {
+fn glance_api(dir: &Path, node: SocketAddr, keyring: &Path) -> Server {
     let exe = std::env::current_exe()
         .unwrap()
         .with_file_name("glance-api");
@@ -43,17 +43,8 @@ fn glance_api(dir: &Path, node: SocketAddr) -> Server {
         exe.display()
     );
     std::fs::create_dir_all(dir).unwrap();
-    let keyring = dir.join("keyring.toml");
-    std::fs::write(
-        &keyring,
-        "primary = \"b\"\n[keys]\nb = \"AUpHxry2pHEpkVJGCYLJ-TpiLWITLVzhgiWlW1sGUv8\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &keyring,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    // The keyring the stream node was started with (copied with its 0600 mode).
+    std::fs::copy(keyring, dir.join("keyring.toml")).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -141,7 +132,7 @@ pub fn run(args: &ApiArgs) {
     let object = dir.join("object");
     crate::hot::write_object(&object, 1 << 20);
     let node = crate::peer::glance_stream(&dir, &object, 1);
-    let api = glance_api(&dir.join("api"), node.addr);
+    let api = glance_api(&dir.join("api"), node.addr, &dir.join("keyring.toml"));
     // One image with data.
     let mut s = TcpStream::connect(api.addr).unwrap();
     let mut buf = Vec::new();
@@ -213,36 +204,22 @@ fn round(
     let node_url = format!("http://{node}/v1/images/");
     let node_url = &node_url;
     let deadline = Instant::now() + Duration::from_secs(args.load.seconds);
-    let cpu0 = api.cpu_seconds();
-    let start = Instant::now();
-    let lat: Vec<u32> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..clients)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut s = TcpStream::connect(api.addr).unwrap();
-                    s.set_nodelay(true).unwrap();
-                    let mut buf = Vec::with_capacity(8 << 10);
-                    let mut out = Vec::new();
-                    while out.len() < args.load.max_requests && Instant::now() < deadline {
-                        let t0 = Instant::now();
-                        let (status, location) = call(&mut s, &mut buf, "GET", target, b"");
-                        out.push(micros_since(t0));
-                        assert_eq!(status, want, "{target}");
-                        if want == 307 {
-                            let l = location.unwrap_or_default();
-                            assert!(l.starts_with(node_url.as_str()), "{l}");
-                            assert!(l.contains("&sig="), "{l}");
-                        }
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
-    let secs = start.elapsed().as_secs_f64();
-    summarize(lat, secs, api.cpu_seconds() - cpu0)
+    crate::load::round(api, clients, |_| {
+        let mut s = TcpStream::connect(api.addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut buf = Vec::with_capacity(8 << 10);
+        let mut out = Vec::new();
+        while out.len() < args.load.max_requests && Instant::now() < deadline {
+            let t0 = Instant::now();
+            let (status, location) = call(&mut s, &mut buf, "GET", target, b"");
+            out.push(micros_since(t0));
+            assert_eq!(status, want, "{target}");
+            if want == 307 {
+                let l = location.unwrap_or_default();
+                assert!(l.starts_with(node_url.as_str()), "{l}");
+                assert!(l.contains("&sig="), "{l}");
+            }
+        }
+        out
+    })
 }

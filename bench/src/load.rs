@@ -15,9 +15,31 @@ pub struct Load {
     pub rounds: usize,
 }
 
+/// Runs one round: `client(i)` on a thread each for `clients` clients, each
+/// returning its latencies; the figures count `server`'s CPU meanwhile.
+pub fn round<F>(server: &crate::peer::Server, clients: usize, client: F) -> [f64; 4]
+where
+    F: Fn(usize) -> Vec<u32> + Sync,
+{
+    let cpu0 = server.cpu_seconds();
+    let start = std::time::Instant::now();
+    let latencies: Vec<u32> = std::thread::scope(|scope| {
+        let client = &client;
+        let handles: Vec<_> = (0..clients)
+            .map(|c| scope.spawn(move || client(c)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let secs = start.elapsed().as_secs_f64();
+    summarize(latencies, secs, server.cpu_seconds() - cpu0)
+}
+
 /// A round's figures: requests per second, p50 and p99 latency (µs), and
 /// server CPU µs per request.
-pub fn summarize(mut latencies: Vec<u32>, secs: f64, server_cpu_secs: f64) -> [f64; 4] {
+fn summarize(mut latencies: Vec<u32>, secs: f64, server_cpu_secs: f64) -> [f64; 4] {
     latencies.sort_unstable();
     let n = latencies.len().max(1);
     let pct = |p: f64| {

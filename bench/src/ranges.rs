@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::hot::{Workdir, median};
-use crate::load::{Load, micros_since, summarize};
+use crate::load::{Load, micros_since};
 use crate::peer::{self, Server};
 
 /// Options of `glance-bench ranges`.
@@ -96,32 +96,18 @@ fn round(
     seed: u64,
 ) -> [f64; 4] {
     let deadline = Instant::now() + Duration::from_secs(args.load.seconds);
-    let cpu0 = s.cpu_seconds();
-    let start = Instant::now();
-    let latencies: Vec<u32> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..clients)
-            .map(|c| {
-                let seed = seed.wrapping_mul(0x9e37_79b9).wrapping_add(c as u64 + 1);
-                scope.spawn(move || {
-                    client(
-                        s.addr,
-                        &s.target,
-                        object,
-                        range,
-                        seed,
-                        deadline,
-                        args.load.max_requests,
-                    )
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    });
-    let secs = start.elapsed().as_secs_f64();
-    summarize(latencies, secs, s.cpu_seconds() - cpu0)
+    crate::load::round(s, clients, |c| {
+        let seed = seed.wrapping_mul(0x9e37_79b9).wrapping_add(c as u64 + 1);
+        client(
+            s.addr,
+            &s.target,
+            object,
+            range,
+            seed,
+            deadline,
+            args.load.max_requests,
+        )
+    })
 }
 
 /// One keep-alive client: random ranges until the deadline or `max`

@@ -343,14 +343,8 @@ impl Config {
                 raw.listen
             ))
         })?;
-        let url = |u: &str| {
-            if u.starts_with("http://") || u.starts_with("https://") {
-                Ok(u.trim_end_matches('/').to_owned())
-            } else {
-                Err(bad(format!("{u:?} must start with http:// or https://")))
-            }
-        };
-        let public_url = url(&raw.public_url)?;
+        let public_url =
+            check_node_url(&raw.public_url).map_err(|m| bad(format!("public_url: {m}")))?;
         let mut stream_nodes = Vec::with_capacity(raw.stream_nodes.len());
         for node in &raw.stream_nodes {
             let node = check_node(node).map_err(|m| bad(format!("stream_nodes: {m}")))?;
@@ -424,7 +418,8 @@ pub fn check_node_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Checks a node's base URL: `http://` or `https://`, returned without a trailing `/`.
+/// Checks a base URL (glance-api's or a node's): `http://` or `https://`
+/// with a host, no query, returned without a trailing `/`.
 pub fn check_node_url(url: &str) -> Result<String, String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {

@@ -470,6 +470,49 @@ async fn an_upload_over_the_cap_is_413_and_leaves_the_image_queued_with_no_parti
 }
 
 #[tokio::test]
+async fn an_upload_whose_request_is_dropped_returns_the_image_to_queued() {
+    use futures_util::StreamExt as _;
+    let app = App::new();
+    let id = app.create_id(MEMBER_A, json!({"name": "dropped"})).await;
+    // One chunk, then nothing: the request hangs until the server drops it
+    // (as hyper does when the client's connection closes).
+    let first =
+        futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(data(4096)))]);
+    let body = Body::from_stream(first.chain(futures_util::stream::pending()));
+    let path = format!("/v2/images/{id}/file");
+    let call = app.call(
+        "PUT",
+        &path,
+        Some(MEMBER_A),
+        body,
+        Some("application/octet-stream"),
+    );
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), call)
+            .await
+            .is_err(),
+        "the upload finished without its body"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let img = app.get(&format!("/v2/images/{id}"), MEMBER_A).await.json();
+        if img["status"] == "queued" {
+            break;
+        }
+        assert_eq!(img["status"], "saving");
+        assert!(std::time::Instant::now() < deadline, "left in saving");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        std::fs::read_dir(app.dir.path().join("images"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the partial file stayed"
+    );
+}
+
+#[tokio::test]
 async fn an_interrupted_upload_returns_the_image_to_queued() {
     let app = App::new();
     let id = app.create_id(MEMBER_A, json!({"name": "cut"})).await;

@@ -231,9 +231,18 @@ def test_a_storm_of_one_token_costs_keystone_one_validation(cloud):
                          timeout=30)
         return r.status_code
 
+    def token_cache(kind):
+        text = requests.get(f"{cloud['endpoint']}/metrics", timeout=30).text
+        line = f'glance_api_token_cache_total{{kind="{kind}"}} '
+        return next((int(l[len(line):]) for l in text.splitlines() if l.startswith(line)), 0)
+
     before = validations()
+    hits, misses = token_cache("hit"), token_cache("miss")
     # A boot storm: 50 requests with one new token, 25 at a time.
     with ThreadPoolExecutor(max_workers=25) as pool:
         assert set(pool.map(images, range(50))) == {200}
     time.sleep(0.5)
     assert validations() - before == 1, "each request asked Keystone again"
+    # glance-api's metrics say the same: one miss, the rest from the cache.
+    assert token_cache("miss") - misses == 1
+    assert token_cache("hit") - hits == 49

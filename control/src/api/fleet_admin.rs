@@ -194,16 +194,11 @@ pub async fn rotate_keys(
     Extension(ctx): Extension<Context>,
 ) -> Result<Response, ApiError> {
     admin_only(&ctx)?;
-    if !state.fleet.client.can_administer() {
-        return Err(ApiError::conflict(
-            "No [fleet] admin_token_file is configured: a new key could not reach the stream nodes",
-        ));
-    }
-    let (rotation, pushed) = state
-        .fleet
-        .rotate(state.config.link_ttl)
-        .await
-        .map_err(|e| ApiError::from_internal(&e))?;
+    let (rotation, pushed) = match state.fleet.rotate(state.config.link_ttl).await {
+        Ok(done) => done,
+        Err(e @ FleetError::NoAdminToken) => return Err(ApiError::conflict(e.to_string())),
+        Err(e) => return Err(ApiError::from_internal(&e)),
+    };
     let nodes: Vec<serde_json::Value> = pushed
         .into_iter()
         .map(|(name, outcome)| match outcome {

@@ -115,6 +115,14 @@ pub enum FleetError {
     /// The metadata store failed.
     #[error(transparent)]
     Metadata(#[from] crate::metadata::MetadataError),
+    /// Keys cannot be rotated: they could not reach the nodes.
+    #[error(
+        "no [fleet] admin_token_file is configured: a new key could not reach the stream nodes"
+    )]
+    NoAdminToken,
+    /// A key change failed (the keyring file or its records).
+    #[error("signing keys: {0}")]
+    Keys(String),
 }
 
 impl Fleet {
@@ -209,10 +217,10 @@ impl Fleet {
         } else if self.unhealthy_fallback.swap(false, Ordering::Relaxed) {
             tracing::info!("stream nodes are healthy again: placing on healthy nodes only");
         }
-        let owned: Vec<StreamNode> = pool.into_iter().cloned().collect();
-        placement::top(&owned, image, self.settings.replicas.get())
+        // Only the chosen nodes are copied out of the lock.
+        placement::top(&pool, image, self.settings.replicas.get())
             .into_iter()
-            .cloned()
+            .map(|n| (*n).clone())
             .collect()
     }
 
@@ -331,10 +339,7 @@ impl Fleet {
     fn record_health(&self, node: &StreamNode, outcome: Result<(), String>, now: u64) {
         let name = node.name.as_str();
         let mut nodes = self.write();
-        let Some(s) = nodes
-            .get_mut(name)
-            .filter(|s| s.node.admin_url == node.admin_url)
-        else {
+        let Some(s) = still_at(&mut nodes, node) else {
             return;
         };
         s.checked_at = Some(now);
@@ -390,10 +395,7 @@ impl Fleet {
     /// Records a push's outcome, unless the node moved meanwhile.
     fn record_push(&self, node: &StreamNode, generation: u64, outcome: &Result<(), String>) {
         let mut nodes = self.write();
-        let Some(s) = nodes
-            .get_mut(&node.name)
-            .filter(|s| s.node.admin_url == node.admin_url)
-        else {
+        let Some(s) = still_at(&mut nodes, node) else {
             return;
         };
         match outcome {
@@ -416,12 +418,9 @@ impl Fleet {
     pub async fn rotate(
         self: &Arc<Self>,
         link_ttl: std::time::Duration,
-    ) -> Result<(keys::Rotation, Vec<(String, Result<(), String>)>), String> {
+    ) -> Result<(keys::Rotation, Vec<(String, Result<(), String>)>), FleetError> {
         if !self.client.can_administer() {
-            return Err(
-                "no [fleet] admin_token_file is configured: a new key could not reach the stream nodes"
-                    .into(),
-            );
+            return Err(FleetError::NoAdminToken);
         }
         let lifetime = link_ttl.saturating_add(self.settings.key_grace);
         let fleet = Arc::clone(self);
@@ -429,7 +428,8 @@ impl Fleet {
             fleet.keys.stage(fleet.metadata.as_ref(), unix_now())
         })
         .await
-        .map_err(|e| format!("the rotation task failed: {e}"))??;
+        .map_err(|e| FleetError::Keys(format!("the rotation task failed: {e}")))?
+        .map_err(FleetError::Keys)?;
         let names: Vec<String> = self.nodes().into_iter().map(|n| n.name).collect();
         let pushed = self.push_keyring(&names).await;
         let fleet = Arc::clone(self);
@@ -439,7 +439,8 @@ impl Fleet {
                 .promote(fleet.metadata.as_ref(), lifetime, unix_now())
         })
         .await
-        .map_err(|e| format!("the rotation task failed: {e}"))??;
+        .map_err(|e| FleetError::Keys(format!("the rotation task failed: {e}")))?
+        .map_err(FleetError::Keys)?;
         tracing::info!(primary = %staged, replaced = %rotation.replaced.id, "signing key rotated");
         let reached: Vec<String> = pushed
             .iter()
@@ -468,6 +469,17 @@ impl Fleet {
             .map(|s| s.node.name.clone())
             .collect()
     }
+}
+
+/// The state of `node` if it is still registered at the same admin URL (an
+/// answer from a node that moved meanwhile says nothing of its new place).
+fn still_at<'a>(
+    nodes: &'a mut BTreeMap<String, NodeState>,
+    node: &StreamNode,
+) -> Option<&'a mut NodeState> {
+    nodes
+        .get_mut(&node.name)
+        .filter(|s| s.node.admin_url == node.admin_url)
 }
 
 /// The Unix time now, in seconds.

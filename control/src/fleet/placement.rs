@@ -28,6 +28,15 @@ impl Placeable for crate::model::StreamNode {
     }
 }
 
+impl<T: Placeable> Placeable for &T {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn weight(&self) -> u32 {
+        (**self).weight()
+    }
+}
+
 /// The node's score for the image: higher wins.
 pub fn score(name: &str, weight: u32, image: &Uuid) -> f64 {
     let mut h = sha2::Sha256::new();
@@ -82,7 +91,7 @@ mod tests {
     }
 
     fn best<'a>(nodes: &'a [N], id: &Uuid) -> &'a str {
-        top(nodes, id, 1).first().map_or("", |n| n.name())
+        top(nodes, id, 1).first().map_or("", |n| n.0.as_str())
     }
 
     proptest! {
