@@ -137,6 +137,12 @@ impl App {
         }
     }
 
+    /// A request without a body.
+    async fn send(&self, method: &str, path: &str, token: &str) -> Reply {
+        self.call(method, path, Some(token), Body::empty(), None)
+            .await
+    }
+
     async fn get(&self, path: &str, token: &str) -> Reply {
         self.call("GET", path, Some(token), Body::empty(), None)
             .await
@@ -330,9 +336,7 @@ async fn private_images_are_invisible_to_other_projects() {
     let listed = app.get("/v2/images", MEMBER_B).await.json();
     assert!(listed["images"].as_array().unwrap().is_empty());
     assert_eq!(
-        app.call("DELETE", &path, Some(MEMBER_B), Body::empty(), None)
-            .await
-            .status,
+        app.send("DELETE", &path, MEMBER_B).await.status,
         StatusCode::NOT_FOUND
     );
 }
@@ -711,12 +715,10 @@ async fn deactivated_images_download_for_admins_only() {
     );
     let queued = app.create_id(MEMBER_A, json!({})).await;
     let r = app
-        .call(
+        .send(
             "POST",
             &format!("/v2/images/{queued}/actions/deactivate"),
-            Some(ADMIN),
-            Body::empty(),
-            None,
+            ADMIN,
         )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
@@ -731,9 +733,7 @@ async fn delete_removes_record_and_data_and_honours_protected() {
     app.upload(MEMBER_A, &id, data(10)).await;
     let path = format!("/v2/images/{id}");
     assert_eq!(
-        app.call("DELETE", &path, Some(MEMBER_A), Body::empty(), None)
-            .await
-            .status,
+        app.send("DELETE", &path, MEMBER_A).await.status,
         StatusCode::FORBIDDEN
     );
     app.patch(
@@ -743,15 +743,11 @@ async fn delete_removes_record_and_data_and_honours_protected() {
     )
     .await;
     assert_eq!(
-        app.call("DELETE", &path, Some(READER_A), Body::empty(), None)
-            .await
-            .status,
+        app.send("DELETE", &path, READER_A).await.status,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        app.call("DELETE", &path, Some(MEMBER_A), Body::empty(), None)
-            .await
-            .status,
+        app.send("DELETE", &path, MEMBER_A).await.status,
         StatusCode::NO_CONTENT
     );
     assert_eq!(app.get(&path, MEMBER_A).await.status, StatusCode::NOT_FOUND);
@@ -1063,17 +1059,13 @@ async fn sharing_follows_glances_members_api() {
         StatusCode::OK
     );
     // The owner stops sharing: gone for proj-b.
-    let r = app
-        .call("DELETE", &b, Some(MEMBER_A), Body::empty(), None)
-        .await;
+    let r = app.send("DELETE", &b, MEMBER_A).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert_eq!(
         app.get(&format!("/v2/images/{id}"), MEMBER_B).await.status,
         StatusCode::NOT_FOUND
     );
-    let r = app
-        .call("DELETE", &b, Some(MEMBER_A), Body::empty(), None)
-        .await;
+    let r = app.send("DELETE", &b, MEMBER_A).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     // Only shared images have members.
     let private = app
@@ -1152,13 +1144,7 @@ async fn stream_nodes_are_admin_only_and_a_drained_node_gets_no_downloads() {
     let first = node_of(&app, &id).await;
     let name = first.trim_start_matches("http://");
     let drain = app
-        .call(
-            "POST",
-            &format!("/admin/nodes/{name}/drain"),
-            Some(ADMIN),
-            Body::empty(),
-            None,
-        )
+        .send("POST", &format!("/admin/nodes/{name}/drain"), ADMIN)
         .await;
     assert_eq!(drain.status, StatusCode::OK);
     assert_eq!(drain.json()["drained"], true);
@@ -1166,21 +1152,14 @@ async fn stream_nodes_are_admin_only_and_a_drained_node_gets_no_downloads() {
     let other = node_of(&app, &id).await;
     assert_ne!(other, first, "a drained node still gets downloads");
     let undrain = app
-        .call(
-            "POST",
-            &format!("/admin/nodes/{name}/undrain"),
-            Some(ADMIN),
-            Body::empty(),
-            None,
-        )
+        .send("POST", &format!("/admin/nodes/{name}/undrain"), ADMIN)
         .await;
     assert_eq!(undrain.status, StatusCode::OK);
     assert_eq!(node_of(&app, &id).await, first);
     // Both drained: no node for downloads at all.
     for n in ["stream-a:9393", "stream-b:9393"] {
         let path = format!("/admin/nodes/{n}/drain");
-        app.call("POST", &path, Some(ADMIN), Body::empty(), None)
-            .await;
+        app.send("POST", &path, ADMIN).await;
     }
     let none = app.get(&format!("/v2/images/{id}/file"), MEMBER_A).await;
     assert_eq!(none.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -1254,37 +1233,13 @@ async fn nodes_are_registered_checked_and_removed_through_the_admin_api() {
             .len(),
         3
     );
-    let del = app
-        .call(
-            "DELETE",
-            "/admin/nodes/stream-c",
-            Some(ADMIN),
-            Body::empty(),
-            None,
-        )
-        .await;
+    let del = app.send("DELETE", "/admin/nodes/stream-c", ADMIN).await;
     assert_eq!(del.status, StatusCode::NO_CONTENT);
-    let del = app
-        .call(
-            "DELETE",
-            "/admin/nodes/stream-c",
-            Some(ADMIN),
-            Body::empty(),
-            None,
-        )
-        .await;
+    let del = app.send("DELETE", "/admin/nodes/stream-c", ADMIN).await;
     assert_eq!(del.status, StatusCode::NOT_FOUND);
     // Without the nodes' admin token, keys cannot be rotated (they could not
     // reach the nodes) and the cache API is not offered.
-    let rotate = app
-        .call(
-            "POST",
-            "/admin/keys/rotate",
-            Some(ADMIN),
-            Body::empty(),
-            None,
-        )
-        .await;
+    let rotate = app.send("POST", "/admin/keys/rotate", ADMIN).await;
     assert_eq!(rotate.status, StatusCode::CONFLICT);
     assert!(
         rotate.json()["message"]
@@ -1393,8 +1348,7 @@ async fn metrics_count_requests_by_route_and_links_by_kind() {
     node_of(&app, &id).await;
     node_of(&app, &id).await;
     app.get("/v2/images/not-a-uuid", MEMBER_A).await;
-    app.call("FROB", "/v2/images", Some(MEMBER_A), Body::empty(), None)
-        .await;
+    app.send("FROB", "/v2/images", MEMBER_A).await;
     let m = app.call("GET", "/metrics", None, Body::empty(), None).await;
     assert_eq!(m.status, StatusCode::OK);
     let text = String::from_utf8(m.body).unwrap();
