@@ -1,222 +1,164 @@
 //! The control-plane benchmark: keep-alive clients ask glance-api (static
 //! tokens, redb metadata) for an image's record (`GET /v2/images/{id}`) and
 //! for its download redirect (`GET /v2/images/{id}/file`, a `307` to a
-//! signed link), and the report gives requests per second, latency
-//! percentiles and server CPU per request. Every answer's status is checked,
-//! and every redirect's `Location` is a signed link on the stream node.
+//! signed link), and the real Glance (uWSGI, SQLite, no auth) for the same
+//! record. Every answer's status is checked, and every redirect's
+//! `Location` is a signed link on the stream node.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::hot::median;
-use crate::load::{Load, micros_since};
-use crate::peer::Server;
+use crate::client::Sample;
+use crate::imageapi::ImageApi;
+use crate::load::{self, Load, Round};
+use crate::object::Workdir;
+use crate::peer::{self, GlancePeer, Server};
+use crate::report::{self, Metric, Run, Scenario};
 
 /// Options of `glance-bench api`.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct ApiArgs {
     /// Client counts to run, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "8,32")]
     clients: Vec<usize>,
     #[command(flatten)]
     load: Load,
-    /// Directory for glance-api's files (default: a temporary one).
+    /// Worker processes of the real Glance.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    #[command(flatten)]
+    glance: GlancePeer,
+    /// Directory for the servers' files (default: a temporary one).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
 }
 
-const TOKEN: &str = "bench-admin-token-0123456789";
+const COLUMNS: &[&Metric] = &[
+    &report::REQ_PER_S,
+    &report::SERVER_CPU_PER_REQ,
+    &report::LATENCY_P50,
+    &report::LATENCY_P99,
+    &report::PEAK_RSS,
+    &report::CLIENT_CPU_PER_REQ,
+];
 
-/// Starts glance-api (the binary next to this one) with one static admin
-/// token and `node` as its stream node (healthy, so placement is the normal
-/// path; redirects are not followed).
-fn glance_api(dir: &Path, node: SocketAddr, keyring: &Path) -> Server {
-    let exe = std::env::current_exe()
-        .unwrap()
-        .with_file_name("glance-api");
-    assert!(
-        exe.exists(),
-        "{} not built: cargo build --release -p glance-api",
-        exe.display()
+/// What a request kind asks and must get.
+struct Kind {
+    name: &'static str,
+    path: fn(&str) -> String,
+    status: u16,
+}
+
+const KINDS: [Kind; 2] = [
+    Kind {
+        name: "show",
+        path: |id| format!("/v2/images/{id}"),
+        status: 200,
+    },
+    Kind {
+        name: "redirect",
+        path: ImageApi::file_target,
+        status: 307,
+    },
+];
+
+/// Runs the scenario; `command` is how it was asked for.
+pub fn run(run: &mut Run, args: &ApiArgs, command: String) {
+    let work = Workdir::with_size(args.dir.as_deref(), 1 << 20);
+    let data = std::fs::read(&work.object).unwrap();
+    let node = peer::glance_stream(&work.dir, &work.object, 1);
+    let api = peer::glance_api(
+        &work.dir.join("api"),
+        Some(node.addr),
+        &work.dir.join("keyring.toml"),
     );
-    std::fs::create_dir_all(dir).unwrap();
-    // The keyring the stream node was started with (copied with its 0600 mode).
-    std::fs::copy(keyring, dir.join("keyring.toml")).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.join("glance-api.toml");
-    std::fs::write(
-        &config,
+    let ours_id = ImageApi::ours(&api).image_with(&data, &work.hashes);
+    run.begin(Scenario::new(
+        "api",
         format!(
-            "listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
-             keyring = \"keyring.toml\"\nmetadata = \"glance.redb\"\n\
-             stream_nodes = [\"http://{node}\"]\n\
-             [store]\nid = \"local\"\nkind = \"file\"\npath = \"images\"\n\
-             [auth]\nmode = \"static\"\n[[auth.tokens]]\ntoken = \"{TOKEN}\"\nuser_id = \"u\"\n\
-             project_id = \"p\"\nroles = [\"admin\", \"member\", \"reader\"]\n"
+            "image API: glance-api (static tokens, redb, one healthy stream node){}, {} s rounds, {} rounds, {} cores",
+            if !args.glance.no_glance { " vs the real Glance (uWSGI, SQLite, no auth)" } else { "" },
+            args.load.seconds,
+            args.load.rounds,
+            report::machine()["cores"]
         ),
-    )
-    .unwrap();
-    let child = Command::new(exe)
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "glance-api did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server::new("glance-api", addr, String::new(), child)
-}
-
-/// One request on a keep-alive connection; returns the status and the
-/// `Location` header, if any.
-fn call(
-    s: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    method: &str,
-    target: &str,
-    body: &[u8],
-) -> (u16, Option<String>) {
-    write!(
-        s,
-        "{method} {target} HTTP/1.1\r\nHost: bench\r\nX-Auth-Token: {TOKEN}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
-    buf.clear();
-    let mut chunk = [0u8; 16 << 10];
-    let head_end = loop {
-        let n = s.read(&mut chunk).unwrap();
-        assert!(n > 0, "connection closed early");
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let status: u16 = head[9..12].parse().unwrap();
-    let header = |name: &str| {
-        head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-        })
-    };
-    let len: usize = header("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    while buf.len() < head_end + len {
-        let n = s.read(&mut chunk).unwrap();
-        assert!(n > 0, "connection closed early");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    (status, header("location"))
-}
-
-pub fn run(args: &ApiArgs) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    std::fs::create_dir_all(&dir).unwrap();
-    let object = dir.join("object");
-    crate::hot::write_object(&object, 1 << 20);
-    let node = crate::peer::glance_stream(&dir, &object, 1);
-    let api = glance_api(&dir.join("api"), node.addr, &dir.join("keyring.toml"));
-    // One image with data.
-    let mut s = TcpStream::connect(api.addr).unwrap();
-    let mut buf = Vec::new();
-    let (status, _) = call(
-        &mut s,
-        &mut buf,
-        "POST",
-        "/v2/images",
-        br#"{"name":"bench","disk_format":"raw","container_format":"bare"}"#,
-    );
-    assert_eq!(status, 201);
-    let body = String::from_utf8_lossy(&buf);
-    let id = body
-        .split("\"id\":\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap()
-        .to_owned();
-    let (status, _) = call(
-        &mut s,
-        &mut buf,
-        "PUT",
-        &format!("/v2/images/{id}/file"),
-        &vec![7u8; 1 << 20],
-    );
-    assert_eq!(status, 204);
-    drop(s);
-    let kinds = [
-        ("show", format!("/v2/images/{id}"), 200u16),
-        ("redirect", format!("/v2/images/{id}/file"), 307u16),
-    ];
-    println!(
-        "glance-api: static tokens, redb, one healthy stream node, {} s rounds, {} rounds, {} cores",
-        args.load.seconds,
-        args.load.rounds,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    println!("| clients | request | req/s (median) | p50 ms | p99 ms | server CPU µs/req |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+        command,
+        serde_json::json!({
+            "seconds": args.load.seconds, "rounds": args.load.rounds, "glance_workers": args.workers,
+        }),
+        COLUMNS,
+    ));
+    let glance = args
+        .glance
+        .start(run, &work.dir.join("glance"), args.workers);
+    let glance_id = glance
+        .as_ref()
+        .map(|g| ImageApi::glance(g).image_with(&data, &work.hashes));
+    let peers = usize::from(glance.is_some());
+    run.plan(args.clients.len() * args.load.rounds * (2 + peers));
+    let node_url = format!("http://{}/v1/images/", node.addr);
     for &clients in &args.clients {
-        let mut results: Vec<Vec<[f64; 4]>> = vec![Vec::new(); kinds.len()];
-        for _ in 0..args.load.rounds {
-            for (i, (_, target, want)) in kinds.iter().enumerate() {
-                results[i].push(round(&api, node.addr, clients, args, target, *want));
+        for kind in &KINDS {
+            // Glance has no redirect: the show is the one request both answer.
+            let mut servers: Vec<(&Server, ImageApi, &str)> =
+                vec![(&api, ImageApi::ours(&api), &ours_id)];
+            if let (Some(g), Some(id), "show") = (&glance, &glance_id, kind.name) {
+                servers.push((g, ImageApi::glance(g), id));
             }
-        }
-        for ((name, _, _), rs) in kinds.iter().zip(&results) {
-            let m = |k: usize| median(rs.iter().map(|r| r[k]).collect());
-            println!(
-                "| {clients} | {name} | {:.0} | {:.2} | {:.2} | {:.1} |",
-                m(0),
-                m(1) / 1e3,
-                m(2) / 1e3,
-                m(3)
+            let refs: Vec<&Server> = servers.iter().map(|s| s.0).collect();
+            let point = load::compare(
+                run,
+                &refs,
+                clients,
+                Some(kind.name),
+                args.load.rounds,
+                |s| {
+                    let (_, image_api, id) = servers
+                        .iter()
+                        .find(|x| std::ptr::eq(x.0, s))
+                        .expect("a measured server");
+                    round(
+                        image_api,
+                        clients,
+                        &args.load,
+                        &(kind.path)(id),
+                        kind.status,
+                        &node_url,
+                    )
+                },
             );
+            run.point(point);
         }
     }
 }
 
-/// One round: `[req/s, p50 µs, p99 µs, server CPU µs per request]`.
+/// One round of `GET target` from `clients` keep-alive clients, each answer
+/// checked to be `want` (and a redirect's `Location` a signed link on the
+/// stream node).
 fn round(
-    api: &Server,
-    node: SocketAddr,
+    api: &ImageApi,
     clients: usize,
-    args: &ApiArgs,
+    load: &Load,
     target: &str,
     want: u16,
-) -> [f64; 4] {
-    let node_url = format!("http://{node}/v1/images/");
-    let node_url = &node_url;
-    let deadline = Instant::now() + Duration::from_secs(args.load.seconds);
-    crate::load::round(api, clients, |_| {
-        let mut s = TcpStream::connect(api.addr).unwrap();
-        s.set_nodelay(true).unwrap();
-        let mut buf = Vec::with_capacity(8 << 10);
+    node_url: &str,
+) -> Round {
+    let deadline = load.deadline();
+    load::round(api.server, clients, |_| {
+        let mut conn = api.connect();
         let mut out = Vec::new();
-        while out.len() < args.load.max_requests && Instant::now() < deadline {
+        while out.len() < load.max_requests && Instant::now() < deadline {
             let t0 = Instant::now();
-            let (status, location) = call(&mut s, &mut buf, "GET", target, b"");
-            out.push(micros_since(t0));
-            assert_eq!(status, want, "{target}");
+            let (head, ttfb) = conn.request("GET", target, &api.headers, b"");
+            let body = conn.read_text(head.content_length);
+            out.push(Sample {
+                latency_us: crate::client::micros(t0.elapsed()),
+                ttfb_us: crate::client::micros(ttfb),
+                bytes: 0,
+            });
+            assert_eq!(head.status, want, "{target}: {body}");
             if want == 307 {
-                let l = location.unwrap_or_default();
-                assert!(l.starts_with(node_url.as_str()), "{l}");
+                let l = head.location.unwrap_or_default();
+                assert!(l.starts_with(node_url), "{l}");
                 assert!(l.contains("&sig="), "{l}");
             }
         }

@@ -1,8 +1,18 @@
-//! What the request-rate scenarios (`ranges`, `api`) share: how long and how
-//! often they run, and how a round's latencies become its figures.
+//! What every scenario's rounds share: their settings, running clients on
+//! threads of their own against one server, and turning the clients'
+//! samples, the server's CPU and memory and the bench's own CPU into a
+//! round's figures; then the medians over rounds.
 
-/// Round settings of a request-rate scenario.
-#[derive(clap::Args)]
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::client::Sample;
+use crate::measure;
+use crate::peer::Server;
+use crate::report::{self, Figures, Metric};
+
+/// Round settings of a request-rate scenario (`ranges`, `api`).
+#[derive(clap::Args, Clone)]
 pub struct Load {
     /// Seconds per round.
     #[arg(long, default_value_t = 5)]
@@ -15,47 +25,189 @@ pub struct Load {
     pub rounds: usize,
 }
 
+impl Load {
+    /// When a round started now must end.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + std::time::Duration::from_secs(self.seconds)
+    }
+}
+
+/// One round's figures and every request's latency (µs).
+pub struct Round {
+    /// Metric key to value.
+    pub metrics: BTreeMap<String, f64>,
+    /// Each request's latency, µs.
+    pub latencies_us: Vec<u32>,
+}
+
 /// Runs one round: `client(i)` on a thread each for `clients` clients, each
-/// returning its latencies; the figures count `server`'s CPU meanwhile.
-pub fn round<F>(server: &crate::peer::Server, clients: usize, client: F) -> [f64; 4]
+/// returning its requests' samples, while the server's CPU and peak memory
+/// and the bench's own CPU are measured.
+pub fn round<F>(server: &Server, clients: usize, client: F) -> Round
 where
-    F: Fn(usize) -> Vec<u32> + Sync,
+    F: Fn(usize) -> Vec<Sample> + Sync,
 {
+    measure::reset_peak_rss(server.pid());
+    let own0 = measure::own_cpu_seconds();
     let cpu0 = server.cpu_seconds();
-    let start = std::time::Instant::now();
-    let latencies: Vec<u32> = std::thread::scope(|scope| {
+    let start = Instant::now();
+    let per_client: Vec<Vec<Sample>> = std::thread::scope(|scope| {
         let client = &client;
         let handles: Vec<_> = (0..clients)
             .map(|c| scope.spawn(move || client(c)))
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let secs = start.elapsed().as_secs_f64();
-    summarize(latencies, secs, server.cpu_seconds() - cpu0)
+    let server_cpu = server.cpu_seconds() - cpu0;
+    let own_cpu = measure::own_cpu_seconds() - own0;
+    let rss = measure::tree_peak_rss_bytes(server.pid());
+    figures(&per_client, secs, server_cpu, own_cpu, rss)
 }
 
-/// A round's figures: requests per second, p50 and p99 latency (µs), and
-/// server CPU µs per request.
-fn summarize(mut latencies: Vec<u32>, secs: f64, server_cpu_secs: f64) -> [f64; 4] {
+/// A round's figures from its samples (per client), its length in seconds,
+/// the server's and the bench's CPU seconds and the server's peak RSS.
+pub fn figures(
+    per_client: &[Vec<Sample>],
+    secs: f64,
+    server_cpu: f64,
+    own_cpu: f64,
+    rss: u64,
+) -> Round {
+    let samples = || per_client.iter().flatten();
+    let n = samples().count();
+    let bytes: u64 = samples().map(|s| s.bytes).sum();
+    let mut latencies: Vec<u32> = samples().map(|s| s.latency_us).collect();
+    let mut ttfb: Vec<u32> = samples().map(|s| s.ttfb_us).collect();
     latencies.sort_unstable();
-    let n = latencies.len().max(1);
-    let pct = |p: f64| {
-        latencies
-            .get(((n - 1) as f64 * p) as usize)
-            .map_or(0.0, |v| f64::from(*v))
+    ttfb.sort_unstable();
+    let mut m = BTreeMap::new();
+    let mut put = |metric: &Metric, v: f64| {
+        m.insert(metric.key.to_owned(), v);
     };
-    [
-        latencies.len() as f64 / secs,
-        pct(0.50),
-        pct(0.99),
-        server_cpu_secs * 1e6 / n as f64,
-    ]
+    let (gb, gib) = (bytes as f64 / 1e9, bytes as f64 / f64::from(1u32 << 30));
+    put(&report::REQ_PER_S, n as f64 / secs);
+    put(&report::LATENCY_P50, percentile(&latencies, 0.50) / 1e3);
+    put(&report::LATENCY_P99, percentile(&latencies, 0.99) / 1e3);
+    put(&report::TTFB_P50, percentile(&ttfb, 0.50) / 1e3);
+    put(&report::TTFB_P99, percentile(&ttfb, 0.99) / 1e3);
+    put(&report::PEAK_RSS, rss as f64 / f64::from(1u32 << 20));
+    if n > 0 {
+        put(&report::SERVER_CPU_PER_REQ, server_cpu * 1e6 / n as f64);
+        put(&report::CLIENT_CPU_PER_REQ, own_cpu * 1e6 / n as f64);
+    }
+    if bytes > 0 {
+        put(&report::GB_PER_S, gb / secs);
+        put(&report::MIB_PER_S, gib * 1024.0 / secs);
+        put(&report::SERVER_CPU_PER_GB, server_cpu / gb);
+        put(&report::SERVER_CPU_PER_GIB, server_cpu / gib);
+        put(&report::CLIENT_CPU_PER_GB, own_cpu / gb);
+        // Each client's own rate over the round.
+        let mut rates: Vec<f64> = per_client
+            .iter()
+            .map(|c| c.iter().map(|s| s.bytes).sum::<u64>() as f64 / secs)
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        put(&report::CLIENT_GB_PER_S_MIN, rates[0] / 1e9);
+        put(&report::CLIENT_GB_PER_S_P50, median(rates.clone()) / 1e9);
+        put(
+            &report::CLIENT_MIB_PER_S_P50,
+            median(rates) / f64::from(1u32 << 20),
+        );
+    }
+    Round {
+        metrics: m,
+        latencies_us: latencies,
+    }
 }
 
-/// The time since `t0` in µs, for a latency list.
-pub fn micros_since(t0: std::time::Instant) -> u32 {
-    t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32
+/// The value at quantile `q` of sorted `v` (0 when empty).
+pub fn percentile(v: &[u32], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let i = ((v.len() - 1) as f64 * q).round() as usize;
+    f64::from(v[i.min(v.len() - 1)])
+}
+
+/// The median of `v` (the mean of the two middle values for an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// One server's figures over its rounds: each metric's median, and the
+/// latency CDF of every request of every round.
+pub fn summarize(server: &str, rounds: Vec<Round>) -> Figures {
+    let mut metrics = BTreeMap::new();
+    let keys: Vec<String> = rounds
+        .iter()
+        .flat_map(|r| r.metrics.keys().cloned())
+        .collect();
+    for k in keys {
+        if metrics.contains_key(&k) {
+            continue;
+        }
+        let vals: Vec<f64> = rounds
+            .iter()
+            .filter_map(|r| r.metrics.get(&k))
+            .copied()
+            .collect();
+        metrics.insert(k, median(vals));
+    }
+    let mut all: Vec<u32> = rounds.into_iter().flat_map(|r| r.latencies_us).collect();
+    all.sort_unstable();
+    let latency_cdf_ms = if all.is_empty() {
+        Vec::new()
+    } else {
+        (0..=100)
+            .map(|p| percentile(&all, f64::from(p) / 100.0) / 1e3)
+            .collect()
+    };
+    Figures {
+        server: server.to_owned(),
+        metrics,
+        latency_cdf_ms,
+    }
+}
+
+/// Measures `servers` (ours first, then the peers) at one point: `rounds`
+/// rounds each, alternating server by server so drift on a shared machine
+/// falls on all of them alike; `one` runs one round against a server.
+pub fn compare(
+    run: &crate::report::Run,
+    servers: &[&Server],
+    clients: usize,
+    kind: Option<&str>,
+    rounds: usize,
+    mut one: impl FnMut(&Server) -> Round,
+) -> crate::report::Point {
+    let mut results: Vec<Vec<Round>> = servers.iter().map(|_| Vec::new()).collect();
+    for r in 0..rounds {
+        for (i, s) in servers.iter().enumerate() {
+            run.starting(format!(
+                "{}, {clients} clients{}, round {}/{rounds}",
+                s.name,
+                kind.map_or(String::new(), |k| format!(", {k}")),
+                r + 1
+            ));
+            results[i].push(one(s));
+            run.done_round();
+        }
+    }
+    let mut figures = servers
+        .iter()
+        .zip(results)
+        .map(|(s, rs)| (s.key.to_owned(), summarize(s.name, rs)));
+    let (_, ours) = figures.next().expect("ours is measured first");
+    crate::report::Point {
+        clients,
+        kind: kind.map(str::to_owned),
+        ours,
+        peers: figures.collect(),
+    }
 }

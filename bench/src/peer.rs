@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 
 /// A server process (and its children) under test.
 pub struct Server {
+    /// Its key in `results.json` (`ours` for glance-stream and glance-api).
+    pub key: &'static str,
     /// What it is, for the report.
     pub name: &'static str,
     /// Where it listens.
@@ -19,8 +21,15 @@ pub struct Server {
 
 impl Server {
     /// A server started by a scenario of its own.
-    pub fn new(name: &'static str, addr: SocketAddr, target: String, child: Child) -> Server {
+    pub fn new(
+        key: &'static str,
+        name: &'static str,
+        addr: SocketAddr,
+        target: String,
+        child: Child,
+    ) -> Server {
         Server {
+            key,
             name,
             addr,
             target,
@@ -28,55 +37,26 @@ impl Server {
         }
     }
 
+    /// The pid at the root of its process tree.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// User + system CPU seconds of the process and its children (nginx workers).
     pub fn cpu_seconds(&self) -> f64 {
-        let tick = clock_ticks();
-        let mut total = 0u64;
-        for pid in process_tree(self.child.id()) {
-            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-                // Fields after the command name, which is in parentheses.
-                let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-                let f: Vec<&str> = after.split_whitespace().collect();
-                // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
-                let ut: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
-                let st: u64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-                total += ut + st;
-            }
-        }
-        total as f64 / tick
+        crate::measure::tree_cpu_seconds(self.pid())
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // SIGTERM, so nginx's master takes its workers down with it.
+        // SIGTERM, so nginx's master takes its workers down with it (and the
+        // real Glance's script its WSGI server).
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();
         let _ = self.child.wait();
     }
-}
-
-fn clock_ticks() -> f64 {
-    // sysconf(_SC_CLK_TCK) is 100 on every Linux this runs on.
-    100.0
-}
-
-fn process_tree(root: u32) -> Vec<u32> {
-    let mut pids = vec![root];
-    let mut i = 0;
-    while i < pids.len() {
-        let parent = pids[i];
-        let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
-            .unwrap_or_default();
-        pids.extend(
-            children
-                .split_whitespace()
-                .filter_map(|p| p.parse::<u32>().ok()),
-        );
-        i += 1;
-    }
-    pids
 }
 
 fn free_port() -> u16 {
@@ -106,6 +86,16 @@ pub fn glance_stream(dir: &Path, object: &Path, threads: usize) -> Server {
     )
 }
 
+/// Writes the bench's keyring (one key, mode 0600) at `path`.
+pub fn write_keyring(path: &Path) {
+    std::fs::write(
+        path,
+        "primary = \"b\"\n[keys]\nb = \"AUpHxry2pHEpkVJGCYLJ-TpiLWITLVzhgiWlW1sGUv8\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// Starts glance-stream with the given store tables and a fresh cache, and
 /// returns it with a signed link to `object` in store `store`.
 pub fn glance_stream_with(
@@ -117,12 +107,7 @@ pub fn glance_stream_with(
 ) -> Server {
     let exe = sibling("glance-stream");
     let keyring = dir.join("keyring.toml");
-    std::fs::write(
-        &keyring,
-        "primary = \"b\"\n[keys]\nb = \"AUpHxry2pHEpkVJGCYLJ-TpiLWITLVzhgiWlW1sGUv8\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&keyring, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_keyring(&keyring);
     let cache = dir.join("gs-cache");
     let _ = std::fs::remove_dir_all(&cache);
     std::fs::create_dir_all(&cache).unwrap();
@@ -148,7 +133,7 @@ pub fn glance_stream_with(
         .unwrap();
     let addr: SocketAddr = line.split_whitespace().nth(3).unwrap().parse().unwrap();
     let size = std::fs::metadata(object).unwrap().len();
-    let (md5, sha512) = crate::hot::hashes(object);
+    let (md5, sha512) = crate::object::hashes(object);
     let ring = glance_link::Keyring::load(&keyring).unwrap();
     let link = ring.sign(glance_link::LinkParams {
         image_id: glance_link::parse_image_id(IMAGE_ID).unwrap(),
@@ -160,6 +145,7 @@ pub fn glance_stream_with(
         client_cidr: None,
     });
     Server {
+        key: "ours",
         name: "glance-stream",
         addr,
         target: format!("{}?{}", link.path(), link.query()),
@@ -183,7 +169,7 @@ pub fn origin(dir: &Path, object: &Path, rate: &str) -> (Server, PathBuf) {
     );
     let http = format!("tcp_nopush on;\n{http}");
     let mut server = nginx_with(&prefix, 2, &http, &format!("root {};", root.display()));
-    server.name = "origin";
+    (server.key, server.name) = ("origin", "origin");
     (server, log)
 }
 
@@ -203,10 +189,10 @@ pub fn nginx_proxy_cache(dir: &Path, origin: SocketAddr, lock_secs: u64, workers
     );
     let http = format!("tcp_nopush on;\n{http}");
     let mut server = nginx_with(&prefix, workers, &http, &location);
-    server.name = if lock_secs >= 60 {
-        "nginx proxy_cache_lock 600 s"
+    (server.key, server.name) = if lock_secs >= 60 {
+        ("nginx_lock_600s", "nginx proxy_cache_lock 600 s")
     } else {
-        "nginx proxy_cache_lock 5 s"
+        ("nginx_lock_5s", "nginx proxy_cache_lock 5 s")
     };
     server
 }
@@ -238,13 +224,9 @@ fn nginx_with(prefix: &Path, workers: usize, http: &str, server: &str) -> Server
         .spawn()
         .expect("nginx (Debian's nginx-light) must be installed");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for(addr, "nginx", 10);
     Server {
+        key: "nginx",
         name: "nginx",
         addr,
         target: format!("/{IMAGE_ID}"),
@@ -290,4 +272,147 @@ fn sibling(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The static token glance-api is started with (admin, member and reader).
+pub const API_TOKEN: &str = "bench-admin-token-0123456789";
+
+/// Starts glance-api (the binary next to this one) with one static token,
+/// redb metadata, a file store in `dir`, and `node` as its one stream node
+/// (healthy, so placement is the normal path) with the keyring at `keyring`.
+pub fn glance_api(dir: &Path, node: Option<SocketAddr>, keyring: &Path) -> Server {
+    let exe = sibling("glance-api");
+    std::fs::create_dir_all(dir).unwrap();
+    // The keyring the stream node was started with (copied with its 0600 mode).
+    std::fs::copy(keyring, dir.join("keyring.toml")).unwrap();
+    let port = free_port();
+    let nodes = node.map_or(String::new(), |n| {
+        format!("stream_nodes = [\"http://{n}\"]\n")
+    });
+    let config = dir.join("glance-api.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
+             keyring = \"keyring.toml\"\nmetadata = \"glance.redb\"\n{nodes}\
+             [store]\nid = \"local\"\nkind = \"file\"\npath = \"images\"\n\
+             [auth]\nmode = \"static\"\n[[auth.tokens]]\ntoken = \"{API_TOKEN}\"\nuser_id = \"u\"\n\
+             project_id = \"p\"\nroles = [\"admin\", \"member\", \"reader\"]\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(exe)
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for(addr, "glance-api", 30);
+    Server::new("ours", "glance-api", addr, String::new(), child)
+}
+
+/// Waits until something accepts connections at `addr`.
+fn wait_for(addr: SocketAddr, what: &str, secs: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not start within {secs} s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The script that installs and runs the real Glance.
+fn glance_script() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/peers/glance.sh"))
+}
+
+/// Installs the real Glance (PyPI `glance`, the version the compatibility
+/// samples were recorded from) into the venv `venv`, unless it is there.
+pub fn install_glance(venv: &Path) {
+    let status = Command::new("bash")
+        .arg(glance_script())
+        .arg("install")
+        .arg(venv)
+        .status()
+        .unwrap();
+    assert!(status.success(), "installing the real Glance failed");
+}
+
+/// Starts the real Glance from `venv` (uWSGI, `workers` processes, SQLite,
+/// a file store, no authentication) in the empty directory `dir`.
+pub fn real_glance(dir: &Path, venv: &Path, workers: usize) -> Server {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut child = Command::new("bash")
+        .arg(glance_script())
+        .arg("serve")
+        .arg(venv)
+        .arg(dir)
+        .arg("--workers")
+        .arg(workers.to_string())
+        // Its stdin stays open while it serves: dropping the server closes
+        // it, and the script stops Glance.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("ready url=http://")
+        .unwrap_or_else(|| panic!("the real Glance did not start: {line:?}"));
+    let addr: SocketAddr = url.trim_end_matches('/').parse().unwrap();
+    Server::new("glance", "Glance 33 (uWSGI)", addr, String::new(), child)
+}
+
+/// Installs Debian's nginx-light unless an nginx is there.
+pub fn ensure_nginx() {
+    if nginx_binary().exists() {
+        return;
+    }
+    let ok = Command::new("apt-get")
+        .args(["update", "-q"])
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new("apt-get")
+            .args(["install", "-y", "-q", "nginx-light"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success());
+    assert!(ok, "installing nginx-light failed");
+}
+
+/// Options of the real Glance peer, shared by the scenarios it takes part in.
+#[derive(clap::Args, Clone)]
+pub struct GlancePeer {
+    /// Leave the real Glance out.
+    #[arg(long)]
+    pub no_glance: bool,
+    /// The Python venv the real Glance is installed into (made if missing).
+    #[arg(long, default_value = ".venv-glance")]
+    pub glance_venv: PathBuf,
+}
+
+impl GlancePeer {
+    /// Installs (if needed) and starts the real Glance with `workers`
+    /// processes in `dir`, unless it is left out.
+    pub fn start(
+        &self,
+        run: &mut crate::report::Run,
+        dir: &Path,
+        workers: usize,
+    ) -> Option<Server> {
+        if self.no_glance {
+            run.note("the real Glance is left out (--no-glance)".into());
+            return None;
+        }
+        install_glance(&self.glance_venv);
+        Some(real_glance(dir, &self.glance_venv, workers))
+    }
 }

@@ -4,16 +4,16 @@
 //! setting for small responses), in alternating rounds. Every body is
 //! compared with the object's bytes at its offset.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::hot::{Workdir, median};
-use crate::load::{Load, micros_since};
+use crate::client::{Check, Conn, Sample};
+use crate::load::{self, Load, Round};
+use crate::object::Workdir;
 use crate::peer::{self, Server};
+use crate::report::{self, Metric, Run, Scenario};
 
 /// Options of `glance-bench ranges`.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct RangesArgs {
     /// Object size in MiB.
     #[arg(long, default_value_t = 256)]
@@ -34,7 +34,19 @@ pub struct RangesArgs {
     dir: Option<std::path::PathBuf>,
 }
 
-pub fn run(args: &RangesArgs) {
+const COLUMNS: &[&Metric] = &[
+    &report::REQ_PER_S,
+    &report::SERVER_CPU_PER_REQ,
+    &report::LATENCY_P50,
+    &report::LATENCY_P99,
+    &report::TTFB_P50,
+    &report::PEAK_RSS,
+    &report::CLIENT_CPU_PER_REQ,
+];
+
+/// Runs the scenario; `command` is how it was asked for.
+pub fn run(run: &mut Run, args: &RangesArgs, command: String) {
+    peer::ensure_nginx();
     let work = Workdir::new(args.dir.as_deref(), args.size_mib);
     let object = std::fs::read(&work.object).unwrap();
     let servers = [
@@ -42,48 +54,33 @@ pub fn run(args: &RangesArgs) {
         peer::nginx(&work.dir, &work.object, args.workers, false),
     ];
     let range = (args.range_kib << 10).min(work.size).max(1);
-    println!(
-        "random ranges: {} KiB of a {} MiB object, {} s rounds, {} rounds, {} server workers, {} cores",
-        args.range_kib,
-        args.size_mib,
-        args.load.seconds,
-        args.load.rounds,
-        args.workers,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    println!("| clients | server | req/s (median) | p50 ms | p99 ms | server CPU µs/req |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+    run.begin(Scenario::new(
+        "ranges",
+        format!(
+            "random ranges: {} KiB of a {} MiB object, {} s rounds, {} rounds, {} server workers, {} cores",
+            args.range_kib,
+            args.size_mib,
+            args.load.seconds,
+            args.load.rounds,
+            args.workers,
+            report::machine()["cores"]
+        ),
+        command,
+        serde_json::json!({
+            "size_mib": args.size_mib, "range_kib": args.range_kib, "seconds": args.load.seconds,
+            "rounds": args.load.rounds, "workers": args.workers,
+        }),
+        COLUMNS,
+    ));
+    run.plan(args.clients.len() * args.load.rounds * servers.len());
+    let refs: Vec<&Server> = servers.iter().collect();
     for &clients in &args.clients {
-        let mut results: Vec<Vec<[f64; 4]>> = servers.iter().map(|_| Vec::new()).collect();
-        for r in 0..args.load.rounds {
-            for (i, s) in servers.iter().enumerate() {
-                results[i].push(round(s, clients, args, range, &object, r as u64));
-            }
-        }
-        let meds: Vec<[f64; 4]> = results
-            .iter()
-            .map(|rs| {
-                let m = |k: usize| median(rs.iter().map(|r| r[k]).collect());
-                [m(0), m(1), m(2), m(3)]
-            })
-            .collect();
-        for (s, m) in servers.iter().zip(&meds) {
-            println!(
-                "| {clients} | {} | {:.0} | {:.2} | {:.2} | {:.1} |",
-                s.name,
-                m[0],
-                m[1] / 1e3,
-                m[2] / 1e3,
-                m[3]
-            );
-        }
-        println!(
-            "| {clients} | ratio glance-stream/nginx | {:.2}x | {:.2}x | {:.2}x | {:.2}x |",
-            meds[0][0] / meds[1][0],
-            meds[0][1] / meds[1][1],
-            meds[0][2] / meds[1][2],
-            meds[0][3] / meds[1][3]
-        );
+        let mut seed = 0u64;
+        let point = load::compare(run, &refs, clients, None, args.load.rounds, |s| {
+            seed += 1;
+            round(s, clients, args, range, &object, seed)
+        });
+        run.point(point);
     }
 }
 
@@ -94,91 +91,39 @@ fn round(
     range: u64,
     object: &[u8],
     seed: u64,
-) -> [f64; 4] {
-    let deadline = Instant::now() + Duration::from_secs(args.load.seconds);
-    crate::load::round(s, clients, |c| {
+) -> Round {
+    let deadline = args.load.deadline();
+    load::round(s, clients, |c| {
         let seed = seed.wrapping_mul(0x9e37_79b9).wrapping_add(c as u64 + 1);
-        client(
-            s.addr,
-            &s.target,
-            object,
-            range,
-            seed,
-            deadline,
-            args.load.max_requests,
-        )
+        client(s, object, range, seed, deadline, args.load.max_requests)
     })
 }
 
 /// One keep-alive client: random ranges until the deadline or `max`
-/// requests; returns each request's latency in µs. Each body is checked.
+/// requests, each body compared with the object's bytes.
 fn client(
-    addr: SocketAddr,
-    target: &str,
+    s: &Server,
     object: &[u8],
     range: u64,
     mut x: u64,
     deadline: Instant,
     max: usize,
-) -> Vec<u32> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_nodelay(true).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+) -> Vec<Sample> {
+    use std::fmt::Write as _;
+    let mut conn = Conn::connect(s.addr);
     let size = object.len() as u64;
-    let mut buf = vec![0u8; (range as usize + 4096).max(64 << 10)];
     let mut out = Vec::with_capacity(max.min(1 << 20));
-    let mut req = String::with_capacity(256);
+    let mut header = String::with_capacity(64);
     while out.len() < max && Instant::now() < deadline {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         let first = x % (size - range + 1);
         let last = first + range - 1;
-        req.clear();
-        use std::fmt::Write as _;
-        write!(
-            req,
-            "GET {target} HTTP/1.1\r\nHost: bench\r\nRange: bytes={first}-{last}\r\n\r\n"
-        )
-        .unwrap();
-        let t0 = Instant::now();
-        s.write_all(req.as_bytes()).unwrap();
-        let body = read_response(&mut s, &mut buf);
-        out.push(micros_since(t0));
-        assert_eq!(
-            body,
-            &object[first as usize..=last as usize],
-            "wrong bytes for {first}-{last}"
-        );
+        header.clear();
+        write!(header, "Range: bytes={first}-{last}\r\n").unwrap();
+        let want = Check::Bytes(&object[first as usize..=last as usize]);
+        out.push(conn.fetch(&s.target, &header, 206, &want).1);
     }
     out
-}
-
-/// Reads one `206` response into `buf`; returns its body. The buffer holds
-/// a whole response (head + range), so nothing is left over between them.
-fn read_response<'b>(s: &mut TcpStream, buf: &'b mut [u8]) -> &'b [u8] {
-    let mut have = 0;
-    let (head_end, len) = loop {
-        let n = s.read(&mut buf[have..]).unwrap();
-        assert!(n > 0, "connection closed early");
-        have += n;
-        if let Some(p) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..p]).to_ascii_lowercase();
-            assert!(head.starts_with("http/1.1 206"), "{head}");
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap();
-            break (p + 4, len);
-        }
-    };
-    let end = head_end + len;
-    assert!(end <= buf.len(), "response larger than the buffer");
-    while have < end {
-        let n = s.read(&mut buf[have..end]).unwrap();
-        assert!(n > 0, "connection closed early");
-        have += n;
-    }
-    &buf[head_end..end]
 }

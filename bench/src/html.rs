@@ -1,0 +1,312 @@
+//! The HTML report: for each scenario its command, its table (ours, each
+//! peer, the ratios) and SVG plots drawn with plotters: the headline figure
+//! and the cost against the client count, the latency CDFs, and for the
+//! storm each client's bytes over time beside the backend's.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use plotters::prelude::*;
+
+use crate::report::{Figures, Metric, Scenario, Timeline, fmt_num};
+
+type Plot = Result<String, Box<dyn std::error::Error>>;
+
+const SIZE: (u32, u32) = (640, 380);
+const FONT: (&str, u32) = ("sans-serif", 15);
+
+/// The whole page.
+pub fn page(started: &str, machine: &BTreeMap<&str, String>, scenarios: &[Scenario]) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>glance-bench</title>\n<style>\
+         body{{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}}\
+         table{{border-collapse:collapse;margin:1em 0;font-size:14px}}\
+         td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
+         td:nth-child(2),th:nth-child(2){{text-align:left}}\
+         tr.ratio td{{color:#555;font-style:italic}}\
+         code{{background:#f4f4f4;padding:2px 4px}} .plots{{display:flex;flex-wrap:wrap;gap:8px}}\
+         </style></head><body>\n<h1>glance-bench</h1>\n<p>Run started {}; {} ({} cores), kernel {}. \
+         Medians over rounds; servers alternate round by round. Ratios are ours / the peer's.</p>\n",
+        esc(started),
+        esc(&machine["cpu"]),
+        esc(&machine["cores"]),
+        esc(&machine["kernel"]),
+    );
+    for s in scenarios {
+        scenario(&mut h, s);
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+fn scenario(h: &mut String, s: &Scenario) {
+    let _ = write!(
+        h,
+        "<h2 id=\"{0}\">{0}</h2>\n<p>{1}</p>\n<p><code>{2}</code></p>\n",
+        s.name,
+        esc(&s.title),
+        esc(&s.command)
+    );
+    table(h, s);
+    for note in &s.notes {
+        let _ = writeln!(h, "<p>Note: {}</p>", esc(note));
+    }
+    h.push_str("<div class=\"plots\">\n");
+    let mut plots = Vec::new();
+    for metric in s.columns.iter().take(2) {
+        plots.push(by_clients(s, metric));
+    }
+    plots.push(latency_cdf(s));
+    if let Some(largest) = s.timelines.iter().map(|t| t.clients).max() {
+        for t in s.timelines.iter().filter(|t| t.clients == largest) {
+            plots.push(timeline(t));
+        }
+    }
+    for p in plots {
+        match p {
+            Ok(svg) => h.push_str(&svg),
+            Err(e) => {
+                let _ = write!(h, "<p>(plot failed: {})</p>", esc(&e.to_string()));
+            }
+        }
+    }
+    h.push_str("</div>\n");
+}
+
+fn table(h: &mut String, s: &Scenario) {
+    let kinds = s.points.iter().any(|p| p.kind.is_some());
+    h.push_str("<table><tr><th>clients</th><th>server</th>");
+    if kinds {
+        h.push_str("<th>request</th>");
+    }
+    for m in s.columns {
+        let _ = write!(h, "<th>{}</th>", esc(m.label));
+    }
+    h.push_str("</tr>\n");
+    for p in &s.points {
+        let lead = |server: &str, class: &str| {
+            let mut r = format!(
+                "<tr class=\"{class}\"><td>{}</td><td>{}</td>",
+                p.clients,
+                esc(server)
+            );
+            if kinds {
+                let _ = write!(r, "<td>{}</td>", esc(p.kind.as_deref().unwrap_or("")));
+            }
+            r
+        };
+        for f in std::iter::once(&p.ours).chain(p.peers.iter().map(|(_, f)| f)) {
+            h.push_str(&lead(&f.server, ""));
+            for m in s.columns {
+                let v = f.get(m).map_or("-".into(), |v| fmt_num(v, m.decimals));
+                let _ = write!(h, "<td>{v}</td>");
+            }
+            h.push_str("</tr>\n");
+        }
+        for (_, f) in &p.peers {
+            let r = p.ratios(f);
+            h.push_str(&lead(&format!("ratio vs {}", f.server), "ratio"));
+            for m in s.columns {
+                let v = r.get(m.key).map_or("-".into(), |v| format!("{v:.2}x"));
+                let _ = write!(h, "<td>{v}</td>");
+            }
+            h.push_str("</tr>\n");
+        }
+    }
+    h.push_str("</table>\n");
+}
+
+/// One line per server (and request kind): `metric` against the client count.
+fn by_clients(s: &Scenario, metric: &Metric) -> Plot {
+    let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for p in &s.points {
+        for f in std::iter::once(&p.ours).chain(p.peers.iter().map(|(_, f)| f)) {
+            if let Some(v) = f.get(metric) {
+                let name = match &p.kind {
+                    Some(k) => format!("{} {k}", f.server),
+                    None => f.server.clone(),
+                };
+                series.entry(name).or_default().push((p.clients as f64, v));
+            }
+        }
+    }
+    let xs = series.values().flatten().map(|p| p.0);
+    let (x0, x1) = (xs.clone().fold(f64::MAX, f64::min), xs.fold(0.0, f64::max));
+    let y1 = series.values().flatten().map(|p| p.1).fold(0.0, f64::max);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("{}: {}", s.name, metric.label), FONT)
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d(
+                (x0 * 0.8..x1 * 1.25).log_scale(),
+                0.0..(y1 * 1.15).max(1e-9),
+            )?;
+        chart
+            .configure_mesh()
+            .x_desc("clients")
+            .y_desc(metric.label)
+            .draw()?;
+        for (i, (name, pts)) in series.into_iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
+                .label(name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+            chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+        }
+        legend(&mut chart)?;
+        root.present()?;
+    }
+    Ok(svg)
+}
+
+/// Latency CDFs at the largest client count: one line per server (and kind).
+fn latency_cdf(s: &Scenario) -> Plot {
+    let largest = s.points.iter().map(|p| p.clients).max().unwrap_or(0);
+    let mut series: Vec<(String, &Figures)> = Vec::new();
+    for p in s.points.iter().filter(|p| p.clients == largest) {
+        for f in std::iter::once(&p.ours).chain(p.peers.iter().map(|(_, f)| f)) {
+            if f.latency_cdf_ms.is_empty() {
+                continue;
+            }
+            let name = match &p.kind {
+                Some(k) => format!("{} {k}", f.server),
+                None => f.server.clone(),
+            };
+            series.push((name, f));
+        }
+    }
+    let x1 = series
+        .iter()
+        .filter_map(|(_, f)| f.latency_cdf_ms.last())
+        .fold(0.0f64, |a, b| a.max(*b));
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("{}: latency CDF, {largest} clients", s.name), FONT)
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0.0..(x1 * 1.05).max(1e-6), 0.0..100.0)?;
+        chart
+            .configure_mesh()
+            .x_desc("latency ms")
+            .y_desc("percent of requests")
+            .draw()?;
+        for (i, (name, f)) in series.into_iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let pts = f
+                .latency_cdf_ms
+                .iter()
+                .enumerate()
+                .map(|(p, ms)| (*ms, p as f64));
+            chart
+                .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
+                .label(name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+        }
+        legend(&mut chart)?;
+        root.present()?;
+    }
+    Ok(svg)
+}
+
+/// One storm: each client's bytes received over time (thin lines) and the
+/// bytes read from the backend (thick), in GiB.
+fn timeline(t: &Timeline) -> Plot {
+    const GIB: f64 = (1u64 << 30) as f64;
+    let samples = t.backend_bytes.len();
+    let secs = samples as f64 * t.interval_s;
+    let ymax = t
+        .backend_bytes
+        .iter()
+        .copied()
+        .chain(t.per_client_bytes.iter().flatten().copied())
+        .max()
+        .unwrap_or(0)
+        .max(t.image_bytes) as f64
+        / GIB;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("storm, {} clients: {}", t.clients, t.server), FONT)
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..secs.max(t.interval_s), 0.0..ymax * 1.08)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .y_desc("GiB")
+            .draw()?;
+        let at = |i: usize| (i + 1) as f64 * t.interval_s;
+        let client_color = BLUE.mix(0.25);
+        for (c, bytes) in t.per_client_bytes.iter().enumerate() {
+            let s = chart.draw_series(LineSeries::new(
+                bytes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| (at(i), *b as f64 / GIB)),
+                client_color.stroke_width(1),
+            ))?;
+            if c == 0 {
+                s.label("bytes received, per client").legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(1))
+                });
+            }
+        }
+        chart
+            .draw_series(LineSeries::new(
+                t.backend_bytes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| (at(i), *b as f64 / GIB)),
+                RED.stroke_width(3),
+            ))?
+            .label("bytes sent by the backend")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(3)));
+        legend(&mut chart)?;
+        root.present()?;
+    }
+    Ok(svg)
+}
+
+fn legend<'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    X: plotters::coord::ranged1d::Ranged,
+    Y: plotters::coord::ranged1d::Ranged,
+{
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(|e| e.to_string().into())
+}
+
+/// `s` with HTML's special characters escaped.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
