@@ -5,10 +5,11 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
-use md5::Digest as _;
 use uuid::Uuid;
 
+use super::digests::{PIECE_BYTES, UploadDigests};
 use super::extract::ImageId;
 use super::images::{blocking, load_visible, now};
 use super::policy::{Action, Target};
@@ -120,9 +121,9 @@ struct Received {
     sha512: String,
 }
 
-/// Streams the body into the store as object `object`, hashing it,
-/// refusing more than the size cap; on any failure the partial object is
-/// removed.
+/// Streams the body into the store as object `object`, hashing it (see
+/// [`UploadDigests`]), refusing more than the size cap; on any failure the
+/// partial object is removed.
 async fn receive(state: &Shared, object: &str, body: Body) -> Result<Received, ApiError> {
     let store_err = |e: crate::store::StoreError| {
         tracing::error!(object, error = %e, "storing an upload failed");
@@ -132,34 +133,44 @@ async fn receive(state: &Shared, object: &str, body: Body) -> Result<Received, A
         )
     };
     let mut writer = state.config.store.writer(object).await.map_err(store_err)?;
-    let mut md5 = md5::Md5::new();
-    let mut sha = sha2::Sha512::new();
+    let digests = UploadDigests::start();
+    let mut pieces = Pieces::default();
     let mut size = 0u64;
     let cap = state.config.image_size_cap;
     let mut stream = body.into_data_stream();
     let failure = loop {
-        let Some(chunk) = stream.next().await else {
-            break None;
-        };
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => {
+        let chunk = match stream.next().await {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => {
                 break Some(ApiError::bad_request(format!(
                     "The upload was interrupted: {e}"
                 )));
             }
         };
-        size += chunk.len() as u64;
-        if size > cap {
-            break Some(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("Image exceeds the storage quota: the limit is {cap} bytes"),
-            ));
+        if let Some(chunk) = &chunk {
+            size += chunk.len() as u64;
+            if size > cap {
+                break Some(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("Image exceeds the storage quota: the limit is {cap} bytes"),
+                ));
+            }
         }
-        md5.update(&chunk);
-        sha.update(&chunk);
-        if let Err(e) = writer.write(&chunk).await {
-            break Some(store_err(e));
+        let last = chunk.is_none();
+        if let Some(piece) = pieces.push(chunk) {
+            if let Err(e) = digests.update(&piece).await {
+                break Some(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    e.to_string(),
+                ));
+            }
+            if let Err(e) = writer.write(&piece).await {
+                break Some(store_err(e));
+            }
+        }
+        if last {
+            break None;
         }
     };
     if let Some(e) = failure {
@@ -167,11 +178,37 @@ async fn receive(state: &Shared, object: &str, body: Body) -> Result<Received, A
         return Err(e);
     }
     writer.commit().await.map_err(store_err)?;
-    Ok(Received {
-        size,
-        md5: hex::encode(md5.finalize()),
-        sha512: hex::encode(sha.finalize()),
-    })
+    let (md5, sha512) = digests
+        .finish()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Received { size, md5, sha512 })
+}
+
+/// Gathers the body's chunks (a few KiB each, as the socket delivers them)
+/// into pieces of about [`PIECE_BYTES`] for the hashers and the store.
+#[derive(Default)]
+struct Pieces {
+    buf: BytesMut,
+}
+
+impl Pieces {
+    /// Takes the next chunk (`None` at the end of the body); returns a
+    /// piece when one is full, or the rest at the end.
+    fn push(&mut self, chunk: Option<Bytes>) -> Option<Bytes> {
+        match chunk {
+            // A chunk as large as a piece goes on as it is, uncopied.
+            Some(c) if self.buf.is_empty() && c.len() >= PIECE_BYTES => Some(c),
+            Some(c) => {
+                if self.buf.capacity() == 0 {
+                    self.buf.reserve(PIECE_BYTES);
+                }
+                self.buf.extend_from_slice(&c);
+                (self.buf.len() >= PIECE_BYTES).then(|| self.buf.split().freeze())
+            }
+            None => (!self.buf.is_empty()).then(|| self.buf.split().freeze()),
+        }
+    }
 }
 
 /// Puts an image whose upload failed back to `queued`.

@@ -2,6 +2,7 @@
 
 mod cache;
 mod data;
+mod digests;
 mod extract;
 mod fleet_admin;
 mod images;
