@@ -61,23 +61,13 @@ CONSTRAINTS=$ROOT/tests/clients/upper-constraints.txt
 KEYSTONE_VERSION=30.0.0
 REGION=RegionOne
 START_TIMEOUT=120
+PROG=keystone.sh
+SERVICE=Keystone
 
-die() {
-  printf 'keystone.sh: %s\n' "$*" >&2
-  exit 1
-}
-
-# Like die, followed by the end of every log.
-fail() {
-  printf 'keystone.sh: %s\n' "$*" >&2
-  show_logs
-  exit 1
-}
-
-usage() {
-  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2
-  exit 2
-}
+# die, fail, usage, spawn, wait_steps, wait_until, serve_until_eof and the
+# rest of the process supervision.
+# shellcheck source-path=SCRIPTDIR source=../../scripts/lib/supervise.sh
+. "$ROOT/scripts/lib/supervise.sh"
 
 # --- install -----------------------------------------------------------------
 
@@ -102,169 +92,6 @@ install() {
 }
 
 # --- serve -------------------------------------------------------------------
-
-# PIDs of the processes this script started, and their names (for messages).
-PIDS=()
-NAMES=()
-
-# True while PID is a live (not zombie) child of this script. Checking the
-# parent, not just that the PID exists, means a PID that the system has
-# reused for another process after one of ours exited is never signalled.
-alive_child() {
-  local stat state ppid
-  # (read, not $(<file): under set -e, bash exits if the file is gone.)
-  IFS= read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
-  # Fields after the command name, which is in parentheses: state, ppid, ...
-  read -r state ppid _ <<<"${stat##*) }"
-  [ "$ppid" = "$$" ] && [ "$state" != Z ]
-}
-
-# Prints "PID:STARTTIME" for each child of process $1 (gunicorn's workers):
-# the start time tells the same process from a later one with its PID.
-children_of() {
-  local pid stat rest
-  local -a fields
-  for pid in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
-    IFS= read -r stat 2>/dev/null <"/proc/$pid/stat" || continue
-    rest=${stat##*) }
-    read -r -a fields <<<"$rest"
-    # starttime is field 22 of stat, the 20th after the command name.
-    printf '%s:%s\n' "$pid" "${fields[19]}"
-  done
-}
-
-# True while the process PID:STARTTIME ($1) exists, not as a zombie.
-alive_same() {
-  local pid=${1%:*} start=${1#*:} stat rest
-  local -a fields
-  IFS= read -r stat 2>/dev/null <"/proc/$pid/stat" || return 1
-  rest=${stat##*) }
-  read -r -a fields <<<"$rest"
-  [ "${fields[19]}" = "$start" ] && [ "${fields[0]}" != Z ]
-}
-
-# Stops every process this script started: SIGTERM, a grace period of 8 s
-# (gunicorn gives busy workers 5 s), then SIGKILL for any still alive, and
-# reaps them all. gunicorn's workers, which its master stops (and the kernel
-# kills should the master die), get SIGKILL too should one outlive it.
-stop_children() {
-  local pid i alive grand=() left=()
-  set +e # clean-up goes on whatever fails
-  [ ${#PIDS[@]} -gt 0 ] || return 0
-  for pid in "${PIDS[@]}"; do
-    alive_child "$pid" && grand+=($(children_of "$pid"))
-  done
-  for pid in "${PIDS[@]}"; do
-    alive_child "$pid" && kill -TERM "$pid" 2>/dev/null
-  done
-  for ((i = 0; i < 160; i++)); do
-    alive=0
-    for pid in "${PIDS[@]}"; do
-      alive_child "$pid" && alive=1
-    done
-    [ "$alive" = 0 ] && break
-    sleep 0.05
-  done
-  for pid in "${PIDS[@]}"; do
-    alive_child "$pid" && kill -KILL "$pid" 2>/dev/null
-  done
-  wait "${PIDS[@]}" 2>/dev/null
-  PIDS=()
-  for ((i = 0; i < 40 && ${#grand[@]} > 0; i++)); do
-    left=()
-    for pid in "${grand[@]}"; do
-      alive_same "$pid" && left+=("$pid")
-    done
-    grand=("${left[@]}")
-    [ ${#grand[@]} -gt 0 ] && sleep 0.05
-  done
-  for pid in "${grand[@]}"; do
-    alive_same "$pid" && kill -KILL "${pid%:*}" 2>/dev/null
-  done
-}
-
-# Prints the end of every log under DIR/logs to stderr.
-show_logs() {
-  local log
-  for log in "$DIR"/logs/*.log; do
-    [ -e "$log" ] || continue
-    if [ -s "$log" ]; then
-      printf -- '--- %s (last 30 lines)\n' "$log" >&2
-      tail -n 30 "$log" >&2
-    else
-      printf -- '--- %s (empty)\n' "$log" >&2
-    fi
-  done
-}
-
-# Starts a child process in the background, its stdin from /dev/null and its
-# output appended to DIR/logs/NAME.log, and records its PID. The child gets
-# SIGKILL should this script die (setpriv execs it: same PID).
-spawn() {
-  local name=$1
-  shift
-  "${PDEATHSIG[@]}" "$@" </dev/null >>"$DIR/logs/$name.log" 2>&1 &
-  PIDS+=("$!")
-  NAMES+=("$name")
-}
-
-# Waits for the children from index $1 of PIDS on (commands started with
-# spawn that end by themselves) and forgets them; fails, with the logs, if
-# one of them fails or is still running at DEADLINE. (Background children
-# polled, so that a signal stops start-up at once rather than after the
-# command under way.)
-wait_steps() {
-  local first=$1 i rc
-  for ((i = first; i < ${#PIDS[@]}; i++)); do
-    while alive_child "${PIDS[$i]}"; do
-      ((SECONDS < DEADLINE)) ||
-        fail "${NAMES[$i]} did not finish within ${START_TIMEOUT}s of start-up"
-      sleep 0.1
-    done
-    rc=0
-    wait "${PIDS[$i]}" || rc=$?
-    [ "$rc" = 0 ] || fail "${NAMES[$i]} exited with status $rc"
-  done
-  PIDS=("${PIDS[@]:0:first}")
-  NAMES=("${NAMES[@]:0:first}")
-}
-
-# True if a child has exited; DEAD then names the first one.
-dead_child() {
-  local i
-  for i in "${!PIDS[@]}"; do
-    if ! alive_child "${PIDS[$i]}"; then
-      DEAD="${NAMES[$i]} (pid ${PIDS[$i]})"
-      return 0
-    fi
-  done
-  return 1
-}
-
-# True when Keystone at 127.0.0.1:PORT answers GET /v3 with 200 (bash's
-# /dev/tcp, so no other program is needed).
-answers() {
-  (
-    exec 3<>"/dev/tcp/127.0.0.1/$1"
-    printf 'GET /v3 HTTP/1.0\r\nHost: 127.0.0.1:%s\r\nAccept: application/json\r\n\r\n' "$1" >&3
-    IFS= read -r -t 10 status <&3
-    [[ $status == "HTTP/1."?" 200"* ]]
-  ) 2>/dev/null
-}
-
-# Runs the check given as arguments every 0.2 s until it succeeds; fails if a
-# child exits meanwhile or when DEADLINE (in SECONDS) has passed.
-wait_until() {
-  until "$@"; do
-    if dead_child; then
-      fail "$DEAD exited during start-up"
-    fi
-    if ((SECONDS >= DEADLINE)); then
-      fail "Keystone did not answer within ${START_TIMEOUT}s of start-up"
-    fi
-    sleep 0.2
-  done
-}
 
 # Writes DIR/keystone.conf: every path that defaults to /etc/keystone points
 # into DIR instead, whether this setup uses it or not.
@@ -331,33 +158,18 @@ serve() {
   installed || die "Keystone is not installed in $VENV: run '$0 install $VENV' first"
 
   # A free loopback port (released again for gunicorn to bind).
-  PORT=$("$VENV/bin/python" -c '
-import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()
-')
+  PORT=$(free_port "$VENV/bin/python")
   local auth_url=http://127.0.0.1:$PORT/v3
   local password
   password=secret-$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')
   write_config
 
-  PDEATHSIG=()
-  if [[ $(setpriv --help 2>/dev/null) == *--pdeathsig* ]]; then
-    PDEATHSIG=(setpriv --pdeathsig KILL)
-  fi
-  # No bytecode files written next to keystone_wsgi.py and gunicorn.conf.py.
+  # No bytecode files written next to keystone_wsgi.py, gunicorn.conf.py and
+  # sqlite_immediate.py.
   export PYTHONDONTWRITEBYTECODE=1
 
-  # From here on, whatever happens, stop what was started (signals during
-  # start-up interrupt the wait for the step under way).
-  trap stop_children EXIT
-  trap 'exit 143' TERM
-  trap 'exit 130' INT
-  trap 'exit 129' HUP
-
-  DEADLINE=$((SECONDS + START_TIMEOUT))
+  # From here on, whatever happens, stop what was started.
+  supervise
 
   # The database and the keys, at once: most of each keystone-manage
   # command's time is loading Keystone. (keystone-manage reads the
@@ -374,8 +186,8 @@ s.close()
   # The server, loading while bootstrap makes the admin user, the roles and
   # the identity endpoints. (Loading reads nothing from the database.)
   KEYSTONE_SH_DIR=$DIR KEYSTONE_SH_PORT=$PORT spawn gunicorn \
-    "$VENV/bin/gunicorn" -c "$HERE/gunicorn.conf.py" --pythonpath "$HERE" \
-    keystone_wsgi:application
+    "$VENV/bin/gunicorn" -c "$HERE/gunicorn.conf.py" \
+    --pythonpath "$HERE,$ROOT/scripts/lib" keystone_wsgi:application
   spawn bootstrap "${manage[@]}" bootstrap \
     --bootstrap-username admin \
     --bootstrap-password "$password" \
@@ -385,7 +197,7 @@ s.close()
     --bootstrap-internal-url "$auth_url" \
     --bootstrap-public-url "$auth_url"
   wait_steps 1
-  wait_until answers "$PORT"
+  wait_until answers "$PORT" /v3 200
 
   # The tests' projects, users and the image service.
   local image_url=${IMAGE_URL:-http://127.0.0.1:9292}
@@ -395,25 +207,8 @@ s.close()
   printf 'ready auth_url=%s password=%s\n' "$auth_url" "$password"
 
   # Serve until stdin reaches end of file or a signal comes, checking on the
-  # server 4 times a second. A signal now only sets STOP, which the loop
-  # sees once `read` times out: the clean-up must not run inside the
-  # interrupted `read` (bash's own `read` then misbehaves in it).
-  local rc
-  STOP=
-  trap 'STOP=143' TERM
-  trap 'STOP=130' INT
-  trap 'STOP=129' HUP
-  while :; do
-    rc=0
-    IFS= read -r -t 0.25 _ || rc=$?
-    if [ -n "$STOP" ]; then
-      exit "$STOP"
-    elif ((rc > 0 && rc <= 128)); then
-      exit 0 # end of file
-    elif dead_child; then
-      fail "$DEAD exited"
-    fi
-  done
+  # server 4 times a second.
+  serve_until_eof
 }
 
 case ${1:-} in
