@@ -86,7 +86,8 @@ pub fn run(run: &mut Run, args: &ApiArgs, command: String) {
             "seconds": args.load.seconds, "rounds": args.load.rounds, "glance_workers": args.workers,
         }),
         COLUMNS,
-    ));
+    )
+    .by_kind());
     let glance = args
         .glance
         .start(run, &work.dir.join("glance"), args.workers);

@@ -24,7 +24,7 @@ pub fn page(started: &str, machine: &BTreeMap<&str, String>, scenarios: &[Scenar
          body{{font-family:sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}}\
          table{{border-collapse:collapse;margin:1em 0;font-size:14px}}\
          td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
-         td:nth-child(2),th:nth-child(2){{text-align:left}}\
+         td:not(:first-child):not(.n),th{{text-align:left}} td.n{{text-align:right}}\
          tr.ratio td{{color:#555;font-style:italic}}\
          code{{background:#f4f4f4;padding:2px 4px}} .plots{{display:flex;flex-wrap:wrap;gap:8px}}\
          </style></head><body>\n<h1>glance-bench</h1>\n<p>Run started {}; {} ({} cores), kernel {}. \
@@ -76,32 +76,29 @@ fn scenario(h: &mut String, s: &Scenario) {
 }
 
 fn table(h: &mut String, s: &Scenario) {
-    let kinds = s.points.iter().any(|p| p.kind.is_some());
-    h.push_str("<table><tr><th>clients</th><th>server</th>");
-    if kinds {
+    h.push_str("<table><tr><th>clients</th>");
+    if s.by_kind {
         h.push_str("<th>request</th>");
     }
+    h.push_str("<th>server</th>");
     for m in s.columns {
         let _ = write!(h, "<th>{}</th>", esc(m.label));
     }
     h.push_str("</tr>\n");
     for p in &s.points {
         let lead = |server: &str, class: &str| {
-            let mut r = format!(
-                "<tr class=\"{class}\"><td>{}</td><td>{}</td>",
-                p.clients,
-                esc(server)
-            );
-            if kinds {
+            let mut r = format!("<tr class=\"{class}\"><td>{}</td>", p.clients);
+            if s.by_kind {
                 let _ = write!(r, "<td>{}</td>", esc(p.kind.as_deref().unwrap_or("")));
             }
+            let _ = write!(r, "<td>{}</td>", esc(server));
             r
         };
         for f in std::iter::once(&p.ours).chain(p.peers.iter().map(|(_, f)| f)) {
             h.push_str(&lead(&f.server, ""));
             for m in s.columns {
                 let v = f.get(m).map_or("-".into(), |v| fmt_num(v, m.decimals));
-                let _ = write!(h, "<td>{v}</td>");
+                let _ = write!(h, "<td class=\"n\">{v}</td>");
             }
             h.push_str("</tr>\n");
         }
@@ -110,7 +107,7 @@ fn table(h: &mut String, s: &Scenario) {
             h.push_str(&lead(&format!("ratio vs {}", f.server), "ratio"));
             for m in s.columns {
                 let v = r.get(m.key).map_or("-".into(), |v| format!("{v:.2}x"));
-                let _ = write!(h, "<td>{v}</td>");
+                let _ = write!(h, "<td class=\"n\">{v}</td>");
             }
             h.push_str("</tr>\n");
         }

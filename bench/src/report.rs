@@ -167,6 +167,8 @@ pub struct Scenario {
     pub timelines: Vec<Timeline>,
     /// Remarks made while running (a peer skipped, a limit reached).
     pub notes: Vec<String>,
+    /// Whether its points ask different things (`Point::kind`).
+    pub by_kind: bool,
 }
 
 impl Scenario {
@@ -187,7 +189,14 @@ impl Scenario {
             points: Vec::new(),
             timelines: Vec::new(),
             notes: Vec::new(),
+            by_kind: false,
         }
+    }
+
+    /// The same, its points each asking one of several things.
+    pub fn by_kind(mut self) -> Scenario {
+        self.by_kind = true;
+        self
     }
 
     fn to_json(&self) -> Value {
@@ -238,16 +247,12 @@ impl Scenario {
 
     /// The Markdown table header.
     pub fn header(&self) -> String {
-        let kind = if self.points.iter().any(|p| p.kind.is_some()) {
-            " request |"
-        } else {
-            ""
-        };
         let labels: Vec<&str> = self.columns.iter().map(|m| m.label).collect();
+        let kind = if self.by_kind { " request |" } else { "" };
         format!(
             "| clients |{kind} server | {} |\n|{}",
             labels.join(" | "),
-            " --- |".repeat(labels.len() + 2 + usize::from(!kind.is_empty()))
+            " --- |".repeat(labels.len() + 2 + usize::from(self.by_kind))
         )
     }
 }
