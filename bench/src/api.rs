@@ -1,5 +1,6 @@
 //! The control-plane benchmark: keep-alive clients ask glance-api (static
-//! tokens, redb metadata) for an image's record (`GET /v2/images/{id}`) and
+//! tokens, or with `--keystone` a real Keystone's; redb metadata) for an
+//! image's record (`GET /v2/images/{id}`) and
 //! for its download redirect (`GET /v2/images/{id}/file`, a `307` to a
 //! signed link), and the real Glance (uWSGI, SQLite, no auth) for the same
 //! record. Every answer's status is checked, and every redirect's
@@ -11,7 +12,7 @@ use crate::client::Sample;
 use crate::imageapi::ImageApi;
 use crate::load::{self, Load, Round};
 use crate::object::Workdir;
-use crate::peer::{self, GlancePeer, Server};
+use crate::peer::{self, Auth, GlancePeer, Server};
 use crate::report::{self, Metric, Run, Scenario};
 
 /// Options of `glance-bench api`.
@@ -27,6 +28,14 @@ pub struct ApiArgs {
     workers: usize,
     #[command(flatten)]
     glance: GlancePeer,
+    /// glance-api validates Keystone tokens (a real Keystone, started by
+    /// tests/keystone/keystone.sh; the clients use demo-member's token)
+    /// instead of static ones.
+    #[arg(long)]
+    keystone: bool,
+    /// The Python venv Keystone is installed into (made if missing).
+    #[arg(long, default_value = ".venv")]
+    keystone_venv: std::path::PathBuf,
     /// Directory for the servers' files (default: a temporary one).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
@@ -66,16 +75,29 @@ pub fn run(run: &mut Run, args: &ApiArgs, command: String) {
     let work = Workdir::with_size(args.dir.as_deref(), 1 << 20);
     let data = std::fs::read(&work.object).unwrap();
     let node = peer::glance_stream(&work.dir, &work.object, 1);
-    let api = peer::glance_api(
+    let keystone = args
+        .keystone
+        .then(|| peer::keystone(&work.dir.join("keystone"), &args.keystone_venv));
+    let (auth, token) = match &keystone {
+        Some(k) => (Auth::Keystone(k), k.token("demo-member", "demo")),
+        None => (Auth::Static, peer::API_TOKEN.to_owned()),
+    };
+    let api = peer::glance_api_with(
         &work.dir.join("api"),
         Some(node.addr),
         &work.dir.join("keyring.toml"),
+        &auth,
     );
-    let ours_id = ImageApi::ours(&api).image_with(&data, &work.hashes);
+    let ours_id = ImageApi::with_token(&api, &token).image_with(&data, &work.hashes);
     run.begin(Scenario::new(
         "api",
         format!(
-            "image API: glance-api (static tokens, redb, one healthy stream node){}, {} s rounds, {} rounds, {} cores",
+            "image API: glance-api ({}, redb, one healthy stream node){}, {} s rounds, {} rounds, {} cores",
+            if args.keystone {
+                "a real Keystone's tokens, validated once and cached"
+            } else {
+                "static tokens"
+            },
             if !args.glance.no_glance { " vs the real Glance (uWSGI, SQLite, no auth)" } else { "" },
             args.load.seconds,
             args.load.rounds,
@@ -84,6 +106,7 @@ pub fn run(run: &mut Run, args: &ApiArgs, command: String) {
         command,
         serde_json::json!({
             "seconds": args.load.seconds, "rounds": args.load.rounds, "glance_workers": args.workers,
+            "auth": if args.keystone { "keystone" } else { "static" },
         }),
         COLUMNS,
     )
@@ -101,7 +124,7 @@ pub fn run(run: &mut Run, args: &ApiArgs, command: String) {
         for kind in &KINDS {
             // Glance has no redirect: the show is the one request both answer.
             let mut servers: Vec<(&Server, ImageApi, &str)> =
-                vec![(&api, ImageApi::ours(&api), &ours_id)];
+                vec![(&api, ImageApi::with_token(&api, &token), &ours_id)];
             if let (Some(g), Some(id), "show") = (&glance, &glance_id, kind.name) {
                 servers.push((g, ImageApi::glance(g), id));
             }

@@ -43,6 +43,8 @@ pub struct Head {
     /// Whether the server closes the connection after this response
     /// (`Connection: close`).
     pub close: bool,
+    /// Keystone's `X-Subject-Token`, if any.
+    pub subject_token: Option<String>,
 }
 
 /// What the body of a response must be, checked as it streams.
@@ -190,6 +192,8 @@ impl Conn {
                             head.content_length = value.trim().parse().unwrap();
                         } else if h.name.eq_ignore_ascii_case("location") {
                             head.location = Some(value.into_owned());
+                        } else if h.name.eq_ignore_ascii_case("x-subject-token") {
+                            head.subject_token = Some(value.into_owned());
                         } else if h.name.eq_ignore_ascii_case("connection") {
                             head.close = value.eq_ignore_ascii_case("close");
                         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {

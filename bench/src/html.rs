@@ -115,8 +115,13 @@ fn table(h: &mut String, s: &Scenario) {
     h.push_str("</table>\n");
 }
 
-/// One line per server (and request kind): `metric` against the client count.
+/// One line per server (and request kind): `metric` against the client
+/// count, the counts evenly spaced (they grow by multiples).
 fn by_clients(s: &Scenario, metric: &Metric) -> Plot {
+    let mut counts: Vec<usize> = s.points.iter().map(|p| p.clients).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    let at = |clients: usize| counts.iter().position(|&c| c == clients).unwrap_or(0) as f64;
     let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for p in &s.points {
         for f in std::iter::once(&p.ours).chain(p.peers.iter().map(|(_, f)| f)) {
@@ -125,13 +130,22 @@ fn by_clients(s: &Scenario, metric: &Metric) -> Plot {
                     Some(k) => format!("{} {k}", f.server),
                     None => f.server.clone(),
                 };
-                series.entry(name).or_default().push((p.clients as f64, v));
+                series.entry(name).or_default().push((at(p.clients), v));
             }
         }
     }
-    let xs = series.values().flatten().map(|p| p.0);
-    let (x0, x1) = (xs.clone().fold(f64::MAX, f64::min), xs.fold(0.0, f64::max));
     let y1 = series.values().flatten().map(|p| p.1).fold(0.0, f64::max);
+    let last = counts.len().saturating_sub(1) as f64;
+    let label = |x: &f64| {
+        let i = x.round();
+        if (x - i).abs() < 1e-6 && i >= 0.0 {
+            counts
+                .get(i as usize)
+                .map_or(String::new(), ToString::to_string)
+        } else {
+            String::new()
+        }
+    };
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
@@ -141,14 +155,14 @@ fn by_clients(s: &Scenario, metric: &Metric) -> Plot {
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(64)
-            .build_cartesian_2d(
-                (x0 * 0.8..x1 * 1.25).log_scale(),
-                0.0..(y1 * 1.15).max(1e-9),
-            )?;
+            .build_cartesian_2d(-0.3..last + 0.3, 0.0..(y1 * 1.15).max(1e-9))?;
         chart
             .configure_mesh()
             .x_desc("clients")
             .y_desc(metric.label)
+            .x_labels(counts.len() * 2 + 1)
+            .x_label_formatter(&label)
+            .disable_x_mesh()
             .draw()?;
         for (i, (name, pts)) in series.into_iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();

@@ -20,9 +20,14 @@ pub struct ImageApi<'a> {
 impl<'a> ImageApi<'a> {
     /// glance-api, with the bench's static token.
     pub fn ours(server: &'a Server) -> ImageApi<'a> {
+        ImageApi::with_token(server, API_TOKEN)
+    }
+
+    /// glance-api, with `token`.
+    pub fn with_token(server: &'a Server, token: &str) -> ImageApi<'a> {
         ImageApi {
             server,
-            headers: format!("X-Auth-Token: {API_TOKEN}\r\n"),
+            headers: format!("X-Auth-Token: {token}\r\n"),
         }
     }
 

@@ -281,6 +281,24 @@ pub const API_TOKEN: &str = "bench-admin-token-0123456789";
 /// redb metadata, a file store in `dir`, and `node` as its one stream node
 /// (healthy, so placement is the normal path) with the keyring at `keyring`.
 pub fn glance_api(dir: &Path, node: Option<SocketAddr>, keyring: &Path) -> Server {
+    glance_api_with(dir, node, keyring, &Auth::Static)
+}
+
+/// How glance-api authenticates the bench's requests.
+pub enum Auth<'a> {
+    /// [`API_TOKEN`], a static admin token.
+    Static,
+    /// Tokens validated by this Keystone.
+    Keystone(&'a Keystone),
+}
+
+/// [`glance_api`], authenticating as `auth` says.
+pub fn glance_api_with(
+    dir: &Path,
+    node: Option<SocketAddr>,
+    keyring: &Path,
+    auth: &Auth,
+) -> Server {
     let exe = sibling("glance-api");
     std::fs::create_dir_all(dir).unwrap();
     // The keyring the stream node was started with (copied with its 0600 mode).
@@ -289,6 +307,22 @@ pub fn glance_api(dir: &Path, node: Option<SocketAddr>, keyring: &Path) -> Serve
     let nodes = node.map_or(String::new(), |n| {
         format!("stream_nodes = [\"http://{n}\"]\n")
     });
+    let auth = match auth {
+        Auth::Static => format!(
+            "[auth]\nmode = \"static\"\n[[auth.tokens]]\ntoken = \"{API_TOKEN}\"\nuser_id = \"u\"\n\
+             project_id = \"p\"\nroles = [\"admin\", \"member\", \"reader\"]\n"
+        ),
+        Auth::Keystone(k) => {
+            let password = dir.join("keystone-password");
+            std::fs::write(&password, &k.password).unwrap();
+            std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+            format!(
+                "[auth]\nmode = \"keystone\"\n[auth.keystone]\nauth_url = \"{}\"\n\
+                 username = \"glance\"\npassword_file = \"keystone-password\"\n",
+                k.auth_url
+            )
+        }
+    };
     let config = dir.join("glance-api.toml");
     std::fs::write(
         &config,
@@ -296,8 +330,7 @@ pub fn glance_api(dir: &Path, node: Option<SocketAddr>, keyring: &Path) -> Serve
             "listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
              keyring = \"keyring.toml\"\nmetadata = \"glance.redb\"\n{nodes}\
              [store]\nid = \"local\"\nkind = \"file\"\npath = \"images\"\n\
-             [auth]\nmode = \"static\"\n[[auth.tokens]]\ntoken = \"{API_TOKEN}\"\nuser_id = \"u\"\n\
-             project_id = \"p\"\nroles = [\"admin\", \"member\", \"reader\"]\n"
+             {auth}"
         ),
     )
     .unwrap();
@@ -414,5 +447,94 @@ impl GlancePeer {
         }
         install_glance(&self.glance_venv);
         Some(real_glance(dir, &self.glance_venv, workers))
+    }
+}
+
+/// A real Keystone (`tests/keystone/keystone.sh`), with the users that
+/// script makes, all with one password.
+pub struct Keystone {
+    /// Its v3 URL.
+    pub auth_url: String,
+    /// Every user's password.
+    pub password: String,
+    child: Child,
+}
+
+impl Drop for Keystone {
+    fn drop(&mut self) {
+        // Closing its stdin ends the script, which stops Keystone.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// The script that installs and runs Keystone for the project's tests.
+fn keystone_script() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/keystone/keystone.sh"
+    ))
+}
+
+/// Installs (if needed) Keystone into `venv` and starts it in the empty
+/// directory `dir`.
+pub fn keystone(dir: &Path, venv: &Path) -> Keystone {
+    let status = Command::new("bash")
+        .arg(keystone_script())
+        .arg("install")
+        .arg(venv)
+        .status()
+        .unwrap();
+    assert!(status.success(), "installing Keystone failed");
+    std::fs::create_dir_all(dir).unwrap();
+    let mut child = Command::new("bash")
+        .arg(keystone_script())
+        .arg("serve")
+        .arg(venv)
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // ready auth_url=URL password=PASSWORD
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("Keystone did not start: {line:?}"))
+    };
+    Keystone {
+        auth_url: field("auth_url="),
+        password: field("password="),
+        child,
+    }
+}
+
+impl Keystone {
+    /// A project-scoped token for `user` on `project` (domain Default).
+    pub fn token(&self, user: &str, project: &str) -> String {
+        let url = self
+            .auth_url
+            .strip_prefix("http://")
+            .unwrap_or(&self.auth_url);
+        let (host, path) = url.split_once('/').unwrap_or((url, ""));
+        let body = format!(
+            r#"{{"auth":{{"identity":{{"methods":["password"],"password":{{"user":{{"name":"{user}","domain":{{"id":"default"}},"password":"{}"}}}}}},"scope":{{"project":{{"name":"{project}","domain":{{"id":"default"}}}}}}}}}}"#,
+            self.password
+        );
+        let mut conn = crate::client::Conn::connect(host.parse().unwrap());
+        let (head, _) = conn.request(
+            "POST",
+            &format!("/{path}/auth/tokens"),
+            "Content-Type: application/json\r\n",
+            body.as_bytes(),
+        );
+        let text = conn.read_text(head.content_length);
+        assert_eq!(head.status, 201, "Keystone token: {text}");
+        head.subject_token.expect("Keystone sends X-Subject-Token")
     }
 }
