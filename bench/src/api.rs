@@ -135,7 +135,7 @@ pub fn run(run: &mut Run, args: &ApiArgs, command: String) {
                 clients,
                 Some(kind.name),
                 args.load.rounds,
-                |s| {
+                |s, _| {
                     let (_, image_api, id) = servers
                         .iter()
                         .find(|x| std::ptr::eq(x.0, s))

@@ -49,8 +49,8 @@ pub struct Head {
 
 /// What the body of a response must be, checked as it streams.
 pub enum Check<'a> {
-    /// Only its length (the `Content-Length`) is checked.
-    Length,
+    /// Only its length: `Content-Length` must be this.
+    Length(u64),
     /// Its sha512 must be this.
     Sha512(&'a [u8; 64]),
     /// It must be exactly these bytes.
@@ -75,7 +75,7 @@ impl Verify {
     /// The check of a download of `image`, whose sha512 is `sha512`.
     pub fn check<'a>(self, image: &'a [u8], sha512: &'a [u8; 64]) -> Check<'a> {
         match self {
-            Verify::Length => Check::Length,
+            Verify::Length => Check::Length(image.len() as u64),
             Verify::Bytes => Check::Bytes(image),
             Verify::Sha512 => Check::Sha512(sha512),
         }
@@ -121,7 +121,8 @@ impl Conn {
 
     /// Sends `method target` with the extra header lines `headers` (each
     /// ending in CRLF) and `body`, then reads the head. Returns the head and
-    /// the time to its first byte.
+    /// the time from the start (a new connection included, where the last
+    /// answer closed the old one) to the response's first byte.
     pub fn request(
         &mut self,
         method: &str,
@@ -130,6 +131,7 @@ impl Conn {
         body: &[u8],
     ) -> (Head, Duration) {
         use std::fmt::Write as _;
+        let t0 = Instant::now();
         if self.closed {
             // Servers without keep-alive (the real Glance under uWSGI's
             // http-socket) cost a new connection per request, counted in
@@ -144,13 +146,18 @@ impl Conn {
             body.len()
         )
         .unwrap();
-        let t0 = Instant::now();
         self.stream.write_all(self.req.as_bytes()).unwrap();
         if !body.is_empty() {
             self.stream.write_all(body).unwrap();
         }
-        let head = self.read_head();
-        (head, t0.elapsed())
+        // Responses are read whole and requests are not pipelined, so
+        // nothing of this one is buffered yet: its first byte is the first
+        // one the next read brings.
+        if self.start == self.end {
+            self.fill();
+        }
+        let first_byte = t0.elapsed();
+        (self.read_head(), first_byte)
     }
 
     /// `request`, then the whole body, checked as `check` says. Panics on a
@@ -260,7 +267,7 @@ impl Conn {
                 assert!(got == **want, "body sha512 differs from the image's");
             }
             Check::Bytes(want) => assert_eq!(at, want.len(), "body length"),
-            Check::Length => {}
+            Check::Length(want) => assert_eq!(len, *want, "body length"),
         }
         len
     }

@@ -95,7 +95,7 @@ pub fn run(run: &mut Run, args: &HotArgs, command: String) {
     let refs: Vec<&Server> = servers.iter().collect();
     for &clients in &args.clients {
         let per_client = args.downloads.div_ceil(clients).max(1);
-        let point = load::compare(run, &refs, clients, None, args.rounds, |s| {
+        let point = load::compare(run, &refs, clients, None, args.rounds, |s, _| {
             let check = args.verify.check(&image, &work.hashes.1);
             round(s, clients, per_client, &check)
         });

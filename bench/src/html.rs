@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
-use crate::report::{Figures, Metric, Scenario, Timeline, fmt_num};
+use crate::report::{Figures, Metric, Point, Scenario, Timeline};
 
 type Plot = Result<String, Box<dyn std::error::Error>>;
 
@@ -94,19 +94,16 @@ fn table(h: &mut String, s: &Scenario) {
             let _ = write!(r, "<td>{}</td>", esc(server));
             r
         };
-        for f in std::iter::once(&p.ours).chain(p.peers.iter().map(|(_, f)| f)) {
+        for f in p.all() {
             h.push_str(&lead(&f.server, ""));
-            for m in s.columns {
-                let v = f.get(m).map_or("-".into(), |v| fmt_num(v, m.decimals));
+            for v in Point::cells(s.columns, f) {
                 let _ = write!(h, "<td class=\"n\">{v}</td>");
             }
             h.push_str("</tr>\n");
         }
         for (_, f) in &p.peers {
-            let r = p.ratios(f);
             h.push_str(&lead(&format!("ratio vs {}", f.server), "ratio"));
-            for m in s.columns {
-                let v = r.get(m.key).map_or("-".into(), |v| format!("{v:.2}x"));
+            for v in p.ratio_cells(s.columns, f) {
                 let _ = write!(h, "<td class=\"n\">{v}</td>");
             }
             h.push_str("</tr>\n");
@@ -124,7 +121,7 @@ fn by_clients(s: &Scenario, metric: &Metric) -> Plot {
     let at = |clients: usize| counts.iter().position(|&c| c == clients).unwrap_or(0) as f64;
     let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for p in &s.points {
-        for f in std::iter::once(&p.ours).chain(p.peers.iter().map(|(_, f)| f)) {
+        for f in p.all() {
             if let Some(v) = f.get(metric) {
                 let name = match &p.kind {
                     Some(k) => format!("{} {k}", f.server),
@@ -185,7 +182,7 @@ fn latency_cdf(s: &Scenario) -> Plot {
     let largest = s.points.iter().map(|p| p.clients).max().unwrap_or(0);
     let mut series: Vec<(String, &Figures)> = Vec::new();
     for p in s.points.iter().filter(|p| p.clients == largest) {
-        for f in std::iter::once(&p.ours).chain(p.peers.iter().map(|(_, f)| f)) {
+        for f in p.all() {
             if f.latency_cdf_ms.is_empty() {
                 continue;
             }
@@ -239,8 +236,7 @@ fn latency_cdf(s: &Scenario) -> Plot {
 /// bytes read from the backend (thick), in GiB.
 fn timeline(t: &Timeline) -> Plot {
     const GIB: f64 = (1u64 << 30) as f64;
-    let samples = t.backend_bytes.len();
-    let secs = samples as f64 * t.interval_s;
+    let secs = t.times_s.last().copied().unwrap_or(0.0);
     let ymax = t
         .backend_bytes
         .iter()
@@ -265,7 +261,7 @@ fn timeline(t: &Timeline) -> Plot {
             .x_desc("seconds")
             .y_desc("GiB")
             .draw()?;
-        let at = |i: usize| (i + 1) as f64 * t.interval_s;
+        let at = |i: usize| t.times_s.get(i).copied().unwrap_or(0.0);
         let client_color = BLUE.mix(0.25);
         for (c, bytes) in t.per_client_bytes.iter().enumerate() {
             let s = chart.draw_series(LineSeries::new(

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::client::Sample;
-use crate::measure;
+use crate::measure::{self, Costs};
 use crate::peer::Server;
 use crate::report::{self, Figures, Metric};
 
@@ -47,9 +47,7 @@ pub fn round<F>(server: &Server, clients: usize, client: F) -> Round
 where
     F: Fn(usize) -> Vec<Sample> + Sync,
 {
-    measure::reset_peak_rss(server.pid());
-    let own0 = measure::own_cpu_seconds();
-    let cpu0 = server.cpu_seconds();
+    let window = measure::Window::open(server.pid());
     let start = Instant::now();
     let per_client: Vec<Vec<Sample>> = std::thread::scope(|scope| {
         let client = &client;
@@ -59,21 +57,13 @@ where
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let secs = start.elapsed().as_secs_f64();
-    let server_cpu = server.cpu_seconds() - cpu0;
-    let own_cpu = measure::own_cpu_seconds() - own0;
-    let rss = measure::tree_peak_rss_bytes(server.pid());
-    figures(&per_client, secs, server_cpu, own_cpu, rss)
+    figures(&per_client, secs, &window.close())
 }
 
-/// A round's figures from its samples (per client), its length in seconds,
-/// the server's and the bench's CPU seconds and the server's peak RSS.
-pub fn figures(
-    per_client: &[Vec<Sample>],
-    secs: f64,
-    server_cpu: f64,
-    own_cpu: f64,
-    rss: u64,
-) -> Round {
+/// A round's figures from its samples (per client), its length in seconds
+/// and what it cost.
+pub fn figures(per_client: &[Vec<Sample>], secs: f64, costs: &Costs) -> Round {
+    let (server_cpu, own_cpu) = (costs.server_cpu, costs.own_cpu);
     let samples = || per_client.iter().flatten();
     let n = samples().count();
     let bytes: u64 = samples().map(|s| s.bytes).sum();
@@ -91,7 +81,10 @@ pub fn figures(
     put(&report::LATENCY_P99, percentile(&latencies, 0.99) / 1e3);
     put(&report::TTFB_P50, percentile(&ttfb, 0.50) / 1e3);
     put(&report::TTFB_P99, percentile(&ttfb, 0.99) / 1e3);
-    put(&report::PEAK_RSS, rss as f64 / f64::from(1u32 << 20));
+    put(
+        &report::PEAK_RSS,
+        costs.peak_rss as f64 / f64::from(1u32 << 20),
+    );
     if n > 0 {
         put(&report::SERVER_CPU_PER_REQ, server_cpu * 1e6 / n as f64);
         put(&report::CLIENT_CPU_PER_REQ, own_cpu * 1e6 / n as f64);
@@ -177,32 +170,36 @@ pub fn summarize(server: &str, rounds: Vec<Round>) -> Figures {
 
 /// Measures `servers` (ours first, then the peers) at one point: `rounds`
 /// rounds each, alternating server by server so drift on a shared machine
-/// falls on all of them alike; `one` runs one round against a server.
+/// falls on all of them alike, and starting each round with the next server
+/// so none always goes first; `one(server, r)` runs round `r` against a
+/// server.
 pub fn compare(
     run: &crate::report::Run,
     servers: &[&Server],
     clients: usize,
     kind: Option<&str>,
     rounds: usize,
-    mut one: impl FnMut(&Server) -> Round,
+    mut one: impl FnMut(&Server, usize) -> Round,
 ) -> crate::report::Point {
     let mut results: Vec<Vec<Round>> = servers.iter().map(|_| Vec::new()).collect();
     for r in 0..rounds {
-        for (i, s) in servers.iter().enumerate() {
+        for k in 0..servers.len() {
+            let i = (r + k) % servers.len();
+            let s = servers[i];
             run.starting(format!(
                 "{}, {clients} clients{}, round {}/{rounds}",
                 s.name,
                 kind.map_or(String::new(), |k| format!(", {k}")),
                 r + 1
             ));
-            results[i].push(one(s));
+            results[i].push(one(s, r));
             run.done_round();
         }
     }
     let mut figures = servers
         .iter()
         .zip(results)
-        .map(|(s, rs)| (s.key.to_owned(), summarize(s.name, rs)));
+        .map(|(s, rs)| (s.key.clone(), summarize(&s.name, rs)));
     let (_, ours) = figures.next().expect("ours is measured first");
     crate::report::Point {
         clients,

@@ -81,12 +81,8 @@ struct AllArgs {
         default_value = "hot,storm,ranges,upload,api"
     )]
     only: Vec<String>,
-    /// Leave the real Glance out.
-    #[arg(long)]
-    no_glance: bool,
-    /// The Python venv the real Glance is installed into (made if missing).
-    #[arg(long, default_value = ".venv-glance")]
-    glance_venv: PathBuf,
+    #[command(flatten)]
+    glance: peer::GlancePeer,
 }
 
 /// One scenario's options from words, as if typed after its name.
@@ -120,11 +116,11 @@ fn all_words(scenario: &str, a: &AllArgs) -> Vec<String> {
         Vec::new()
     };
     if matches!(scenario, "hot" | "upload" | "api") {
-        if a.no_glance {
+        if a.glance.no_glance {
             words.push("--no-glance".into());
         }
         words.push("--glance-venv".into());
-        words.push(a.glance_venv.display().to_string());
+        words.push(a.glance.glance_venv.display().to_string());
     }
     words
 }

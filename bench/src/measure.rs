@@ -31,14 +31,14 @@ pub fn process_tree(root: u32) -> Vec<u32> {
     pids
 }
 
-/// User + system CPU seconds of `root`'s process tree. (Processes that have
-/// exited since are counted in their parent's `cutime`/`cstime` only once
-/// reaped; the servers measured here keep their workers.)
+/// User + system CPU seconds of `root`'s process tree: each live process's
+/// own, and that of its children which have exited and been reaped (nginx's
+/// cache loader, say), which the kernel adds to the parent.
 pub fn tree_cpu_seconds(root: u32) -> f64 {
     let ticks: u64 = process_tree(root)
         .into_iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .map(|stat| cpu_ticks(&stat))
+        .map(|stat| cpu_ticks(&stat, true))
         .sum();
     ticks as f64 / CLOCK_TICKS
 }
@@ -83,18 +83,65 @@ pub fn tree_bytes_written(root: u32) -> u64 {
         .sum()
 }
 
-/// User + system CPU seconds of this process, all its threads included.
+/// User + system CPU seconds of this process, all its threads included
+/// (not the servers it started and has stopped).
 pub fn own_cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    cpu_ticks(&stat) as f64 / CLOCK_TICKS
+    cpu_ticks(&stat, false) as f64 / CLOCK_TICKS
 }
 
-/// utime + stime of a `/proc/PID/stat` line, in clock ticks.
-fn cpu_ticks(stat: &str) -> u64 {
-    // Fields after the command name, which is in parentheses: utime and
-    // stime are fields 14 and 15 of the line, 12 and 13 here.
+/// utime + stime of a `/proc/PID/stat` line, in clock ticks, plus cutime +
+/// cstime (its reaped children's) when `reaped` is set.
+fn cpu_ticks(stat: &str, reaped: bool) -> u64 {
+    // Fields after the command name, which is in parentheses: utime, stime,
+    // cutime and cstime are fields 14 to 17 of the line, 12 to 15 here.
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = after.split_whitespace().collect();
     let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    field(11) + field(12)
+    let own = field(11) + field(12);
+    if reaped {
+        own + field(13) + field(14)
+    } else {
+        own
+    }
+}
+
+/// What one measured stretch of time cost a server and the bench: opened
+/// before the clients start, read when they are done.
+pub struct Window {
+    root: u32,
+    server_cpu: f64,
+    own_cpu: f64,
+}
+
+/// A [`Window`]'s figures.
+pub struct Costs {
+    /// Server CPU seconds (its whole tree).
+    pub server_cpu: f64,
+    /// The bench's CPU seconds.
+    pub own_cpu: f64,
+    /// The server tree's peak RSS over the window, bytes (see
+    /// [`tree_peak_rss_bytes`]).
+    pub peak_rss: u64,
+}
+
+impl Window {
+    /// Starts measuring the tree under `root` (its peak RSS reset).
+    pub fn open(root: u32) -> Window {
+        reset_peak_rss(root);
+        Window {
+            root,
+            server_cpu: tree_cpu_seconds(root),
+            own_cpu: own_cpu_seconds(),
+        }
+    }
+
+    /// What the window cost so far.
+    pub fn close(&self) -> Costs {
+        Costs {
+            server_cpu: tree_cpu_seconds(self.root) - self.server_cpu,
+            own_cpu: own_cpu_seconds() - self.own_cpu,
+            peak_rss: tree_peak_rss_bytes(self.root),
+        }
+    }
 }

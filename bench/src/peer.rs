@@ -9,9 +9,9 @@ use std::process::{Child, Command, Stdio};
 /// A server process (and its children) under test.
 pub struct Server {
     /// Its key in `results.json` (`ours` for glance-stream and glance-api).
-    pub key: &'static str,
+    pub key: String,
     /// What it is, for the report.
-    pub name: &'static str,
+    pub name: String,
     /// Where it listens.
     pub addr: SocketAddr,
     /// The request target of the object.
@@ -21,16 +21,10 @@ pub struct Server {
 
 impl Server {
     /// A server started by a scenario of its own.
-    pub fn new(
-        key: &'static str,
-        name: &'static str,
-        addr: SocketAddr,
-        target: String,
-        child: Child,
-    ) -> Server {
+    pub fn new(key: &str, name: &str, addr: SocketAddr, target: String, child: Child) -> Server {
         Server {
-            key,
-            name,
+            key: key.to_owned(),
+            name: name.to_owned(),
             addr,
             target,
             child,
@@ -40,11 +34,6 @@ impl Server {
     /// The pid at the root of its process tree.
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    /// User + system CPU seconds of the process and its children (nginx workers).
-    pub fn cpu_seconds(&self) -> f64 {
-        crate::measure::tree_cpu_seconds(self.pid())
     }
 }
 
@@ -70,13 +59,20 @@ fn free_port() -> u16 {
 /// The image id every benchmark serves.
 pub const IMAGE_ID: &str = "6f1c3b2a-9e8d-4f7a-b6c5-d4e3f2a1b0c9";
 
+/// Makes `dir/sub` hold `object` as `IMAGE_ID` (a hard link: every server
+/// reads the same page-cached bytes); returns `dir/sub`.
+fn serve_from(dir: &Path, sub: &str, object: &Path) -> PathBuf {
+    let root = dir.join(sub);
+    std::fs::create_dir_all(&root).unwrap();
+    let _ = std::fs::remove_file(root.join(IMAGE_ID));
+    std::fs::hard_link(object, root.join(IMAGE_ID)).unwrap();
+    root
+}
+
 /// Starts glance-stream (the binary next to this one) serving `object` from a
 /// file store in `dir`, and returns it with a signed link to the object.
 pub fn glance_stream(dir: &Path, object: &Path, threads: usize) -> Server {
-    let images = dir.join("gs-images");
-    std::fs::create_dir_all(&images).unwrap();
-    let _ = std::fs::remove_file(images.join(IMAGE_ID));
-    std::fs::hard_link(object, images.join(IMAGE_ID)).unwrap();
+    serve_from(dir, "gs-images", object);
     glance_stream_with(
         dir,
         object,
@@ -120,7 +116,7 @@ pub fn glance_stream_with(
         ),
     )
     .unwrap();
-    let mut child = Command::new(exe)
+    let mut child = supervised(&exe)
         .arg("--config")
         .arg(&config)
         .env("RUST_LOG", "warn")
@@ -145,8 +141,8 @@ pub fn glance_stream_with(
         client_cidr: None,
     });
     Server {
-        key: "ours",
-        name: "glance-stream",
+        key: "ours".into(),
+        name: "glance-stream".into(),
         addr,
         target: format!("{}?{}", link.path(), link.query()),
         child,
@@ -157,10 +153,7 @@ pub fn glance_stream_with(
 /// second per connection (`limit_rate`), logging the body bytes of every
 /// answer to `access.log` in its prefix.
 pub fn origin(dir: &Path, object: &Path, rate: &str) -> (Server, PathBuf) {
-    let root = dir.join("origin-root");
-    std::fs::create_dir_all(&root).unwrap();
-    let _ = std::fs::remove_file(root.join(IMAGE_ID));
-    std::fs::hard_link(object, root.join(IMAGE_ID)).unwrap();
+    let root = serve_from(dir, "origin-root", object);
     let prefix = dir.join("origin");
     let log = prefix.join("access.log");
     let http = format!(
@@ -169,7 +162,7 @@ pub fn origin(dir: &Path, object: &Path, rate: &str) -> (Server, PathBuf) {
     );
     let http = format!("tcp_nopush on;\n{http}");
     let mut server = nginx_with(&prefix, 2, &http, &format!("root {};", root.display()));
-    (server.key, server.name) = ("origin", "origin");
+    (server.key, server.name) = ("origin".into(), "origin".into());
     (server, log)
 }
 
@@ -189,11 +182,10 @@ pub fn nginx_proxy_cache(dir: &Path, origin: SocketAddr, lock_secs: u64, workers
     );
     let http = format!("tcp_nopush on;\n{http}");
     let mut server = nginx_with(&prefix, workers, &http, &location);
-    (server.key, server.name) = if lock_secs >= 60 {
-        ("nginx_lock_600s", "nginx proxy_cache_lock 600 s")
-    } else {
-        ("nginx_lock_5s", "nginx proxy_cache_lock 5 s")
-    };
+    (server.key, server.name) = (
+        format!("nginx_lock_{lock_secs}s"),
+        format!("nginx proxy_cache_lock {lock_secs} s"),
+    );
     server
 }
 
@@ -216,7 +208,7 @@ fn nginx_with(prefix: &Path, workers: usize, http: &str, server: &str) -> Server
         ),
     )
     .unwrap();
-    let child = Command::new(nginx_binary())
+    let child = supervised(&nginx_binary())
         .args(["-p"])
         .arg(prefix)
         .arg("-c")
@@ -226,8 +218,8 @@ fn nginx_with(prefix: &Path, workers: usize, http: &str, server: &str) -> Server
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_for(addr, "nginx", 10);
     Server {
-        key: "nginx",
-        name: "nginx",
+        key: "nginx".into(),
+        name: "nginx".into(),
         addr,
         target: format!("/{IMAGE_ID}"),
         child,
@@ -239,10 +231,7 @@ fn nginx_with(prefix: &Path, workers: usize, http: &str, server: &str) -> Server
 /// or off (its default, which small responses need: with it on, a range's
 /// last packet waits for the client's delayed ACK, about 40 ms).
 pub fn nginx(dir: &Path, object: &Path, workers: usize, nopush: bool) -> Server {
-    let root = dir.join("nginx-root");
-    std::fs::create_dir_all(&root).unwrap();
-    let _ = std::fs::remove_file(root.join(IMAGE_ID));
-    std::fs::hard_link(object, root.join(IMAGE_ID)).unwrap();
+    let root = serve_from(dir, "nginx-root", object);
     nginx_with(
         &dir.join("nginx"),
         workers,
@@ -261,6 +250,23 @@ fn nginx_binary() -> PathBuf {
         .map(PathBuf::from)
         .find(|p| p.exists())
         .unwrap_or_else(|| PathBuf::from("nginx"))
+}
+
+/// A command running `program` that the kernel kills should the bench die
+/// (`setpriv --pdeathsig KILL`, which execs it: the pid stays the
+/// server's), so no server outlives an interrupted run.
+fn supervised(program: &Path) -> Command {
+    let setpriv = Command::new("setpriv")
+        .arg("--help")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--pdeathsig"));
+    if setpriv {
+        let mut c = Command::new("setpriv");
+        c.args(["--pdeathsig", "KILL", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
 }
 
 fn sibling(name: &str) -> PathBuf {
@@ -334,7 +340,7 @@ pub fn glance_api_with(
         ),
     )
     .unwrap();
-    let child = Command::new(exe)
+    let child = supervised(&exe)
         .arg("--config")
         .arg(&config)
         .env("RUST_LOG", "warn")

@@ -75,10 +75,9 @@ pub fn run(run: &mut Run, args: &RangesArgs, command: String) {
     run.plan(args.clients.len() * args.load.rounds * servers.len());
     let refs: Vec<&Server> = servers.iter().collect();
     for &clients in &args.clients {
-        let mut seed = 0u64;
-        let point = load::compare(run, &refs, clients, None, args.load.rounds, |s| {
-            seed += 1;
-            round(s, clients, args, range, &object, seed)
+        // The same ranges for every server in a round.
+        let point = load::compare(run, &refs, clients, None, args.load.rounds, |s, r| {
+            round(s, clients, args, range, &object, r as u64 + 1)
         });
         run.point(point);
     }

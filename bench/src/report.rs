@@ -104,6 +104,31 @@ pub struct Point {
 }
 
 impl Point {
+    /// Ours, then each peer's figures.
+    pub fn all(&self) -> impl Iterator<Item = &Figures> {
+        std::iter::once(&self.ours).chain(self.peers.iter().map(|(_, f)| f))
+    }
+
+    /// The table cells of `f`: each column's value, `-` where not measured.
+    pub fn cells<'s>(
+        columns: &'s [&'static Metric],
+        f: &'s Figures,
+    ) -> impl Iterator<Item = String> + 's {
+        columns
+            .iter()
+            .map(|m| f.get(m).map_or("-".into(), |v| fmt_num(v, m.decimals)))
+    }
+
+    /// The table cells of ours / `peer`: each column's ratio, `-` where
+    /// either was not measured.
+    pub fn ratio_cells(&self, columns: &[&'static Metric], peer: &Figures) -> Vec<String> {
+        let r = self.ratios(peer);
+        columns
+            .iter()
+            .map(|m| r.get(m.key).map_or("-".into(), |v| format!("{v:.2}x")))
+            .collect()
+    }
+
     /// ours / peer for every metric both have.
     pub fn ratios(&self, peer: &Figures) -> BTreeMap<String, f64> {
         self.ours
@@ -138,13 +163,17 @@ pub struct Timeline {
     pub server: String,
     /// Concurrent clients.
     pub clients: usize,
-    /// Seconds between samples.
+    /// Seconds between samples, as planned.
     pub interval_s: f64,
     /// The image's size.
     pub image_bytes: u64,
+    /// When each sample was taken, seconds from the start.
+    pub times_s: Vec<f64>,
     /// Bytes each client had received, per sample.
     pub per_client_bytes: Vec<Vec<u64>>,
-    /// Bytes the backend had sent, per sample.
+    /// Bytes the backend's processes had written, per sample (`wchar`,
+    /// which counts `sendfile`; the scenario's total comes from the
+    /// backend's access log, which counts body bytes only).
     pub backend_bytes: Vec<u64>,
 }
 
@@ -217,30 +246,18 @@ impl Scenario {
             Some(k) => format!("{} | {k}", p.clients),
             None => p.clients.to_string(),
         };
-        let cells = |f: &Figures| -> String {
-            self.columns
-                .iter()
-                .map(|m| f.get(m).map_or("-".into(), |v| fmt_num(v, m.decimals)))
-                .collect::<Vec<_>>()
-                .join(" | ")
-        };
-        let mut rows = vec![format!(
-            "| {label} | {} | {} |",
-            p.ours.server,
-            cells(&p.ours)
-        )];
-        for (_, fig) in &p.peers {
-            rows.push(format!("| {label} | {} | {} |", fig.server, cells(fig)));
+        let mut rows = Vec::new();
+        for f in p.all() {
+            let cells: Vec<String> = Point::cells(self.columns, f).collect();
+            rows.push(format!(
+                "| {label} | {} | {} |",
+                f.server,
+                cells.join(" | ")
+            ));
         }
-        for (_, fig) in &p.peers {
-            let r = p.ratios(fig);
-            let ratios = self
-                .columns
-                .iter()
-                .map(|m| r.get(m.key).map_or("-".into(), |v| format!("{v:.2}x")))
-                .collect::<Vec<_>>()
-                .join(" | ");
-            rows.push(format!("| {label} | ratio vs {} | {ratios} |", fig.server));
+        for (_, f) in &p.peers {
+            let ratios = p.ratio_cells(self.columns, f).join(" | ");
+            rows.push(format!("| {label} | ratio vs {} | {ratios} |", f.server));
         }
         rows
     }
@@ -259,7 +276,7 @@ impl Scenario {
 
 /// A number with thousands separators past 10,000 (or 1,000 for a whole
 /// number), else with `decimals` places.
-pub fn fmt_num(v: f64, decimals: usize) -> String {
+fn fmt_num(v: f64, decimals: usize) -> String {
     if v.abs() >= 10_000.0 || (decimals == 0 && v.abs() >= 1_000.0) {
         let s = format!("{:.0}", v);
         let (sign, digits) = s.split_at(usize::from(s.starts_with('-')));

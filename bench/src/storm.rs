@@ -133,7 +133,7 @@ pub fn run(run: &mut Run, args: &StormArgs, command: String) {
             origin.addr
         );
         let gs = peer::glance_stream_with(&stream_dir, &work.object, args.workers, "web", &stores);
-        let (ours, timeline) = storm(run, &set, &gs, clients, gs.name);
+        let (ours, timeline) = storm(run, &set, &gs, clients, &gs.name);
         run.current().timelines.push(timeline);
         // The same storm again, the image now cached: the time this machine
         // takes just to deliver clients x image, the floor of any cold storm.
@@ -153,9 +153,9 @@ pub fn run(run: &mut Run, args: &StormArgs, command: String) {
         }
         for lock in locks(clients) {
             let nginx = peer::nginx_proxy_cache(&work.dir, origin.addr, lock, args.workers);
-            let (figures, timeline) = storm(run, &set, &nginx, clients, nginx.name);
+            let (figures, timeline) = storm(run, &set, &nginx, clients, &nginx.name);
             run.current().timelines.push(timeline);
-            peers.push((nginx.key.to_owned(), figures));
+            peers.push((nginx.key.clone(), figures));
         }
         run.point(Point {
             clients,
@@ -180,12 +180,11 @@ fn storm(run: &Run, set: &Setting, s: &Server, clients: usize, name: &str) -> (F
         clients,
         interval_s: set.interval.as_secs_f64(),
         image_bytes: size,
+        times_s: Vec::new(),
         per_client_bytes: vec![Vec::new(); clients],
         backend_bytes: Vec::new(),
     };
-    measure::reset_peak_rss(s.pid());
-    let own0 = measure::own_cpu_seconds();
-    let cpu0 = s.cpu_seconds();
+    let window = measure::Window::open(s.pid());
     let barrier = Barrier::new(clients);
     let check = set.verify.check(set.image, &set.work.hashes.1);
     let start = Instant::now();
@@ -204,9 +203,13 @@ fn storm(run: &Run, set: &Setting, s: &Server, clients: usize, name: &str) -> (F
                 })
             })
             .collect();
-        // Sample the clients' and the origin's bytes until all are done.
+        // Sample the clients' and the origin's bytes until all are done,
+        // on a fixed beat (each sample also records when it was taken).
+        let mut next = start;
         while !handles.iter().all(|h| h.is_finished()) {
-            std::thread::sleep(set.interval);
+            next += set.interval;
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            timeline.times_s.push(start.elapsed().as_secs_f64());
             for (c, counter) in counters.iter().enumerate() {
                 timeline.per_client_bytes[c].push(counter.load(Ordering::Relaxed));
             }
@@ -218,22 +221,27 @@ fn storm(run: &Run, set: &Setting, s: &Server, clients: usize, name: &str) -> (F
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let all_done = done.iter().map(|d| d.1).max().unwrap_or_default();
-    let server_cpu = s.cpu_seconds() - cpu0;
-    let own_cpu = measure::own_cpu_seconds() - own0;
-    let rss = measure::tree_peak_rss_bytes(s.pid());
+    let costs = window.close();
     let samples: Vec<Vec<Sample>> = done.iter().map(|d| vec![d.0]).collect();
     let Round {
         mut metrics,
         latencies_us,
-    } = load::figures(&samples, all_done.as_secs_f64(), server_cpu, own_cpu, rss);
-    // The origin logs an answer when it ends: give the last line a moment.
-    std::thread::sleep(Duration::from_millis(300));
-    let read = origin_bytes(set.log) - log_before;
+    } = load::figures(&samples, all_done.as_secs_f64(), &costs);
+    let read = settled_origin_bytes(set.log) - log_before;
     let secs = all_done.as_secs_f64();
+    // Each client's own rate: the image over the time it took that client
+    // (they all start together).
+    let mut rates: Vec<f64> = done
+        .iter()
+        .map(|d| size as f64 / d.1.as_secs_f64().max(1e-9))
+        .collect();
+    rates.sort_by(f64::total_cmp);
     for (m, v) in [
         (&report::BACKEND_X, read as f64 / size as f64),
         (&report::ALL_DONE_S, secs),
         (&report::ALL_DONE_X_FILL, secs / set.fill.as_secs_f64()),
+        (&report::CLIENT_GB_PER_S_MIN, rates[0] / 1e9),
+        (&report::CLIENT_GB_PER_S_P50, load::median(rates) / 1e9),
     ] {
         metrics.insert(m.key.to_owned(), v);
     }
@@ -246,6 +254,22 @@ fn storm(run: &Run, set: &Setting, s: &Server, clients: usize, name: &str) -> (F
         }],
     );
     (figures, timeline)
+}
+
+/// The origin's body bytes once its access log stops growing: it logs an
+/// answer when the answer ends, which can be a moment after the client has
+/// its last byte (at most 5 s are waited).
+fn settled_origin_bytes(log: &Path) -> u64 {
+    let mut last = origin_bytes(log);
+    for _ in 0..25 {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = origin_bytes(log);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
 }
 
 /// Body bytes the origin has sent so far (its access log: one number a line).

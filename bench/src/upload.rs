@@ -76,7 +76,7 @@ pub fn run(run: &mut Run, args: &UploadArgs, command: String) {
     run.plan(args.clients.len() * args.rounds * servers.len());
     let refs: Vec<&Server> = servers.iter().collect();
     for &clients in &args.clients {
-        let point = load::compare(run, &refs, clients, None, args.rounds, |s| {
+        let point = load::compare(run, &refs, clients, None, args.rounds, |s, _| {
             let api = if s.key == "ours" {
                 ImageApi::ours(s)
             } else {

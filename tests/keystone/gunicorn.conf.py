@@ -1,7 +1,8 @@
 """gunicorn's configuration for Keystone (used by tests/keystone/keystone.sh).
 
   KEYSTONE_SH_DIR=DIR KEYSTONE_SH_PORT=PORT \
-      gunicorn -c tests/keystone/gunicorn.conf.py keystone_wsgi:application
+      gunicorn -c tests/keystone/gunicorn.conf.py \
+      --pythonpath tests/keystone,scripts/lib keystone_wsgi:application
 """
 
 import ctypes
@@ -29,7 +30,7 @@ keepalive = 0
 # parent's anyway.)
 preload_app = True
 
-# Well above the busy timeout of keystone_wsgi (60 s), so that a worker
+# Well above SQLite's busy timeout (60 s, scripts/lib/sqlite_immediate.py), so that a worker
 # waiting on an SQLite lock is not killed for it.
 timeout = 120
 # On SIGTERM, requests under way get this long to finish.

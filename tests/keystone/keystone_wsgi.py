@@ -1,7 +1,8 @@
 """Keystone's WSGI application, for gunicorn, made safe for SQLite under
 parallel requests (used by tests/keystone/keystone.sh).
 
-  KEYSTONE_SH_DIR=DIR gunicorn -c tests/keystone/gunicorn.conf.py keystone_wsgi:application
+  KEYSTONE_SH_DIR=DIR gunicorn -c tests/keystone/gunicorn.conf.py \
+      --pythonpath tests/keystone,scripts/lib keystone_wsgi:application
 
 Keystone reads its configuration from DIR/keystone.conf and from the (empty)
 directory DIR/keystone.conf.d, nothing else: without a --config-dir of its

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use uuid::Uuid;
 
-use super::digests::{PIECE_BYTES, UploadDigests};
+use super::digests::{DigestError, PIECE_BYTES, UploadDigests};
 use super::extract::ImageId;
 use super::images::{blocking, load_visible, now};
 use super::policy::{Action, Target};
@@ -132,8 +132,15 @@ async fn receive(state: &Shared, object: &str, body: Body) -> Result<Received, A
             "cannot store the image data",
         )
     };
+    let digest_err = |e: DigestError| {
+        tracing::error!(object, error = %e, "hashing an upload failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot hash the image data",
+        )
+    };
     let mut writer = state.config.store.writer(object).await.map_err(store_err)?;
-    let digests = UploadDigests::start();
+    let mut digests = UploadDigests::default();
     let mut pieces = Pieces::default();
     let mut size = 0u64;
     let cap = state.config.image_size_cap;
@@ -159,11 +166,8 @@ async fn receive(state: &Shared, object: &str, body: Body) -> Result<Received, A
         }
         let last = chunk.is_none();
         if let Some(piece) = pieces.push(chunk) {
-            if let Err(e) = digests.update(&piece).await {
-                break Some(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    e.to_string(),
-                ));
+            if let Err(e) = digests.update(piece.clone()).await {
+                break Some(digest_err(e));
             }
             if let Err(e) = writer.write(&piece).await {
                 break Some(store_err(e));
@@ -173,15 +177,20 @@ async fn receive(state: &Shared, object: &str, body: Body) -> Result<Received, A
             break None;
         }
     };
-    if let Some(e) = failure {
-        writer.abort().await;
-        return Err(e);
-    }
+    // The hashes before the commit: an upload whose hashing failed leaves no
+    // object behind.
+    let hashes = match failure {
+        Some(e) => Err(e),
+        None => digests.finish().await.map_err(digest_err),
+    };
+    let (md5, sha512) = match hashes {
+        Ok(h) => h,
+        Err(e) => {
+            writer.abort().await;
+            return Err(e);
+        }
+    };
     writer.commit().await.map_err(store_err)?;
-    let (md5, sha512) = digests
-        .finish()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Received { size, md5, sha512 })
 }
 
