@@ -198,7 +198,7 @@ fn nginx_with(prefix: &Path, workers: usize, http: &str, server: &str) -> Server
     std::fs::write(
         &conf,
         format!(
-            "daemon off;\nmaster_process on;\nworker_processes {workers};\nerror_log stderr warn;\n\
+            "daemon off;\nmaster_process on;\nworker_processes {workers};\nerror_log {p}/error.log warn;\n\
              pid {p}/nginx.pid;\nevents {{ worker_connections 4096; }}\n\
              http {{\n  {http}  sendfile on;\n  keepalive_requests 100000;\n\
                client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fcgi;\n\
@@ -369,31 +369,36 @@ fn glance_script() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/peers/glance.sh"))
 }
 
-/// Installs the real Glance (PyPI `glance`, the version the compatibility
-/// samples were recorded from) into the venv `venv`, unless it is there.
-pub fn install_glance(venv: &Path) {
-    let status = Command::new("bash")
-        .arg(glance_script())
+/// A service run by one of the project's scripts (`SCRIPT install VENV`,
+/// then `SCRIPT serve VENV DIR ARGS...`, which prints one line `ready
+/// key=value ...` and serves until its stdin closes): installs it into
+/// `venv` unless it is there, starts it in `dir`, and returns the process
+/// (its stdin kept open) and the ready line's fields.
+fn run_service(
+    script: &Path,
+    what: &str,
+    venv: &Path,
+    dir: &Path,
+    args: &[&str],
+) -> (Child, std::collections::HashMap<String, String>) {
+    let installed = Command::new("bash")
+        .arg(script)
         .arg("install")
         .arg(venv)
         .status()
-        .unwrap();
-    assert!(status.success(), "installing the real Glance failed");
-}
-
-/// Starts the real Glance from `venv` (uWSGI, `workers` processes, SQLite,
-/// a file store, no authentication) in the empty directory `dir`.
-pub fn real_glance(dir: &Path, venv: &Path, workers: usize) -> Server {
+        .is_ok_and(|s| s.success());
+    assert!(
+        installed,
+        "installing {what} into {} failed",
+        venv.display()
+    );
     std::fs::create_dir_all(dir).unwrap();
     let mut child = Command::new("bash")
-        .arg(glance_script())
+        .arg(script)
         .arg("serve")
         .arg(venv)
         .arg(dir)
-        .arg("--workers")
-        .arg(workers.to_string())
-        // Its stdin stays open while it serves: dropping the server closes
-        // it, and the script stops Glance.
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -402,11 +407,35 @@ pub fn real_glance(dir: &Path, venv: &Path, workers: usize) -> Server {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("ready url=http://")
-        .unwrap_or_else(|| panic!("the real Glance did not start: {line:?}"));
-    let addr: SocketAddr = url.trim_end_matches('/').parse().unwrap();
+    let fields = line
+        .strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("{what} did not start: {line:?}"))
+        .split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    (child, fields)
+}
+
+/// Installs (if needed) and starts the real Glance from `venv` (uWSGI,
+/// `workers` processes, SQLite, a file store, no authentication) in the
+/// empty directory `dir`. Dropping the server closes the script's stdin,
+/// and the script stops Glance.
+pub fn real_glance(dir: &Path, venv: &Path, workers: usize) -> Server {
+    let workers = workers.to_string();
+    let (child, ready) = run_service(
+        &glance_script(),
+        "the real Glance",
+        venv,
+        dir,
+        &["--workers", &workers],
+    );
+    let url = ready.get("url").map_or("", String::as_str);
+    let addr: SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|_| panic!("the real Glance's URL: {url:?}"));
     Server::new("glance", "Glance 33 (uWSGI)", addr, String::new(), child)
 }
 
@@ -451,7 +480,6 @@ impl GlancePeer {
             run.note("the real Glance is left out (--no-glance)".into());
             return None;
         }
-        install_glance(&self.glance_venv);
         Some(real_glance(dir, &self.glance_venv, workers))
     }
 }
@@ -485,37 +513,15 @@ fn keystone_script() -> PathBuf {
 /// Installs (if needed) Keystone into `venv` and starts it in the empty
 /// directory `dir`.
 pub fn keystone(dir: &Path, venv: &Path) -> Keystone {
-    let status = Command::new("bash")
-        .arg(keystone_script())
-        .arg("install")
-        .arg(venv)
-        .status()
-        .unwrap();
-    assert!(status.success(), "installing Keystone failed");
-    std::fs::create_dir_all(dir).unwrap();
-    let mut child = Command::new("bash")
-        .arg(keystone_script())
-        .arg("serve")
-        .arg(venv)
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    // ready auth_url=URL password=PASSWORD
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .map(str::to_owned)
-            .unwrap_or_else(|| panic!("Keystone did not start: {line:?}"))
+    let (child, mut ready) = run_service(&keystone_script(), "Keystone", venv, dir, &[]);
+    let mut field = |name: &str| {
+        ready
+            .remove(name)
+            .unwrap_or_else(|| panic!("Keystone's ready line has no {name}"))
     };
     Keystone {
-        auth_url: field("auth_url="),
-        password: field("password="),
+        auth_url: field("auth_url"),
+        password: field("password"),
         child,
     }
 }
@@ -528,10 +534,14 @@ impl Keystone {
             .strip_prefix("http://")
             .unwrap_or(&self.auth_url);
         let (host, path) = url.split_once('/').unwrap_or((url, ""));
-        let body = format!(
-            r#"{{"auth":{{"identity":{{"methods":["password"],"password":{{"user":{{"name":"{user}","domain":{{"id":"default"}},"password":"{}"}}}}}},"scope":{{"project":{{"name":"{project}","domain":{{"id":"default"}}}}}}}}}}"#,
-            self.password
-        );
+        let domain = serde_json::json!({ "id": "default" });
+        let body = serde_json::json!({ "auth": {
+            "identity": { "methods": ["password"], "password": { "user": {
+                "name": user, "domain": domain, "password": self.password,
+            } } },
+            "scope": { "project": { "name": project, "domain": domain } },
+        } })
+        .to_string();
         let mut conn = crate::client::Conn::connect(host.parse().unwrap());
         let (head, _) = conn.request(
             "POST",
