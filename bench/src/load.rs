@@ -208,3 +208,87 @@ pub fn compare(
         peers: figures.collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(latency_ms: u32, bytes: u64) -> Sample {
+        Sample {
+            latency_us: latency_ms * 1000,
+            ttfb_us: latency_ms * 100,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn a_rounds_figures_come_from_its_samples_and_costs() {
+        // Two clients over 2 s: one moved 3 GB in 3 requests, the other 1 GB in 1.
+        let per_client = vec![
+            vec![sample(10, 1_000_000_000); 3],
+            vec![sample(40, 1_000_000_000)],
+        ];
+        let costs = Costs {
+            server_cpu: 0.8,
+            own_cpu: 0.4,
+            peak_rss: 64 << 20,
+        };
+        let r = figures(&per_client, 2.0, &costs);
+        let m = |metric: &Metric| r.metrics[metric.key];
+        assert_eq!(m(&report::REQ_PER_S), 2.0);
+        assert_eq!(m(&report::GB_PER_S), 2.0);
+        assert_eq!(m(&report::SERVER_CPU_PER_GB), 0.2);
+        assert_eq!(m(&report::CLIENT_CPU_PER_GB), 0.1);
+        assert_eq!(m(&report::SERVER_CPU_PER_REQ), 200_000.0);
+        assert_eq!(m(&report::CLIENT_GB_PER_S_MIN), 0.5);
+        assert_eq!(m(&report::CLIENT_GB_PER_S_P50), 1.0);
+        assert_eq!(m(&report::LATENCY_P50), 10.0);
+        assert_eq!(m(&report::LATENCY_P99), 40.0);
+        assert_eq!(m(&report::TTFB_P99), 4.0);
+        assert_eq!(m(&report::PEAK_RSS), 64.0);
+        assert_eq!(r.latencies_us, vec![10_000, 10_000, 10_000, 40_000]);
+    }
+
+    #[test]
+    fn no_bytes_no_throughput_figures() {
+        let r = figures(
+            &[vec![sample(1, 0)]],
+            1.0,
+            &Costs {
+                server_cpu: 0.0,
+                own_cpu: 0.0,
+                peak_rss: 0,
+            },
+        );
+        assert!(!r.metrics.contains_key(report::GB_PER_S.key));
+        assert_eq!(r.metrics[report::REQ_PER_S.key], 1.0);
+    }
+
+    #[test]
+    fn medians_and_percentiles() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(Vec::new()).is_nan());
+        let v: Vec<u32> = (1..=100).collect();
+        assert_eq!(percentile(&v, 0.0), 1.0);
+        assert_eq!(percentile(&v, 0.5), 51.0);
+        assert_eq!(percentile(&v, 1.0), 100.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn summaries_take_each_metrics_median_and_one_cdf() {
+        let round = |gbps: f64, lat: u32| Round {
+            metrics: BTreeMap::from([(report::GB_PER_S.key.to_owned(), gbps)]),
+            latencies_us: vec![lat],
+        };
+        let f = summarize(
+            "x",
+            vec![round(1.0, 3000), round(5.0, 1000), round(2.0, 2000)],
+        );
+        assert_eq!(f.metrics[report::GB_PER_S.key], 2.0);
+        assert_eq!(f.latency_cdf_ms.len(), 101);
+        assert_eq!(f.latency_cdf_ms[0], 1.0);
+        assert_eq!(f.latency_cdf_ms[100], 3.0);
+    }
+}

@@ -445,3 +445,70 @@ fn now_utc() -> String {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(server: &str, gbps: f64, cpu: f64) -> Figures {
+        Figures {
+            server: server.into(),
+            metrics: BTreeMap::from([
+                (GB_PER_S.key.to_owned(), gbps),
+                (SERVER_CPU_PER_GB.key.to_owned(), cpu),
+            ]),
+            latency_cdf_ms: Vec::new(),
+        }
+    }
+
+    fn point() -> Point {
+        Point {
+            clients: 16,
+            kind: None,
+            ours: figures("glance-stream", 6.0, 0.1),
+            peers: vec![
+                ("nginx".into(), figures("nginx", 4.0, 0.2)),
+                ("glance".into(), figures("Glance", 2.0, 0.0)),
+            ],
+        }
+    }
+
+    #[test]
+    fn each_peer_gets_its_figures_and_ours_over_theirs() {
+        let json = point().to_json();
+        assert_eq!(json["clients"], 16);
+        assert_eq!(json["ours"]["server"], "glance-stream");
+        assert_eq!(json["ours"]["gb_per_s"], 6.0);
+        assert_eq!(json["nginx"]["gb_per_s"], 4.0);
+        assert_eq!(json["ratio_vs_nginx"]["gb_per_s"], 1.5);
+        assert_eq!(json["ratio_vs_nginx"]["server_cpu_s_per_gb"], 0.5);
+        assert_eq!(json["ratio_vs_glance"]["gb_per_s"], 3.0);
+        // No ratio over a zero.
+        assert!(json["ratio_vs_glance"].get("server_cpu_s_per_gb").is_none());
+    }
+
+    #[test]
+    fn markdown_rows_hold_values_and_ratios() {
+        let s = Scenario::new(
+            "hot",
+            String::new(),
+            String::new(),
+            Value::Null,
+            &[&GB_PER_S, &SERVER_CPU_PER_GB, &PEAK_RSS],
+        );
+        let rows = s.rows(&point());
+        assert_eq!(rows[0], "| 16 | glance-stream | 6.00 | 0.100 | - |");
+        assert_eq!(rows[1], "| 16 | nginx | 4.00 | 0.200 | - |");
+        assert_eq!(rows[3], "| 16 | ratio vs nginx | 1.50x | 0.50x | - |");
+        assert_eq!(s.header().lines().count(), 2);
+    }
+
+    #[test]
+    fn numbers_are_grouped_past_ten_thousand() {
+        assert_eq!(fmt_num(12_345.6, 2), "12,346");
+        assert_eq!(fmt_num(1_234.0, 0), "1,234");
+        assert_eq!(fmt_num(1_234.5, 1), "1234.5");
+        assert_eq!(fmt_num(-1_234_567.0, 0), "-1,234,567");
+        assert_eq!(fmt_num(0.1234, 3), "0.123");
+    }
+}
