@@ -34,6 +34,7 @@
 # (tempauth's account "test", user "tester") and the secret is testing.
 set -euo pipefail
 
+HERE=$(cd "$(dirname "$0")" && pwd)
 # Debian's Swift is a library of the system's Python 3 (not of any other
 # python3 that PATH may find first).
 PY=/usr/bin/python3
@@ -41,23 +42,16 @@ REGION=us-east-1
 ACCESS_KEY_ID=test:tester
 SECRET=testing
 START_TIMEOUT=90
+# Seconds memcached and the Swift runner get to stop after SIGTERM, before
+# SIGKILL (the runner gives its servers 3).
+STOP_GRACE=5
+PROG=swift.sh
+SERVICE=Swift
 
-die() {
-  printf 'swift.sh: %s\n' "$*" >&2
-  exit 1
-}
-
-# Like die, followed by the end of every server's log.
-fail() {
-  printf 'swift.sh: %s\n' "$*" >&2
-  show_logs
-  exit 1
-}
-
-usage() {
-  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2
-  exit 2
-}
+# die, fail, usage, spawn, wait_until, answers, serve_until_eof and the rest
+# of the process supervision.
+# shellcheck source-path=SCRIPTDIR source=lib/supervise.sh
+. "$HERE/lib/supervise.sh"
 
 # --- install -----------------------------------------------------------------
 
@@ -86,93 +80,6 @@ install() {
 
 # --- serve -------------------------------------------------------------------
 
-# PIDs of the processes this script started, and their names (for messages).
-PIDS=()
-NAMES=()
-
-# True while PID is a live (not zombie) child of this script. Checking the
-# parent, not just that the PID exists, means a PID that the system has
-# reused for another process after one of ours exited is never signalled.
-alive_child() {
-  local stat state ppid
-  # (read, not $(<file): under set -e, bash exits if the file is gone.)
-  IFS= read -r stat 2>/dev/null <"/proc/$1/stat" || return 1
-  # Fields after the command name, which is in parentheses: state, ppid, ...
-  read -r state ppid _ <<<"${stat##*) }"
-  [ "$ppid" = "$$" ] && [ "$state" != Z ]
-}
-
-# Stops every process this script started: SIGTERM, a grace period of 5 s,
-# then SIGKILL for any still alive, and reaps them all.
-stop_children() {
-  local pid i alive
-  set +e # clean-up goes on whatever fails
-  [ ${#PIDS[@]} -gt 0 ] || return 0
-  for pid in "${PIDS[@]}"; do
-    alive_child "$pid" && kill -TERM "$pid" 2>/dev/null
-  done
-  for ((i = 0; i < 100; i++)); do
-    alive=0
-    for pid in "${PIDS[@]}"; do
-      alive_child "$pid" && alive=1
-    done
-    [ "$alive" = 0 ] && break
-    sleep 0.05
-  done
-  for pid in "${PIDS[@]}"; do
-    alive_child "$pid" && kill -KILL "$pid" 2>/dev/null
-  done
-  wait "${PIDS[@]}" 2>/dev/null
-  PIDS=()
-}
-
-# Prints the end of every log under DIR/logs to stderr.
-show_logs() {
-  local log
-  for log in "$DIR"/logs/*.log; do
-    [ -e "$log" ] || continue
-    if [ -s "$log" ]; then
-      printf -- '--- %s (last 30 lines)\n' "$log" >&2
-      tail -n 30 "$log" >&2
-    else
-      printf -- '--- %s (empty)\n' "$log" >&2
-    fi
-  done
-}
-
-# Starts a child process in the background, its stdin from /dev/null and its
-# output into DIR/logs/NAME.log, and records its PID.
-spawn() {
-  local name=$1
-  shift
-  "$@" </dev/null >"$DIR/logs/$name.log" 2>&1 &
-  PIDS+=("$!")
-  NAMES+=("$name")
-}
-
-# True if a child has exited; DEAD then names the first one.
-dead_child() {
-  local i
-  for i in "${!PIDS[@]}"; do
-    if ! alive_child "${PIDS[$i]}"; then
-      DEAD="${NAMES[$i]} (pid ${PIDS[$i]})"
-      return 0
-    fi
-  done
-  return 1
-}
-
-# True when 127.0.0.1:PORT answers GET /healthcheck with 200 (bash's /dev/tcp,
-# so no other program is needed).
-healthy() {
-  (
-    exec 3<>"/dev/tcp/127.0.0.1/$1"
-    printf 'GET /healthcheck HTTP/1.0\r\nHost: 127.0.0.1:%s\r\n\r\n' "$1" >&3
-    IFS= read -r -t 5 status <&3
-    [[ $status == "HTTP/1."?" 200"* ]]
-  ) 2>/dev/null
-}
-
 # True when memcached at 127.0.0.1:PORT answers its "version" command.
 memcached_up() {
   (
@@ -181,20 +88,6 @@ memcached_up() {
     IFS= read -r -t 5 reply <&3
     [[ $reply == VERSION* ]]
   ) 2>/dev/null
-}
-
-# Runs the check given as arguments every 0.1 s until it succeeds; fails if a
-# child exits meanwhile or when DEADLINE (in SECONDS) has passed.
-wait_until() {
-  until "$@"; do
-    if dead_child; then
-      fail "$DEAD exited during start-up"
-    fi
-    if ((SECONDS >= DEADLINE)); then
-      fail "Swift did not answer within ${START_TIMEOUT}s"
-    fi
-    sleep 0.1
-  done
 }
 
 # Writes DIR/run-swift.py, which runs the four Swift servers.
@@ -493,56 +386,34 @@ for s in socks:
   write_configs
   export SWIFT_DIR=$DIR SWIFT_SH_PID=$$
 
-  # From here on, whatever happens, stop what was started (signals during
-  # start-up: as soon as the command under way, at most 0.1 s, returns).
-  trap stop_children EXIT
-  trap 'exit 143' TERM
-  trap 'exit 130' INT
-  trap 'exit 129' HUP
+  # From here on, whatever happens, stop what was started. (spawn starts
+  # memcached, and the runner too, under setpriv, if there, so that they get
+  # SIGKILL should this script be killed; the runner sees to that itself as
+  # well, and for its servers.)
+  supervise
 
   # memcached (tempauth and the proxy's caches), on loopback only.
   local memcached=(/usr/bin/memcached -l 127.0.0.1 -p "$MEMCACHED_PORT" -U 0 -m 64 -t 2)
   [ "$(id -u)" = 0 ] && memcached+=(-u root)
-  # setpriv: memcached too gets SIGKILL should this script be killed.
-  if [[ $(setpriv --help 2>/dev/null) == *--pdeathsig* ]]; then
-    memcached=(setpriv --pdeathsig KILL "${memcached[@]}")
-  fi
   spawn memcached "${memcached[@]}"
 
   # The four Swift servers, in one process tree (see write_runner).
   spawn swift "$PY" "$DIR/run-swift.py" "$ACCOUNT_PORT" "$CONTAINER_PORT" "$OBJECT_PORT"
 
   # Wait until memcached and every server answer.
-  DEADLINE=$((SECONDS + START_TIMEOUT))
   wait_until memcached_up "$MEMCACHED_PORT"
   local port
   for port in "$ACCOUNT_PORT" "$CONTAINER_PORT" "$OBJECT_PORT" "$PROXY_PORT"; do
-    wait_until healthy "$port"
+    wait_until answers "$port" /healthcheck 200
   done
 
   printf 'ready endpoint=http://127.0.0.1:%s region=%s access_key_id=%s secret=%s\n' \
     "$PROXY_PORT" "$REGION" "$ACCESS_KEY_ID" "$SECRET"
 
-  # Serve until stdin reaches end of file or a signal comes, checking on the
-  # servers 4 times a second. A signal now only sets STOP, which the loop
-  # sees once `read` times out: the clean-up must not run inside the
-  # interrupted `read` (bash's own `read` then misbehaves in it).
-  local rc
-  STOP=
-  trap 'STOP=143' TERM
-  trap 'STOP=130' INT
-  trap 'STOP=129' HUP
-  while :; do
-    rc=0
-    IFS= read -r -t 0.25 _ || rc=$?
-    if [ -n "$STOP" ]; then
-      exit "$STOP"
-    elif ((rc > 0 && rc <= 128)); then
-      exit 0 # end of file
-    elif dead_child; then
-      fail "$DEAD exited"
-    fi
-  done
+  # Serve until stdin reaches end of file or a signal comes, checking on
+  # memcached and the runner (which exits should a server exit) 4 times a
+  # second.
+  serve_until_eof
 }
 
 case ${1:-} in

@@ -1,9 +1,10 @@
 # shellcheck shell=bash
 # Process supervision for the scripts that run a real server for the tests
-# and the bench (tests/keystone/keystone.sh, bench/peers/glance.sh): start
-# helper commands and the server as children, wait until the server answers,
-# serve until standard input ends or a signal comes, then stop every process
-# started, by PID, and nothing else. Sourced, under `set -euo pipefail`.
+# and the bench (scripts/swift.sh, tests/keystone/keystone.sh,
+# bench/peers/glance.sh): start helper commands and the server as children,
+# wait until the server answers, serve until standard input ends or a signal
+# comes, then stop every process started, by PID, and nothing else. Sourced,
+# under `set -euo pipefail`.
 #
 # Provides:
 #   die, fail, usage, show_logs         messages (usage prints the script's
@@ -25,6 +26,8 @@
 #   SERVICE        the server's name, for messages ("Keystone")       (caller)
 #   DIR            the server's directory; logs go to DIR/logs        (caller)
 #   START_TIMEOUT  seconds start-up may take                          (caller)
+#   STOP_GRACE     seconds the children get to stop after SIGTERM, before
+#                  SIGKILL (caller, optional: 8 if unset)
 #   PIDS, NAMES    the children started (spawn), their names
 #   DEADLINE       end of start-up, in SECONDS (supervise sets it)
 #   PDEATHSIG      the prefix that gives a child SIGKILL should the script
@@ -103,11 +106,11 @@ alive_same() {
   [ "${fields[19]}" = "$start" ] && [ "${fields[0]}" != Z ]
 }
 
-# Stops every process this script started: SIGTERM, a grace period of 8 s
-# (for the server to finish requests under way), then SIGKILL for any still
-# alive, and reaps them all. The children of those (a server's workers),
-# which their parent stops (and the kernel kills should it die), get SIGKILL
-# too should one outlive it.
+# Stops every process this script started: SIGTERM, a grace period of
+# STOP_GRACE seconds, 8 unless the caller set it (for the server to finish
+# requests under way), then SIGKILL for any still alive, and reaps them all.
+# The children of those (a server's workers), which their parent stops (and
+# the kernel kills should it die), get SIGKILL too should one outlive it.
 stop_children() {
   local pid i alive grand=() left=()
   set +e # clean-up goes on whatever fails
@@ -118,7 +121,7 @@ stop_children() {
   for pid in "${PIDS[@]}"; do
     alive_child "$pid" && kill -TERM "$pid" 2>/dev/null
   done
-  for ((i = 0; i < 160; i++)); do
+  for ((i = 0; i < ${STOP_GRACE:-8} * 20; i++)); do
     alive=0
     for pid in "${PIDS[@]}"; do
       alive_child "$pid" && alive=1
