@@ -19,7 +19,7 @@ use super::images::blocking;
 use super::policy::{self, Action, Target};
 use crate::auth::Context;
 use crate::error::ApiError;
-use crate::fleet::node_client::{CachedImage, Evicted, Inventory};
+use crate::fleet::node_client::{CachedImage, Evicted, Inventory, NodeClient};
 use crate::model::{Status, StreamNode};
 
 /// The header naming the nodes a listing could not reach (their caches are
@@ -281,6 +281,29 @@ pub async fn delete(
 /// (one entry at a time per node); entries a download is reading stay.
 /// Returns (entries removed, bytes freed), or `502` naming the nodes when
 /// none could be reached.
+/// Evicts `image` from `node`, asking again for a moment while the node
+/// says it is in use: a fill or pre-warm that has just finished lets go of
+/// its entry a little after the node lists it as cached. An entry a
+/// download is reading stays (Glance's cache would unlink it under the
+/// reader; a stream node never does).
+async fn evict_when_free(
+    client: &NodeClient,
+    node: &StreamNode,
+    image: &str,
+) -> Result<Evicted, String> {
+    const TRIES: usize = 10;
+    const PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+    let mut outcome = client.evict(node, image).await?;
+    for _ in 1..TRIES {
+        if !matches!(outcome, Evicted::InUse) {
+            break;
+        }
+        tokio::time::sleep(PAUSE).await;
+        outcome = client.evict(node, image).await?;
+    }
+    Ok(outcome)
+}
+
 async fn evict_matching(
     state: &Shared,
     pick: impl Fn(&CachedImage) -> bool,
@@ -292,12 +315,15 @@ async fn evict_matching(
         let inv = client.inventory(node).await?;
         let (mut files, mut bytes) = (0, 0);
         for img in inv.images.iter().filter(|i| pick(i)) {
-            match client.evict(node, &img.id).await {
+            match evict_when_free(client, node, &img.id).await {
                 Ok(Evicted::Removed) => {
                     files += 1;
                     bytes += img.bytes_present;
                 }
-                Ok(_) => {}
+                Ok(Evicted::InUse) => {
+                    tracing::info!(node = %node.name, image = %img.id, "kept: a download is reading it");
+                }
+                Ok(Evicted::NotCached) => {}
                 Err(e) => {
                     tracing::warn!(node = %node.name, image = %img.id, error = %e, "eviction failed");
                 }
