@@ -74,7 +74,7 @@ const KINDS: [Kind; 2] = [
 pub fn run(run: &mut Run, args: &ApiArgs, command: String) {
     let work = Workdir::with_size(args.dir.as_deref(), 1 << 20);
     let data = std::fs::read(&work.object).unwrap();
-    let node = peer::glance_stream(&work.dir, &work.object, 1);
+    let node = peer::glance_stream(&work.dir, &work, 1);
     let keystone = args
         .keystone
         .then(|| peer::keystone(&work.dir.join("keystone"), &args.keystone_venv));

@@ -74,7 +74,7 @@ pub fn run(run: &mut Run, args: &HotArgs, command: String) {
         COLUMNS,
     ));
     let mut servers = vec![
-        peer::glance_stream(&work.dir, &work.object, args.workers),
+        peer::glance_stream(&work.dir, &work, args.workers),
         peer::nginx(&work.dir, &work.object, args.workers, true),
     ];
     let image = std::fs::read(&work.object).unwrap();

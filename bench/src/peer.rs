@@ -6,6 +6,8 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use crate::object::Workdir;
+
 /// A server process (and its children) under test.
 pub struct Server {
     /// Its key in `results.json` (`ours` for glance-stream and glance-api).
@@ -69,17 +71,27 @@ fn serve_from(dir: &Path, sub: &str, object: &Path) -> PathBuf {
     root
 }
 
-/// Starts glance-stream (the binary next to this one) serving `object` from a
-/// file store in `dir`, and returns it with a signed link to the object.
-pub fn glance_stream(dir: &Path, object: &Path, threads: usize) -> Server {
-    serve_from(dir, "gs-images", object);
+/// Starts glance-stream (the binary next to this one) serving `work`'s
+/// object from a file store in `dir`, and returns it with a signed link to
+/// the object.
+pub fn glance_stream(dir: &Path, work: &Workdir, threads: usize) -> Server {
+    serve_from(dir, "gs-images", &work.object);
     glance_stream_with(
         dir,
-        object,
+        work,
         threads,
         "local",
         "[stores.local]\nkind = \"file\"\npath = \"gs-images\"\n",
     )
+}
+
+/// The first line `child` prints (on its piped stdout): its ready line.
+fn first_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line
 }
 
 /// Writes the bench's keyring (one key, mode 0600) at `path`.
@@ -93,10 +105,11 @@ pub fn write_keyring(path: &Path) {
 }
 
 /// Starts glance-stream with the given store tables and a fresh cache, and
-/// returns it with a signed link to `object` in store `store`.
+/// returns it with a signed link to `work`'s object (its size and hashes as
+/// already known) in store `store`.
 pub fn glance_stream_with(
     dir: &Path,
-    object: &Path,
+    work: &Workdir,
     threads: usize,
     store: &str,
     stores: &str,
@@ -123,18 +136,14 @@ pub fn glance_stream_with(
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(&mut child);
     let addr: SocketAddr = line.split_whitespace().nth(3).unwrap().parse().unwrap();
-    let size = std::fs::metadata(object).unwrap().len();
-    let (md5, sha512) = crate::object::hashes(object);
+    let (md5, sha512) = work.hashes;
     let ring = glance_link::Keyring::load(&keyring).unwrap();
     let link = ring.sign(glance_link::LinkParams {
         image_id: glance_link::parse_image_id(IMAGE_ID).unwrap(),
         store: glance_link::StoreId::new(store).unwrap(),
-        size,
+        size: work.size,
         md5,
         sha512,
         expires: u64::MAX / 2,
@@ -403,10 +412,7 @@ fn run_service(
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = first_line(&mut child);
     let fields = line
         .strip_prefix("ready ")
         .unwrap_or_else(|| panic!("{what} did not start: {line:?}"))

@@ -50,7 +50,7 @@ pub fn run(run: &mut Run, args: &RangesArgs, command: String) {
     let work = Workdir::new(args.dir.as_deref(), args.size_mib);
     let object = std::fs::read(&work.object).unwrap();
     let servers = [
-        peer::glance_stream(&work.dir, &work.object, args.workers),
+        peer::glance_stream(&work.dir, &work, args.workers),
         peer::nginx(&work.dir, &work.object, args.workers, false),
     ];
     let range = (args.range_kib << 10).min(work.size).max(1);

@@ -132,7 +132,7 @@ pub fn run(run: &mut Run, args: &StormArgs, command: String) {
             "[stores.web]\nkind = \"http\"\nurl = \"http://{}/\"\n",
             origin.addr
         );
-        let gs = peer::glance_stream_with(&stream_dir, &work.object, args.workers, "web", &stores);
+        let gs = peer::glance_stream_with(&stream_dir, &work, args.workers, "web", &stores);
         let (ours, timeline) = storm(run, &set, &gs, clients, &gs.name);
         run.current().timelines.push(timeline);
         // The same storm again, the image now cached: the time this machine
