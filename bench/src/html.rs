@@ -317,3 +317,48 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{GB_PER_S, SERVER_CPU_PER_GB};
+
+    #[test]
+    fn the_page_holds_the_table_and_a_plot_per_figure() {
+        let fig = |server: &str, gbps: f64| Figures {
+            server: server.into(),
+            metrics: BTreeMap::from([
+                (GB_PER_S.key.to_owned(), gbps),
+                (SERVER_CPU_PER_GB.key.to_owned(), 0.2),
+            ]),
+            latency_cdf_ms: (0..=100).map(f64::from).collect(),
+        };
+        let mut s = Scenario::new(
+            "hot",
+            "hot <object>".into(),
+            "glance-bench hot".into(),
+            serde_json::Value::Null,
+            &[&GB_PER_S, &SERVER_CPU_PER_GB],
+        );
+        for clients in [1, 16] {
+            s.points.push(Point {
+                clients,
+                kind: None,
+                ours: fig("glance-stream", 6.0),
+                peers: vec![("nginx".into(), fig("nginx", 4.0))],
+            });
+        }
+        let machine = BTreeMap::from([
+            ("cpu", "x".into()),
+            ("cores", "2".into()),
+            ("kernel", "k".into()),
+        ]);
+        let h = page("now", &machine, &[s]);
+        // Throughput and cost against clients, and the latency CDF.
+        assert_eq!(h.matches("<svg").count(), 3, "{h}");
+        assert!(h.contains("<td class=\"n\">6.00</td>"));
+        assert!(h.contains("<td>ratio vs nginx</td><td class=\"n\">1.50x</td>"));
+        assert!(h.contains("hot &lt;object&gt;"));
+        assert!(!h.contains("plot failed"));
+    }
+}
