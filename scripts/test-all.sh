@@ -59,22 +59,8 @@ GLANCE_BIN_DIR="$PWD/target/ci" "$venv/bin/pytest" -q -p no:cacheprovider tests
 
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
   step "fuzz (${FUZZ_SECONDS}s per target)"
-  if ! command -v cargo-fuzz >/dev/null 2>&1; then
-    cargo install cargo-fuzz --locked --quiet
-  fi
-  (
-    cd fuzz
-    cargo clippy --all-targets -- -D warnings
-    for target in $(cargo fuzz list); do
-      mkdir -p "corpus/$target"
-      seeds=()
-      [ -d "seeds/$target" ] && seeds=("seeds/$target")
-      # cargo-fuzz needs nightly-only flags; the stable toolchain accepts them
-      # under RUSTC_BOOTSTRAP for this build only.
-      RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "corpus/$target" "${seeds[@]}" -- \
-        -max_total_time="$FUZZ_SECONDS" -max_len=4096 -print_final_stats=1 2>&1 | tail -n 12
-    done
-  )
+  (cd fuzz && cargo clippy --all-targets -- -D warnings)
+  scripts/fuzz.sh "$FUZZ_SECONDS"
 fi
 
 step "all checks passed"

@@ -205,6 +205,11 @@ impl EntryRecord {
         if chunk_size == 0 {
             return Err(FormatError::Field("chunk_size"));
         }
+        let size = u64_at(bytes, SIZE_AT);
+        // Chunks are indexed by u32 (the index's `chunks` table).
+        if size.div_ceil(u64::from(chunk_size)) > u64::from(u32::MAX) {
+            return Err(FormatError::Field("size"));
+        }
         let mut md5 = [0u8; 16];
         md5.copy_from_slice(&bytes[MD5_AT..MD5_AT + 16]);
         let mut sha512 = [0u8; 64];
@@ -213,7 +218,7 @@ impl EntryRecord {
             state,
             queue,
             freq: bytes[FREQ_AT],
-            size: u64_at(bytes, SIZE_AT),
+            size,
             chunk_size,
             md5,
             sha512,
@@ -233,7 +238,7 @@ impl EntryRecord {
     pub fn chunk_range(&self, i: u64) -> Option<(u64, u64)> {
         let cs = u64::from(self.chunk_size);
         let start = i.checked_mul(cs)?;
-        (start < self.size).then(|| (start, (start + cs).min(self.size)))
+        (start < self.size).then(|| (start, start.saturating_add(cs).min(self.size)))
     }
 }
 
@@ -305,13 +310,31 @@ mod tests {
         r.size = 0;
         assert_eq!(r.chunk_count(), 0);
         assert_eq!(r.chunk_range(0), None);
+        // The last chunk of the largest size ends at the size, not past u64.
+        r.chunk_size = u32::MAX;
+        r.size = u64::MAX - 1;
+        let last = r.chunk_count() - 1;
+        assert_eq!(r.chunk_range(last).map(|(_, end)| end), Some(u64::MAX - 1));
+    }
+
+    #[test]
+    fn format_refuses_a_size_of_more_chunks_than_the_index_counts() {
+        let mut r = sample();
+        r.chunk_size = 1;
+        r.size = u64::from(u32::MAX);
+        assert_eq!(EntryRecord::decode(&r.encode()), Ok(r.clone()));
+        r.size += 1;
+        assert_eq!(
+            EntryRecord::decode(&r.encode()),
+            Err(FormatError::Field("size"))
+        );
     }
 
     proptest! {
         #[test]
         fn format_round_trips(size in any::<u64>(), cs in 1u32.., freq in 0u8..=3, hits in any::<u64>(), seq in any::<u64>(), st in 0u8..4) {
             let mut r = sample();
-            r.size = size;
+            r.size = size.min(u64::from(cs) * u64::from(u32::MAX));
             r.chunk_size = cs;
             r.freq = freq;
             r.hits = hits;

@@ -15,6 +15,7 @@
 mod engine;
 mod error;
 pub mod format;
+pub mod fuzzing;
 pub mod index;
 mod map;
 pub mod policy;

@@ -324,11 +324,17 @@ impl Config {
             path: shown.clone(),
             message: e.to_string(),
         })?;
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError {
-            path: shown.clone(),
+        Config::from_toml(&text, path.parent().unwrap_or(Path::new(".")), &shown)
+    }
+
+    /// Parses and checks config text; `base` resolves relative paths and
+    /// `shown` names the source in errors.
+    pub fn from_toml(text: &str, base: &Path, shown: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            path: shown.to_owned(),
             message: e.to_string(),
         })?;
-        Config::check(raw, path.parent().unwrap_or(Path::new(".")), &shown)
+        Config::check(raw, base, shown)
     }
 
     /// Checks a parsed file.
@@ -397,6 +403,10 @@ impl Config {
 /// The longest link lifetime: S3 presigns for 7 days at most, and a link is
 /// a bearer credential.
 pub const MAX_LINK_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// The longest interval, timeout or grace any other setting may ask for:
+/// past it a deadline is no limit, and far past it the clock overflows.
+pub const MAX_DURATION_SECS: u64 = 7 * 24 * 3600;
 
 /// The longest node name.
 const MAX_NODE_NAME: usize = 64;
@@ -482,8 +492,16 @@ fn check_fleet(raw: RawFleet, base: &Path) -> Result<FleetConfig, String> {
             Some(AdminToken(token.to_owned()))
         }
     };
-    if raw.health_interval_secs == 0 || raw.node_timeout_secs == 0 {
-        return Err("[fleet] health_interval_secs and node_timeout_secs must be at least 1".into());
+    for (key, v, least) in [
+        ("health_interval_secs", raw.health_interval_secs, 1),
+        ("node_timeout_secs", raw.node_timeout_secs, 1),
+        ("key_grace_secs", raw.key_grace_secs, 0),
+    ] {
+        if !(least..=MAX_DURATION_SECS).contains(&v) {
+            return Err(format!(
+                "[fleet] {key} must be {least} to {MAX_DURATION_SECS} (7 days)"
+            ));
+        }
     }
     let replicas =
         std::num::NonZeroUsize::new(raw.replicas).ok_or("[fleet] replicas must be at least 1")?;
@@ -566,8 +584,15 @@ fn check_auth(raw: RawAuth, base: &Path) -> Result<AuthConfig, String> {
             }
             let password = glance_link::read_private_file(&base.join(&k.password_file))
                 .map_err(|e| format!("[auth.keystone] password_file: {e}"))?;
-            if k.timeout_secs == 0 {
-                return Err("[auth.keystone] timeout_secs must be at least 1".into());
+            if !(1..=MAX_DURATION_SECS).contains(&k.timeout_secs) {
+                return Err(format!(
+                    "[auth.keystone] timeout_secs must be 1 to {MAX_DURATION_SECS} (7 days)"
+                ));
+            }
+            if k.cache_ttl_secs > MAX_DURATION_SECS {
+                return Err(format!(
+                    "[auth.keystone] cache_ttl_secs must be at most {MAX_DURATION_SECS} (7 days)"
+                ));
             }
             Ok(AuthConfig::Keystone(crate::keystone::KeystoneConfig {
                 auth_url,
@@ -621,6 +646,14 @@ mod tests {
                 "weight",
             ),
             ("[fleet]\nreplicas = 0", "replicas"),
+            (
+                "[fleet]\nkey_grace_secs = 604801",
+                "key_grace_secs must be 0 to 604800",
+            ),
+            (
+                "[fleet]\nnode_timeout_secs = 0",
+                "node_timeout_secs must be 1",
+            ),
         ] {
             let err = raw(extra).unwrap_err().to_string();
             assert!(err.contains(want), "{extra}: {err}");

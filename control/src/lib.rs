@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod fleet;
+pub mod fuzzing;
 pub mod keystone;
 pub mod links;
 pub mod metadata;

@@ -8,6 +8,10 @@ use crate::{Keyring, KeyringError};
 /// Permission bits that must be clear on a keyring file: any access by group or others.
 const FORBIDDEN_MODE_BITS: u32 = 0o077;
 
+/// Largest private file read (a keyring of thousands of keys fits): a path
+/// to a device or a huge file is refused instead of read without end.
+pub const MAX_PRIVATE_FILE: u64 = 1 << 20;
+
 impl Keyring {
     /// Reads and parses the keyring file at `path`.
     ///
@@ -20,16 +24,34 @@ impl Keyring {
 
 /// Reads a file that holds secrets (the keyring, a backend's secret key, an
 /// admin token), refusing it before reading a byte when group or others may
-/// access it.
+/// access it, when it is not a regular file (a FIFO would block, a device
+/// never end) or when it is larger than [`MAX_PRIVATE_FILE`].
 pub fn read_private_file(path: &Path) -> Result<String, KeyringError> {
+    use std::io::Read as _;
     let shown = path.display().to_string();
     let io = |source| KeyringError::Io {
         path: shown.clone(),
         source,
     };
+    let invalid = |what: &str| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, what));
+    // Checked before opening too: opening a FIFO for reading waits for a writer.
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(invalid("not a regular file"));
+    }
     let file = std::fs::File::open(path).map_err(io)?;
-    check_mode(&file, &shown)?;
-    std::io::read_to_string(file).map_err(io)
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(invalid("not a regular file"));
+    }
+    check_mode(&meta, &shown)?;
+    let mut text = String::new();
+    file.take(MAX_PRIVATE_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    if text.len() as u64 > MAX_PRIVATE_FILE {
+        return Err(invalid("larger than 1 MiB"));
+    }
+    Ok(text)
 }
 
 /// Writes `text` to `path` as a private file (mode 0600): into a temporary
@@ -62,17 +84,9 @@ pub fn write_private_file(path: &Path, text: &str, tmp_extension: &str) -> std::
 }
 
 #[cfg(unix)]
-fn check_mode(file: &std::fs::File, shown: &str) -> Result<(), KeyringError> {
+fn check_mode(meta: &std::fs::Metadata, shown: &str) -> Result<(), KeyringError> {
     use std::os::unix::fs::PermissionsExt as _;
-    let mode = file
-        .metadata()
-        .map_err(|source| KeyringError::Io {
-            path: shown.to_owned(),
-            source,
-        })?
-        .permissions()
-        .mode()
-        & 0o7777;
+    let mode = meta.permissions().mode() & 0o7777;
     if mode & FORBIDDEN_MODE_BITS != 0 {
         return Err(KeyringError::Permissions {
             path: shown.to_owned(),
@@ -83,6 +97,6 @@ fn check_mode(file: &std::fs::File, shown: &str) -> Result<(), KeyringError> {
 }
 
 #[cfg(not(unix))]
-fn check_mode(_: &std::fs::File, _: &str) -> Result<(), KeyringError> {
+fn check_mode(_: &std::fs::Metadata, _: &str) -> Result<(), KeyringError> {
     Ok(())
 }

@@ -29,7 +29,7 @@ pub mod fuzzing;
 
 pub use canonical::canonical_string;
 pub use ids::{IdError, KeyId, StoreId, parse_image_id};
-pub use keyfile::{read_private_file, write_private_file};
+pub use keyfile::{MAX_PRIVATE_FILE, read_private_file, write_private_file};
 pub use keyring::{Keyring, KeyringError, MIN_SECRET_BYTES, Secret};
 pub use link::{LinkParams, LinkRequest, SignedLink, VerifiedLink};
 pub use rejection::Rejection;

@@ -154,3 +154,39 @@ fn private_files_are_written_whole_with_mode_0600() {
     assert_eq!(Keyring::load(&path).unwrap().primary().as_str(), "b");
     assert!(!path.with_extension("tmp").exists());
 }
+
+#[test]
+fn private_files_must_be_small_regular_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // A FIFO would block the reader until a writer came; a device never ends.
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for path in [
+        fifo.as_path(),
+        std::path::Path::new("/dev/zero"),
+        dir.path(),
+    ] {
+        let err = glance_link::read_private_file(path).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("not a regular file"), "{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+    }
+    let big = file_with(
+        &"#".repeat(glance_link::MAX_PRIVATE_FILE as usize + 1),
+        0o600,
+    );
+    let msg = glance_link::read_private_file(big.path())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("larger than 1 MiB"), "{msg}");
+    let fits = file_with(&"#".repeat(glance_link::MAX_PRIVATE_FILE as usize), 0o600);
+    assert_eq!(
+        glance_link::read_private_file(fits.path()).unwrap().len() as u64,
+        glance_link::MAX_PRIVATE_FILE
+    );
+}

@@ -292,6 +292,11 @@ impl Config {
             )));
         }
         let threads = match NonZeroUsize::new(raw.threads) {
+            Some(n) if n.get() > MAX_THREADS => {
+                return Err(invalid(format!(
+                    "threads = {n}: at most {MAX_THREADS} worker threads"
+                )));
+            }
             Some(n) => n,
             None => std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
         };
@@ -429,12 +434,19 @@ fn check_store(raw: RawStore, base: &Path) -> Result<StoreConfig, String> {
     }
 }
 
+/// Most worker threads (one ring, listener and cache handle each).
+pub const MAX_THREADS: usize = 1024;
+
+/// The longest timeout a setting may ask for: past it a deadline would be
+/// no limit at all, and far past it adding it to the clock overflows.
+pub const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+
 /// Applies a remote store's timeouts and pool size.
 fn remote_settings(raw: &RawStore, origin: &mut crate::origin::OriginConfig) -> Result<(), String> {
     let secs = |v: Option<u64>, key: &str, default: Duration| match v {
         None => Ok(default),
-        Some(0) => Err(format!("`{key}` must be at least 1")),
-        Some(n) => Ok(Duration::from_secs(n)),
+        Some(n @ 1..=MAX_TIMEOUT_SECS) => Ok(Duration::from_secs(n)),
+        Some(_) => Err(format!("`{key}` must be 1 to {MAX_TIMEOUT_SECS} (7 days)")),
     };
     let t = &mut origin.timeouts;
     t.connect = secs(raw.connect_timeout_secs, "connect_timeout_secs", t.connect)?;
@@ -452,8 +464,10 @@ fn remote_settings(raw: &RawStore, origin: &mut crate::origin::OriginConfig) -> 
 
 fn check_http(raw: &RawHttp) -> Result<HttpLimits, String> {
     let secs = |name: &str, v: u64| {
-        if v == 0 {
-            Err(format!("[http] {name} must be at least 1"))
+        if v == 0 || v > MAX_TIMEOUT_SECS {
+            Err(format!(
+                "[http] {name} must be 1 to {MAX_TIMEOUT_SECS} (7 days)"
+            ))
         } else {
             Ok(Duration::from_secs(v))
         }
@@ -528,6 +542,22 @@ path = "images"
             ),
             (format!("{MINIMAL}\n[http]\nmax_headers = 2"), "max_headers"),
             (MINIMAL.replace("[stores.local]", "[stores.\"a/b\"]"), "a/b"),
+            // Past 7 days a deadline is no limit and the clock could overflow.
+            (
+                format!("{MINIMAL}\n[http]\nsend_timeout_secs = 604801"),
+                "send_timeout_secs must be 1 to 604800",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[stores.o]\nkind = \"http\"\nurl = \"http://10.0.0.9/i/\"\n\
+                     first_byte_timeout_secs = 18446744073709551615"
+                ),
+                "`first_byte_timeout_secs` must be 1 to 604800",
+            ),
+            (
+                MINIMAL.replace("keyring = ", "threads = 1025\nkeyring = "),
+                "at most 1024 worker threads",
+            ),
         ];
         for (text, key) in cases {
             let err = Config::from_toml(&text, Path::new("."), "t")

@@ -32,3 +32,52 @@ pub fn request_head(data: &[u8]) {
         assert!(!head.path.contains('?'), "query left in the path");
     }
 }
+
+/// Arbitrary text never panics glance-stream's config checker; a refusal
+/// names the file, and a config it accepts has its limits, chunk size and
+/// every timeout within their documented bounds.
+///
+/// Relative paths resolve under a directory that does not exist, so only a
+/// file named by an absolute path can be read (and must be private).
+pub fn config(data: &[u8]) {
+    use crate::config::{Config, MAX_TIMEOUT_SECS, StoreConfig};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let shown = "fuzz.toml";
+    let base = std::path::Path::new("/nonexistent-fuzz-base");
+    let config = match Config::from_toml(text, base, shown) {
+        Ok(config) => config,
+        Err(e) => {
+            assert!(e.to_string().contains(shown), "unnamed error: {e}");
+            return;
+        }
+    };
+    let longest = std::time::Duration::from_secs(MAX_TIMEOUT_SECS);
+    let h = &config.http;
+    let mut timeouts = vec![
+        h.header_timeout,
+        h.idle_timeout,
+        h.send_timeout,
+        h.drain_timeout,
+    ];
+    for store in config.stores.values() {
+        if let StoreConfig::Http { origin } | StoreConfig::S3 { origin } = store {
+            let t = &origin.timeouts;
+            timeouts.extend([t.connect, t.first_byte, t.idle]);
+        }
+    }
+    for t in timeouts {
+        assert!(!t.is_zero() && t <= longest, "timeout {t:?}");
+    }
+    assert!((1024..=1 << 20).contains(&h.max_header_bytes));
+    assert!((8..=http::MAX_HEADERS_CAP).contains(&h.max_headers));
+    assert!(h.max_connections_per_thread > 0);
+    assert!(
+        glance_cache::CHUNK_SIZE_RANGE.contains(&config.cache_chunk_size),
+        "chunk size {}",
+        config.cache_chunk_size
+    );
+    assert!(!config.public_url.ends_with('/'), "{}", config.public_url);
+    assert!(config.threads.get() <= crate::config::MAX_THREADS);
+}

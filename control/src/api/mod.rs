@@ -9,7 +9,7 @@ mod images;
 mod links;
 mod list;
 mod members;
-mod patch;
+pub(crate) mod patch;
 mod policy;
 mod schemas;
 

@@ -169,6 +169,19 @@ fn apply_op(ctx: &Context, img: &mut Image, op: &Value) -> Result<(), ApiError> 
     }
 }
 
+/// Parses a PATCH body: a JSON list of operations (each checked when applied).
+pub fn parse_patch(body: &[u8]) -> Result<Vec<Value>, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("The patch is not a JSON list of operations: {e}"))
+    })
+}
+
+/// Applies operations in order, stopping at the first that fails (the
+/// caller applies to a copy, so a failed patch changes nothing).
+pub fn apply_patch(ctx: &Context, img: &mut Image, ops: &[Value]) -> Result<(), ApiError> {
+    ops.iter().try_for_each(|op| apply_op(ctx, img, op))
+}
+
 /// `PATCH /v2/images/{id}`.
 pub async fn patch(
     State(state): State<Shared>,
@@ -199,22 +212,16 @@ pub async fn patch(
             "application/openstack-images-v2.0-json-patch, application/openstack-images-v2.1-json-patch",
         ));
     }
-    let ops: Vec<Value> = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(format!("The patch is not a JSON list of operations: {e}"))
-    })?;
+    let ops = parse_patch(&body)?;
     let current = super::images::load_visible(&state, &ctx, id).await?;
     policy::check(Action::ModifyImage, &ctx, Target::image(&current))?;
     // Apply to a copy first so an invalid patch changes nothing and gets its own status.
     let mut preview = current.clone();
-    for op in &ops {
-        apply_op(&ctx, &mut preview, op)?;
-    }
+    apply_patch(&ctx, &mut preview, &ops)?;
     let now = super::images::now();
     let updated = super::images::blocking(&state, move |m| {
         m.update(&id, &mut |img| {
-            for op in &ops {
-                apply_op(&ctx, img, op).map_err(|e| e.message)?;
-            }
+            apply_patch(&ctx, img, &ops).map_err(|e| e.message)?;
             img.updated_at = now.clone();
             Ok(())
         })

@@ -1,0 +1,4 @@
+//! Arbitrary text never panics glance-stream's TOML config checker; accepted configs stay within their bounds.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| glance_stream::fuzzing::config(data));
