@@ -12,10 +12,13 @@
 //!
 //! A backend that fails mid-response cuts the response before its
 //! `Content-Length` (a short body, never a complete-looking lie); the chunks
-//! that landed stay, and a later request resumes from them. When the bytes
-//! turn out not to match the link's hashes, the entry is thrown away; the
-//! clients that were streaming get the backend's bytes and verify them end
-//! to end, as Glance's clients do.
+//! that landed stay, and a later request resumes from them. A download of
+//! the whole image holds back its last byte until the image's hashes are
+//! checked: when the bytes turn out not to match the link, the entry is
+//! thrown away and the response is cut one byte short, so no client ever
+//! receives a complete-looking wrong image (clients verify end to end too,
+//! as Glance's do). A range of the image cannot be checked on its own and is
+//! sent as the backend gives it.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
@@ -201,6 +204,9 @@ pub async fn serve(io: &mut Io, link: &VerifiedLink, a: &Answer) -> io::Result<b
             src.metrics().cache(CacheOutcome::Miss);
             match walk(&src, lease, a.start, a.end, Some(&mut sink)).await {
                 Ok((Walked::Done, _)) => Ok(()),
+                // The backend's bytes are not the image's: streaming them
+                // through would hand the whole image over unchecked.
+                Ok((Walked::Invalidated { .. }, _)) if whole_image(&src, a) => Err(mismatch()),
                 Ok((Walked::Invalidated { from }, _)) => {
                     stream_through(&src, &mut sink, from, a.end).await
                 }
@@ -225,10 +231,20 @@ pub async fn serve(io: &mut Io, link: &VerifiedLink, a: &Answer) -> io::Result<b
     }
 }
 
+/// The error of an image whose bytes do not match its link.
+fn mismatch() -> io::Error {
+    other("the backend's bytes do not match the link's hashes")
+}
+
+/// Whether answer `a` carries every byte of the image (a whole download,
+/// which can be checked against the link's hashes before it ends).
+fn whole_image(src: &Source, a: &Answer) -> bool {
+    a.start == 0 && a.end + 1 == src.params.size
+}
+
 /// Fills every missing chunk of an image without sending it anywhere (a
 /// pre-warm). Returns once the image is complete in the cache.
 pub async fn prewarm(src: Source) -> io::Result<()> {
-    let mismatch = || other("the backend's bytes do not match the link's hashes");
     match lookup(&src).await? {
         Lookup::Hit(_) => Ok(()),
         Lookup::Partial(lease) => {
@@ -236,26 +252,26 @@ pub async fn prewarm(src: Source) -> io::Result<()> {
             if let Walked::Invalidated { .. } = walked {
                 return Err(mismatch());
             }
-            wait_verified(lease)
-                .await
-                .and_then(|ok| ok.then_some(()).ok_or_else(mismatch))
+            let (verified, _) = wait_verified(lease).await?;
+            verified.then_some(()).ok_or_else(mismatch)
         }
         Lookup::Bypass => Err(other("the cache cannot admit the image now")),
     }
 }
 
 /// Waits until an entry whose chunks are all present is verified: `true`
-/// when complete, `false` when its bytes did not match. The commit of its
-/// last chunk verifies it; a verification that failed is retried here.
-async fn wait_verified(mut lease: Lease) -> io::Result<bool> {
+/// when complete, `false` when its bytes did not match; the lease comes
+/// back. The commit of its last chunk verifies it; a verification that
+/// failed is retried here.
+async fn wait_verified(mut lease: Lease) -> io::Result<(bool, Lease)> {
     let deadline = std::time::Instant::now() + CACHE_DEADLINE;
     let mut retried = false;
     loop {
         if lease.is_complete() {
-            return Ok(true);
+            return Ok((true, lease));
         }
         if lease.chunk(0).is_none() {
-            return Ok(false);
+            return Ok((false, lease));
         }
         if std::time::Instant::now() > deadline {
             return Err(other("the image was not verified in time"));
@@ -269,11 +285,12 @@ async fn wait_verified(mut lease: Lease) -> io::Result<bool> {
             .await?;
             lease = l;
             if finished.map_err(other)? == Some(Committed::Invalid) {
-                return Ok(false);
+                return Ok((false, lease));
             }
             continue;
         }
-        monoio::time::sleep(Duration::from_millis(50)).await;
+        // The last chunk's committer is hashing its bytes: milliseconds.
+        monoio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -326,6 +343,7 @@ async fn walk(
     end: u64,
     mut sink: Option<&mut Sink<'_, '_>>,
 ) -> io::Result<(Walked, Lease)> {
+    let whole = start == 0 && end + 1 == src.params.size;
     // Every chunk present yet not complete: a commit failed before the
     // hashes were checked. Check them now rather than serve unverified bytes.
     let (lease, finished) = blocking(move || {
@@ -388,6 +406,16 @@ async fn walk(
         if let Some(sink) = sink.as_deref_mut() {
             let (a, b) = overlap(&lease, i, start, end);
             sink.head().await?;
+            if whole && b == end + 1 {
+                // The image's last byte goes out only once its hashes match.
+                send_body(sink.io, lease.file(), a, b - 1 - a).await?;
+                let (verified, checked) = wait_verified(lease).await?;
+                if !verified {
+                    return Err(mismatch());
+                }
+                send_body(sink.io, checked.file(), b - 1, 1).await?;
+                return Ok((Walked::Done, checked));
+            }
             send_body(sink.io, lease.file(), a, b - a).await?;
         }
     }
@@ -460,27 +488,51 @@ async fn fill_chunk(src: &Source, claim: Claim, a: u64, b: u64) -> io::Result<Co
     blocking(move || claim.commit(&data)).await?.map_err(other)
 }
 
-/// Streams bytes `start..=end` from the backend without caching them.
+/// Streams bytes `start..=end` from the backend without caching them. The
+/// whole image is hashed on the way and its last byte held back until the
+/// sha512 matches the link's.
 async fn stream_through(
     src: &Source,
     sink: &mut Sink<'_, '_>,
     start: u64,
     end: u64,
 ) -> io::Result<()> {
+    use sha2::Digest as _;
+    let mut hasher = (start == 0 && end + 1 == src.params.size).then(sha2::Sha512::new);
     let mut at = start;
     while at <= end {
         let last = (at + THROUGH_CHUNK - 1).min(end);
-        let data = fetch(src, at, last).await?;
+        let mut data = fetch(src, at, last).await?;
         sink.head().await?;
-        let sent = data.len() as u64;
-        let timeout = sink.io.shared.config.http.send_timeout;
-        match monoio::time::timeout(timeout, sink.io.stream.write_all(data)).await {
-            Ok((res, _)) => res?,
-            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
-        };
-        src.metrics().sent(SendPath::Copy, sent);
+        let mut held = None;
+        if let Some(h) = hasher.as_mut() {
+            h.update(&data);
+            if last == end {
+                held = data.pop();
+            }
+        }
+        write_through(src, sink, data).await?;
+        if let (Some(byte), Some(h)) = (held, hasher.take()) {
+            if h.finalize().as_slice() != src.params.sha512 {
+                tracing::error!(image = %src.params.image_id, "backend bytes do not match the link's hashes; response cut");
+                return Err(mismatch());
+            }
+            write_through(src, sink, vec![byte]).await?;
+        }
         at = last + 1;
     }
+    Ok(())
+}
+
+/// Writes fetched bytes to the client, bounded by the send timeout.
+async fn write_through(src: &Source, sink: &mut Sink<'_, '_>, data: Vec<u8>) -> io::Result<()> {
+    let sent = data.len() as u64;
+    let timeout = sink.io.shared.config.http.send_timeout;
+    match monoio::time::timeout(timeout, sink.io.stream.write_all(data)).await {
+        Ok((res, _)) => res?,
+        Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+    };
+    src.metrics().sent(SendPath::Copy, sent);
     Ok(())
 }
 

@@ -71,6 +71,31 @@ pub fn download_sha512(addr: SocketAddr, target: &str) -> (u16, u64, [u8; 64]) {
     (status, len, hasher.finalize().into())
 }
 
+/// Downloads `target` on a new connection and reads until the server
+/// closes it, whether or not the body is whole: returns the status, the
+/// declared `Content-Length` and the body bytes received.
+pub fn download_partial(addr: SocketAddr, target: &str) -> (u16, u64, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head: {:?}", String::from_utf8_lossy(&raw)))
+        + 4;
+    let (resp, _) = parse_response(&raw[..head_end], true);
+    let declared = resp
+        .header("content-length")
+        .map_or(0, |v| v.parse().unwrap());
+    (resp.status, declared, raw[head_end..].to_vec())
+}
+
 /// Starts a download of `target`, calls `cut` (the backend goes away) 1.5 s
 /// in, and checks the client then gets a body cut short of `image`, right
 /// as far as it goes.
