@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use common::swift::Swift;
-use common::{Image, Node, pseudo_random, sha512};
+use common::{Image, Node, pseudo_random};
 
 const MIB: usize = 1 << 20;
 const PREFIX: &str = "glance images/\u{e9}t\u{e9}/";
