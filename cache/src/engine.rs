@@ -112,6 +112,9 @@ pub struct Stats {
     pub scrub_failures: u64,
     /// Completions verified by reading the image back (fills out of order).
     pub read_backs: u64,
+    /// Chunk commits that failed to write or record their bytes (a full or
+    /// failing disk).
+    pub write_failures: u64,
     /// Bytes admitted (reserved or filled).
     pub bytes_used: u64,
     /// The limit.
@@ -201,6 +204,9 @@ struct Entry {
     hasher_out: bool,
     /// The whole-image check is under way.
     verifying: bool,
+    /// A commit of one of its chunks failed to write (a full or failing
+    /// disk): its readers stream the rest through instead of waiting.
+    write_failed: bool,
 }
 
 /// md5 and sha512 of chunks `0..next`.
@@ -228,6 +234,7 @@ impl Entry {
             hasher: None,
             hasher_out: false,
             verifying: false,
+            write_failed: false,
         }
     }
 
@@ -295,7 +302,13 @@ pub(crate) struct Shared {
     stats: Stats,
     /// Where the scrubber resumes: entry key and chunk index.
     scrub_cursor: (Key, u64),
+    /// When a chunk commit last failed to write: admissions pause after it.
+    write_failed_at: Option<std::time::Instant>,
 }
+
+/// How long new images are not admitted after a chunk could not be written
+/// (the disk may be full): they stream through uncached meanwhile.
+pub const WRITE_FAILURE_PAUSE: std::time::Duration = std::time::Duration::from_secs(10);
 
 struct Inner {
     config: CacheConfig,
@@ -437,6 +450,7 @@ impl Cache {
                 entries: HashMap::new(),
                 seq: 0,
                 scrub_cursor: ([0; 16], 0),
+                write_failed_at: None,
                 stats: Stats {
                     bytes_limit: config.max_bytes,
                     ..Stats::default()
@@ -491,6 +505,13 @@ impl Cache {
             return Ok(found);
         }
         shared.stats.misses += 1;
+        if shared
+            .write_failed_at
+            .is_some_and(|t| t.elapsed() < WRITE_FAILURE_PAUSE)
+        {
+            shared.stats.bypasses += 1;
+            return Ok(Lookup::Bypass);
+        }
         let admission = {
             let Shared {
                 policy, entries, ..
@@ -739,6 +760,14 @@ impl Lease {
             .and_then(|e| e.chunks.get(usize::try_from(i).ok()?).copied())
     }
 
+    /// Whether a commit of one of the entry's chunks failed to write its
+    /// bytes (a full or failing disk): a reader should stream the rest
+    /// through rather than wait for a refill.
+    pub fn write_failed(&self) -> bool {
+        let mut shared = self.inner.lock();
+        current(&mut shared, &self.key, self.generation).is_some_and(|e| e.write_failed)
+    }
+
     /// Whether the entry is complete and verified.
     pub fn is_complete(&self) -> bool {
         let mut shared = self.inner.lock();
@@ -938,16 +967,31 @@ impl Claim {
             });
         }
         let crc = crc32fast::hash(data);
-        inner.fault(FaultPoint::DataWrite, &path)?;
-        self.file.write_all_at(data, start).map_err(io_err(&path))?;
-        inner.fault(FaultPoint::DataSync, &path)?;
-        self.file.sync_data().map_err(io_err(&path))?;
         let chunk = u32::try_from(self.chunk).map_err(|_| CacheError::NotFound)?;
-        inner.fault(FaultPoint::IndexWrite, &path)?;
-        // The index row is written only if the entry is still this generation.
-        inner
-            .index
-            .put_chunk(&self.key, self.generation, chunk, crc)?;
+        let written = (|| {
+            inner.fault(FaultPoint::DataWrite, &path)?;
+            self.file.write_all_at(data, start).map_err(io_err(&path))?;
+            inner.fault(FaultPoint::DataSync, &path)?;
+            self.file.sync_data().map_err(io_err(&path))?;
+            inner.fault(FaultPoint::IndexWrite, &path)?;
+            // The index row is written only if the entry is still this generation.
+            inner
+                .index
+                .put_chunk(&self.key, self.generation, chunk, crc)
+        })();
+        if let Err(e) = written {
+            // Marked before the claim's drop frees the chunk and wakes its
+            // waiters, so they see why.
+            if !matches!(e, CacheError::NotFound) {
+                let mut shared = inner.lock();
+                shared.stats.write_failures += 1;
+                shared.write_failed_at = Some(std::time::Instant::now());
+                if let Some(entry) = current(&mut shared, &self.key, self.generation) {
+                    entry.write_failed = true;
+                }
+            }
+            return Err(e);
+        }
         self.done = true;
         // Marked present, and the running hashes taken when they expect this
         // chunk, in one step: whoever holds them sees every chunk that landed.

@@ -142,6 +142,16 @@ fn a_failed_commit_frees_the_chunk_for_another_filler() {
         .unwrap_err();
     assert!(err.to_string().contains("EIO"), "{err}");
     assert_eq!(lease.chunk(0), Some(ChunkState::Missing));
+    // The failure is told to the entry's readers and counted; new images
+    // stream through for a while (the disk may be full)...
+    assert!(lease.write_failed());
+    assert_eq!(cache.stats().write_failures, 1);
+    let other = image(2);
+    assert!(matches!(
+        cache.lookup([2; 16], &meta(&other), 1).unwrap(),
+        Lookup::Bypass
+    ));
+    // ...while the entry under way can still be filled.
     assert_eq!(
         lease
             .claim(0)

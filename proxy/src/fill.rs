@@ -204,18 +204,27 @@ pub async fn serve(io: &mut Io, link: &VerifiedLink, a: &Answer) -> io::Result<b
             src.metrics().cache(CacheOutcome::Miss);
             match walk(&src, lease, a.start, a.end, Some(&mut sink)).await {
                 Ok((Walked::Done, _)) => Ok(()),
+                Ok((Walked::Unwritable { from }, lease)) => {
+                    tracing::warn!(image = %src.params.image_id, from, "the cache cannot write; streaming the rest through");
+                    let check = match whole_image(&src, a) {
+                        true => Some(hash_prefix(lease, from).await?),
+                        false => None,
+                    };
+                    stream_through(&src, &mut sink, from, a.end, check).await
+                }
                 // The backend's bytes are not the image's: streaming them
                 // through would hand the whole image over unchecked.
                 Ok((Walked::Invalidated { .. }, _)) if whole_image(&src, a) => Err(mismatch()),
                 Ok((Walked::Invalidated { from }, _)) => {
-                    stream_through(&src, &mut sink, from, a.end).await
+                    stream_through(&src, &mut sink, from, a.end, None).await
                 }
                 Err(e) => Err(e),
             }
         }
         Lookup::Bypass => {
             src.metrics().cache(CacheOutcome::Bypass);
-            stream_through(&src, &mut sink, a.start, a.end).await
+            let check = whole_image(&src, a).then(<sha2::Sha512 as sha2::Digest>::new);
+            stream_through(&src, &mut sink, a.start, a.end, check).await
         }
     };
     match served {
@@ -331,6 +340,9 @@ enum Walked {
     /// The entry was thrown away (its bytes did not match the link) before
     /// byte `from` was sent.
     Invalidated { from: u64 },
+    /// A chunk could not be written to the cache (a full or failing disk)
+    /// before byte `from` was sent: the rest streams through.
+    Unwritable { from: u64 },
 }
 
 /// Goes through the chunks holding bytes `start..=end` of a filling entry,
@@ -388,6 +400,9 @@ async fn walk(
                 // The fill this reader waited for gave up after its retries:
                 // the backend is failing. Cut this response too rather than
                 // retry one waiter after another; a later request resumes.
+                Some(ChunkState::Missing) if waited && lease.write_failed() => {
+                    return Ok((Walked::Unwritable { from }, lease));
+                }
                 Some(ChunkState::Missing) if waited => {
                     return Err(other("the backend failed while this chunk was filled"));
                 }
@@ -488,7 +503,28 @@ async fn fill_chunk(src: &Source, claim: Claim, a: u64, b: u64) -> io::Result<Co
     blocking(move || claim.commit(&data)).await?.map_err(other)
 }
 
-/// Streams bytes `start..=end` from the backend without caching them. The
+/// The sha512 of bytes `0..len` of a cache entry (already sent to a client
+/// from the cache), read back on the blocking pool: the start of a whole
+/// image whose rest streams through.
+async fn hash_prefix(lease: Lease, len: u64) -> io::Result<sha2::Sha512> {
+    use sha2::Digest as _;
+    blocking(move || {
+        let mut hasher = sha2::Sha512::new();
+        let mut buf = vec![0u8; THROUGH_CHUNK as usize];
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(THROUGH_CHUNK) as usize;
+            lease.file().read_exact_at(&mut buf[..n], at)?;
+            hasher.update(&buf[..n]);
+            at += n as u64;
+        }
+        Ok(hasher)
+    })
+    .await?
+}
+
+/// Streams bytes `start..=end` from the backend without caching them. With
+/// `check` (the sha512 of the image's bytes before `start`), the rest of the
 /// whole image is hashed on the way and its last byte held back until the
 /// sha512 matches the link's.
 async fn stream_through(
@@ -496,9 +532,10 @@ async fn stream_through(
     sink: &mut Sink<'_, '_>,
     start: u64,
     end: u64,
+    check: Option<sha2::Sha512>,
 ) -> io::Result<()> {
     use sha2::Digest as _;
-    let mut hasher = (start == 0 && end + 1 == src.params.size).then(sha2::Sha512::new);
+    let mut hasher = check;
     let mut at = start;
     while at <= end {
         let last = (at + THROUGH_CHUNK - 1).min(end);

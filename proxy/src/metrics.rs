@@ -223,6 +223,19 @@ impl Metrics {
             "glance_stream_cache_scrub_failures_total {}",
             cache.scrub_failures
         );
+        let _ = writeln!(
+            out,
+            "# HELP glance_stream_cache_write_failures_total Chunks that could not be written to the cache (a full or failing disk); their downloads streamed through."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE glance_stream_cache_write_failures_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "glance_stream_cache_write_failures_total {}",
+            cache.write_failures
+        );
         out
     }
 

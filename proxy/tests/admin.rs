@@ -89,7 +89,7 @@ fn prewarm_fills_from_the_origin_and_the_download_after_reads_nothing_more() {
     let dir = tempfile::tempdir().unwrap();
     let nginx = Nginx::start(dir.path());
     let node = node(dir.path(), &nginx);
-    let img = on_origin(&node, &nginx, pseudo_random(40 * MIB + 77, 301), 301);
+    let img = on_origin(&nginx, pseudo_random(40 * MIB + 77, 301), 301);
     let link = node.link(&img.params);
     let (path, query) = link.split_once('?').unwrap();
     let id = img.params.image_id.to_string();

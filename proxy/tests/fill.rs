@@ -33,7 +33,7 @@ fn cold_storm(driver: &str, size: usize, clients: usize) {
     let dir = tempfile::tempdir().unwrap();
     let nginx = Nginx::start(dir.path());
     let node = node_with_origin(driver, &nginx);
-    let img = on_origin(&node, &nginx, pseudo_random(size, 101), 101);
+    let img = on_origin(&nginx, pseudo_random(size, 101), 101);
     let link = node.link(&img.params);
     let results: Vec<(u16, u64, [u8; 64])> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..clients)
@@ -89,7 +89,7 @@ fn a_cold_range_reads_only_the_chunks_it_needs() {
     let dir = tempfile::tempdir().unwrap();
     let nginx = Nginx::start(dir.path());
     let node = node_with_origin_cache("io_uring", &nginx, "readahead_mib = 0");
-    let img = on_origin(&node, &nginx, pseudo_random(64 * MIB, 102), 102);
+    let img = on_origin(&nginx, pseudo_random(64 * MIB, 102), 102);
     let link = node.link(&img.params);
     let (a, b) = (20 * MIB + 7, 20 * MIB + 106);
     let r = node.get(&link, &[("Range", &format!("bytes={a}-{b}"))]);
@@ -109,7 +109,7 @@ fn a_cold_range_reads_its_chunks_and_at_most_the_readahead_past_them() {
     let nginx = Nginx::start(dir.path());
     // The default readahead: 16 MiB, two 8 MiB chunks.
     let node = node_with_origin("legacy", &nginx);
-    let img = on_origin(&node, &nginx, pseudo_random(64 * MIB, 109), 109);
+    let img = on_origin(&nginx, pseudo_random(64 * MIB, 109), 109);
     let link = node.link(&img.params);
     let (a, b) = (20 * MIB + 7, 20 * MIB + 106);
     let r = node.get(&link, &[("Range", &format!("bytes={a}-{b}"))]);
@@ -137,7 +137,7 @@ fn bytes_that_do_not_match_the_link_are_never_served_from_the_cache() {
     let dir = tempfile::tempdir().unwrap();
     let nginx = Nginx::start(dir.path());
     let node = node_with_origin("legacy", &nginx);
-    let img = on_origin(&node, &nginx, pseudo_random(10 * MIB, 103), 103);
+    let img = on_origin(&nginx, pseudo_random(10 * MIB, 103), 103);
     // The origin's object is tampered with after the link was made.
     let mut tampered = img.bytes.clone();
     tampered[5 * MIB] ^= 0x55;
@@ -171,7 +171,7 @@ fn the_cache_survives_a_restart_and_serves_without_the_origin() {
     let dir = tempfile::tempdir().unwrap();
     let nginx = Nginx::start(dir.path());
     let node = node_with_origin("io_uring", &nginx);
-    let img = on_origin(&node, &nginx, pseudo_random(9 * MIB, 104), 104);
+    let img = on_origin(&nginx, pseudo_random(9 * MIB, 104), 104);
     let link = node.link(&img.params);
     assert_eq!(sha512(&node.get(&link, &[]).body), img.params.sha512);
     let read = nginx.bytes_sent();
@@ -223,16 +223,12 @@ fn a_file_store_with_cache_true_fills_once_then_hits() {
 #[test]
 fn an_origin_that_dies_mid_fill_cuts_the_body_and_a_later_request_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     // A slow origin: 8 MiB/s per connection (three at once with the
     // default readahead: about 2.7 s for the image).
     let nginx = Nginx::start_with(dir.path(), port, "limit_rate 8m;");
     let node = node_with_origin("io_uring", &nginx);
-    let img = on_origin(&node, &nginx, pseudo_random(64 * MIB, 106), 106);
+    let img = on_origin(&nginx, pseudo_random(64 * MIB, 106), 106);
     let link = node.link(&img.params);
     common::download_cut_by(node.addr, &link, &img.bytes, || drop(nginx));
     // The origin comes back on the same port: the next download completes,
@@ -252,7 +248,7 @@ fn a_head_admits_nothing_and_a_missing_object_is_a_502_not_an_empty_200() {
     let dir = tempfile::tempdir().unwrap();
     let nginx = Nginx::start(dir.path());
     let node = node_with_origin("legacy", &nginx);
-    let img = on_origin(&node, &nginx, pseudo_random(9 * MIB, 107), 107);
+    let img = on_origin(&nginx, pseudo_random(9 * MIB, 107), 107);
     let link = node.link(&img.params);
     let head = common::request(node.addr, "HEAD", &link, &[]);
     assert_eq!(head.status, 200);

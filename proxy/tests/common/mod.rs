@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod fault_origin;
 pub mod nginx;
 pub mod swift;
 
@@ -185,24 +186,11 @@ impl Node {
 
     /// Stores `bytes` as a new image and returns its link parameters.
     pub fn add_image(&self, bytes: Vec<u8>, seed: u64) -> Image {
-        let id = uuid::Uuid::from_u128(
-            0xabcd_ef00_0000_4000_8000_0000_0000_0000 | u128::from(seed) << 80 | u128::from(seed),
-        );
-        std::fs::write(self.dir.path().join("images").join(id.to_string()), &bytes).unwrap();
-        Image {
-            params: LinkParams {
-                image_id: id,
-                store: StoreId::new("local").unwrap(),
-                size: bytes.len() as u64,
-                md5: md5(&bytes),
-                sha512: sha512(&bytes),
-                expires: now() + 300,
-                client_cidr: None,
-            },
-            bytes,
-        }
+        let img = image_in("local", bytes, seed);
+        let path = self.dir.path().join("images");
+        std::fs::write(path.join(img.params.image_id.to_string()), &img.bytes).unwrap();
+        img
     }
-
     /// A signed path and query for `params`.
     pub fn link(&self, params: &LinkParams) -> String {
         let link: SignedLink = self.keyring().sign(params.clone());
@@ -214,13 +202,7 @@ impl Node {
     }
 
     pub fn metric(&self, line_prefix: &str) -> u64 {
-        let body = String::from_utf8(self.get("/metrics", &[]).body).unwrap();
-        body.lines()
-            .find_map(|l| {
-                l.strip_prefix(line_prefix)
-                    .map(|v| v.trim().parse().unwrap())
-            })
-            .unwrap_or_else(|| panic!("no metric {line_prefix} in\n{body}"))
+        metric_of(self.addr, line_prefix)
     }
 
     /// Waits until no chunk fill of `store` is under way (readahead fills
@@ -255,11 +237,84 @@ impl Node {
     }
 }
 
+/// The link parameters of `bytes` as an image (its id made from `seed`) in
+/// store `store`; nothing is written anywhere.
+pub fn image_in(store: &str, bytes: Vec<u8>, seed: u64) -> Image {
+    let id = uuid::Uuid::from_u128(
+        0xabcd_ef00_0000_4000_8000_0000_0000_0000 | u128::from(seed) << 80 | u128::from(seed),
+    );
+    Image {
+        params: LinkParams {
+            image_id: id,
+            store: StoreId::new(store).unwrap(),
+            size: bytes.len() as u64,
+            md5: md5(&bytes),
+            sha512: sha512(&bytes),
+            expires: now() + 300,
+            client_cidr: None,
+        },
+        bytes,
+    }
+}
+
+/// A free loopback port (for a server that must come back on the same one).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The value of the metric line of the node at `addr` starting with `line_prefix`.
+pub fn metric_of(addr: SocketAddr, line_prefix: &str) -> u64 {
+    let body = String::from_utf8(request(addr, "GET", "/metrics", &[]).body).unwrap();
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(line_prefix)
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no metric {line_prefix} in\n{body}"))
+}
+
 /// Starts glance-stream on `config` and waits for its ready line.
 fn spawn(config: &Path) -> (Child, SocketAddr, Arc<Mutex<String>>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_glance-stream"))
-        .arg("--config")
-        .arg(config)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_glance-stream"));
+    cmd.arg("--config").arg(config);
+    spawn_command(cmd)
+}
+
+/// Starts glance-stream on `config` with a cache directory `cache_dir` on a
+/// filesystem of its own: a `size_mib` tmpfs, all but `free_mib` of it taken
+/// by another file (a full disk). The mount lives in a mount namespace of
+/// the process (`unshare`), so no privilege is needed and nothing outlives it.
+pub fn restart_on_small_disk(
+    config: &Path,
+    cache_dir: &Path,
+    size_mib: u64,
+    free_mib: u64,
+) -> Running {
+    let script = format!(
+        "mount -t tmpfs -o size={size_mib}m tmpfs \"$1\" && \
+         fallocate -l {}m \"$1/other-data\" && exec \"$2\" --config \"$3\"",
+        size_mib - free_mib
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--map-root-user", "--mount", "sh", "-c", &script, "sh"])
+        .arg(cache_dir)
+        .arg(env!("CARGO_BIN_EXE_glance-stream"))
+        .arg(config);
+    let (child, addr, stderr, _) = spawn_command(cmd);
+    Running {
+        addr,
+        child,
+        stderr,
+    }
+}
+
+/// Starts a glance-stream command and waits for its ready line.
+fn spawn_command(mut cmd: Command) -> (Child, SocketAddr, Arc<Mutex<String>>, String) {
+    let mut child = cmd
         .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -292,16 +347,34 @@ fn spawn(config: &Path) -> (Child, SocketAddr, Arc<Mutex<String>>, String) {
     (child, addr, stderr, line)
 }
 
-/// A glance-stream started again on an existing config (a restart).
+/// A glance-stream started again on an existing config (a restart); its
+/// drop kills it with SIGKILL.
 pub struct Running {
     pub addr: SocketAddr,
     child: Child,
+    stderr: Arc<Mutex<String>>,
 }
 
 /// Starts glance-stream again on `config`.
 pub fn restart(config: &Path) -> Running {
-    let (child, addr, _, _) = spawn(config);
-    Running { addr, child }
+    let (child, addr, stderr, _) = spawn(config);
+    Running {
+        addr,
+        child,
+        stderr,
+    }
+}
+
+impl Running {
+    /// What it logged so far.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The value of the metric line starting with `line_prefix`.
+    pub fn metric(&self, line_prefix: &str) -> u64 {
+        metric_of(self.addr, line_prefix)
+    }
 }
 
 impl Drop for Running {

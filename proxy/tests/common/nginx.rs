@@ -16,12 +16,7 @@ pub struct Nginx {
 impl Nginx {
     /// Serves `dir/root` on a free loopback port.
     pub fn start(dir: &Path) -> Nginx {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Nginx::start_with(dir, port, "")
+        Nginx::start_with(dir, super::free_port(), "")
     }
 
     /// Serves `dir/root` on `port`, with extra `http` directives.
@@ -100,18 +95,9 @@ impl Drop for Nginx {
     }
 }
 
-/// Moves a new image's object from the node's file store to the origin, and
-/// returns the image with its store set to the node's `web` store.
-pub fn on_origin(node: &super::Node, nginx: &Nginx, bytes: Vec<u8>, seed: u64) -> super::Image {
-    let mut img = node.add_image(bytes, seed);
-    std::fs::remove_file(
-        node.dir
-            .path()
-            .join("images")
-            .join(img.params.image_id.to_string()),
-    )
-    .unwrap();
+/// A new image on the origin (in the node's `web` store).
+pub fn on_origin(nginx: &Nginx, bytes: Vec<u8>, seed: u64) -> super::Image {
+    let img = super::image_in("web", bytes, seed);
     std::fs::write(nginx.root.join(img.params.image_id.to_string()), &img.bytes).unwrap();
-    img.params.store = glance_link::StoreId::new("web").unwrap();
     img
 }
