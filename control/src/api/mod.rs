@@ -5,6 +5,7 @@ mod data;
 mod digests;
 mod extract;
 mod fleet_admin;
+mod head;
 mod images;
 mod links;
 mod list;
@@ -117,6 +118,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v2/", get(versions_multiple))
         .route("/metrics", get(crate::metrics::serve))
         .merge(v2)
+        .layer(middleware::from_fn(head::check))
         .layer(middleware::from_fn(crate::error::negotiate))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
