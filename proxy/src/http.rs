@@ -116,13 +116,15 @@ pub fn parse(buf: &[u8], max_headers: usize, max_bytes: usize) -> Parsed<'_> {
         } else if h.name.eq_ignore_ascii_case("content-length") {
             lengths += 1;
             if body != Body::Chunked {
-                body = match std::str::from_utf8(h.value)
-                    .ok()
-                    .map(str::trim)
-                    .map(str::parse::<u64>)
-                {
-                    Some(Ok(0)) if lengths == 1 => Body::None,
-                    Some(Ok(n)) if lengths == 1 => Body::Length(n),
+                // Digits only (RFC 9110 8.6): no sign, no list, no spaces
+                // inside, so no two parsers can read it differently.
+                let digits = h.value.trim_ascii();
+                let length = (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
+                    .then(|| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
+                    .flatten();
+                body = match length {
+                    Some(0) if lengths == 1 => Body::None,
+                    Some(n) if lengths == 1 => Body::Length(n),
                     _ => Body::Invalid,
                 };
             }
@@ -248,6 +250,11 @@ mod tests {
             body(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
             Body::Invalid
         );
+        // Shapes two parsers could read differently are refused.
+        for odd in ["+5", "5, 5", "0x5", "5 5", "", "-0"] {
+            let head = format!("POST / HTTP/1.1\r\nContent-Length: {odd}\r\n\r\n");
+            assert_eq!(body(head.as_bytes()), Body::Invalid, "{odd:?}");
+        }
     }
 
     #[test]

@@ -58,6 +58,8 @@ struct MintArgs {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: not in log files or journals.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -81,6 +83,17 @@ fn main() -> ExitCode {
 fn run_server(path: PathBuf) -> Result<(), String> {
     let config = Config::load(&path).map_err(|e| e.to_string())?;
     let threads = config.threads;
+    let wanted = threads.get() as u64 * config.http.max_connections_per_thread as u64;
+    match glance_stream::sys::raise_open_files_limit() {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            limit,
+            wanted,
+            "the open-files limit is below threads x max_connections_per_thread: \
+             connections past it are refused by the kernel, not answered 503"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-files limit"),
+    }
     let server = Server::start(config).map_err(|e| e.to_string())?;
     signals::install(server.shared())
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;

@@ -65,3 +65,25 @@ pub fn fadvise(file: RawFd, offset: u64, len: u64, advice: Advice) -> io::Result
     }
     Ok(())
 }
+
+/// Raises the soft limit on open descriptors to the hard limit (each client
+/// connection holds one, as do cache files and backend connections) and
+/// returns the limit now in force.
+pub fn raise_open_files_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into `limit`, a live local of the right type.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }.into())?;
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads `raised`, a live local of the right type.
+        check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) }.into())?;
+        limit = raised;
+    }
+    Ok(limit.rlim_cur)
+}
