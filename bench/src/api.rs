@@ -110,7 +110,7 @@ pub fn run(run: &mut Run, args: &ApiArgs, command: String) {
         }),
         COLUMNS,
     )
-    .by_kind());
+    .by_kind("request"));
     let glance = args
         .glance
         .start(run, &work.dir.join("glance"), args.workers);

@@ -77,8 +77,8 @@ fn scenario(h: &mut String, s: &Scenario) {
 
 fn table(h: &mut String, s: &Scenario) {
     h.push_str("<table><tr><th>clients</th>");
-    if s.by_kind {
-        h.push_str("<th>request</th>");
+    if let Some(heading) = s.kind_heading {
+        let _ = write!(h, "<th>{}</th>", esc(heading));
     }
     h.push_str("<th>server</th>");
     for m in s.columns {
@@ -88,7 +88,7 @@ fn table(h: &mut String, s: &Scenario) {
     for p in &s.points {
         let lead = |server: &str, class: &str| {
             let mut r = format!("<tr class=\"{class}\"><td>{}</td>", p.clients);
-            if s.by_kind {
+            if s.kind_heading.is_some() {
                 let _ = write!(r, "<td>{}</td>", esc(p.kind.as_deref().unwrap_or("")));
             }
             let _ = write!(r, "<td>{}</td>", esc(server));

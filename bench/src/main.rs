@@ -3,7 +3,8 @@
 //! figures as Markdown tables, `results.json` and an HTML report.
 //!
 //! - `hot`: keep-alive clients download a cached image again and again:
-//!   glance-stream vs nginx `sendfile on` vs the real Glance.
+//!   glance-stream vs nginx `sendfile on` vs the real Glance; `--idle`
+//!   adds a slowloris holding idle connections open meanwhile.
 //! - `storm`: many clients ask at once for one image no cache holds, from a
 //!   rate-limited origin: glance-stream vs nginx `proxy_cache_lock`.
 //! - `ranges`: random ranges of a hot image: glance-stream vs nginx.
@@ -29,6 +30,7 @@ mod object;
 mod peer;
 mod ranges;
 mod report;
+mod slowloris;
 mod storm;
 mod upload;
 

@@ -198,6 +198,10 @@ pub fn nginx_proxy_cache(dir: &Path, origin: SocketAddr, lock_secs: u64, workers
     server
 }
 
+/// The connections each nginx worker may hold (`worker_connections`): well
+/// above the clients plus the idle connections `hot --idle` holds.
+pub const NGINX_WORKER_CONNECTIONS: usize = 4096;
+
 /// nginx in `prefix` with `workers` processes, extra `http` directives and
 /// the body of its one `server` block.
 fn nginx_with(prefix: &Path, workers: usize, http: &str, server: &str) -> Server {
@@ -208,7 +212,7 @@ fn nginx_with(prefix: &Path, workers: usize, http: &str, server: &str) -> Server
         &conf,
         format!(
             "daemon off;\nmaster_process on;\nworker_processes {workers};\nerror_log {p}/error.log warn;\n\
-             pid {p}/nginx.pid;\nevents {{ worker_connections 4096; }}\n\
+             pid {p}/nginx.pid;\nevents {{ worker_connections {NGINX_WORKER_CONNECTIONS}; }}\n\
              http {{\n  {http}  sendfile on;\n  keepalive_requests 100000;\n\
                client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fcgi;\n\
                uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;\n\

@@ -68,6 +68,9 @@ pub const BACKEND_X: Metric = m("backend_bytes_x_image", "backend bytes (x image
 pub const ALL_DONE_S: Metric = m("all_done_s", "all done s", 1);
 /// `all_done_s` over the fill time (one direct download from the backend).
 pub const ALL_DONE_X_FILL: Metric = m("all_done_x_fill_time", "all done (x fill time)", 2);
+/// Idle (slowloris) connections the server closed during the round, each
+/// opened again at once.
+pub const IDLE_DROPPED: Metric = m("idle_conns_dropped", "idle dropped", 0);
 
 /// One server's figures at one point: medians over the rounds.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -90,7 +93,8 @@ impl Figures {
 }
 
 /// One point of a scenario: a client count (and, for `api`, a request
-/// kind), ours and each peer's figures.
+/// kind; for `hot` with `--idle`, the idle connections held), ours and each
+/// peer's figures.
 #[derive(Clone, Debug)]
 pub struct Point {
     /// Concurrent clients.
@@ -196,8 +200,9 @@ pub struct Scenario {
     pub timelines: Vec<Timeline>,
     /// Remarks made while running (a peer skipped, a limit reached).
     pub notes: Vec<String>,
-    /// Whether its points ask different things (`Point::kind`).
-    pub by_kind: bool,
+    /// The heading of the column of `Point::kind`, where its points differ
+    /// in more than the client count.
+    pub kind_heading: Option<&'static str>,
 }
 
 impl Scenario {
@@ -218,13 +223,14 @@ impl Scenario {
             points: Vec::new(),
             timelines: Vec::new(),
             notes: Vec::new(),
-            by_kind: false,
+            kind_heading: None,
         }
     }
 
-    /// The same, its points each asking one of several things.
-    pub fn by_kind(mut self) -> Scenario {
-        self.by_kind = true;
+    /// The same, its points told apart by `Point::kind` too, in a column
+    /// headed `heading`.
+    pub fn by_kind(mut self, heading: &'static str) -> Scenario {
+        self.kind_heading = Some(heading);
         self
     }
 
@@ -242,9 +248,9 @@ impl Scenario {
     /// The Markdown rows of one point (no header): ours, each peer, and the
     /// ratio to each peer.
     pub fn rows(&self, p: &Point) -> Vec<String> {
-        let label = match &p.kind {
-            Some(k) => format!("{} | {k}", p.clients),
-            None => p.clients.to_string(),
+        let label = match (self.kind_heading, &p.kind) {
+            (Some(_), k) => format!("{} | {}", p.clients, k.as_deref().unwrap_or("")),
+            (None, _) => p.clients.to_string(),
         };
         let mut rows = Vec::new();
         for f in p.all() {
@@ -265,11 +271,13 @@ impl Scenario {
     /// The Markdown table header.
     pub fn header(&self) -> String {
         let labels: Vec<&str> = self.columns.iter().map(|m| m.label).collect();
-        let kind = if self.by_kind { " request |" } else { "" };
+        let kind = self
+            .kind_heading
+            .map_or(String::new(), |h| format!(" {h} |"));
         format!(
             "| clients |{kind} server | {} |\n|{}",
             labels.join(" | "),
-            " --- |".repeat(labels.len() + 2 + usize::from(self.by_kind))
+            " --- |".repeat(labels.len() + 2 + usize::from(self.kind_heading.is_some()))
         )
     }
 }
@@ -501,6 +509,39 @@ mod tests {
         assert_eq!(rows[1], "| 16 | nginx | 4.00 | 0.200 | - |");
         assert_eq!(rows[3], "| 16 | ratio vs nginx | 1.50x | 0.50x | - |");
         assert_eq!(s.header().lines().count(), 2);
+    }
+
+    #[test]
+    fn a_kind_column_is_headed_and_every_row_fills_it() {
+        let s = Scenario::new(
+            "hot",
+            String::new(),
+            String::new(),
+            Value::Null,
+            &[&GB_PER_S, &IDLE_DROPPED],
+        )
+        .by_kind("load");
+        let mut p = point();
+        p.kind = Some("1000 idle".into());
+        p.ours.metrics.insert(IDLE_DROPPED.key.to_owned(), 3.0);
+        let rows = s.rows(&p);
+        assert_eq!(rows[0], "| 16 | 1000 idle | glance-stream | 6.00 | 3 |");
+        assert_eq!(rows[3], "| 16 | 1000 idle | ratio vs nginx | 1.50x | - |");
+        assert!(
+            s.header()
+                .starts_with("| clients | load | server | GB/s | idle dropped |")
+        );
+        // A point without a kind still has the column, empty.
+        p.kind = None;
+        assert_eq!(s.rows(&p)[1], "| 16 |  | nginx | 4.00 | - |");
+        let cells = |line: &str| line.matches('|').count();
+        for line in s
+            .header()
+            .lines()
+            .chain(s.rows(&p).iter().map(String::as_str))
+        {
+            assert_eq!(cells(line), 6, "{line}");
+        }
     }
 
     #[test]
