@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -28,9 +28,12 @@ const NODE_TOKEN: &str = "stream-admin-token-0123456789";
 const PREFIX: &str = "fleet/";
 const BACKEND: &str = "glance_stream_backend_bytes_total{store=\"s3\"}";
 
-/// Three nodes, glance-api, and the bucket they share.
+/// Three nodes, glance-api, and the bucket they share, reached through a
+/// tap that keeps every byte sent to S3.
 struct Fleet {
     nodes: Vec<Node>,
+    s3_tap: common::Forwarder,
+    s3_endpoint: String,
     api: SocketAddr,
     dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -68,10 +71,20 @@ impl Fleet {
         private(&secret, &format!("{}\n", swift.secret));
         let node_token = dir.path().join("node-token");
         private(&node_token, NODE_TOKEN);
+        let s3 = url::Url::parse(&swift.endpoint).unwrap();
+        let s3_tap = common::Forwarder::start(
+            (s3.host_str().unwrap(), s3.port().unwrap_or(80))
+                .to_socket_addrs()
+                .unwrap()
+                .next()
+                .unwrap(),
+            u64::MAX,
+        );
+        let s3_endpoint = format!("http://127.0.0.1:{}", s3_tap.port);
         let s3_keys = format!(
             "endpoint = \"{}\"\nbucket = \"{bucket}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\n\
              secret_access_key_file = \"{}\"\nprefix = \"{PREFIX}\"\n",
-            swift.endpoint,
+            s3_endpoint,
             swift.region,
             swift.access_key_id,
             secret.display()
@@ -116,7 +129,7 @@ impl Fleet {
             store: RawStore {
                 id: "s3".into(),
                 kind: "s3".into(),
-                endpoint: Some(swift.endpoint.clone()),
+                endpoint: Some(s3_endpoint.clone()),
                 bucket: Some(bucket),
                 region: Some(swift.region.clone()),
                 access_key_id: Some(swift.access_key_id.clone()),
@@ -165,6 +178,8 @@ impl Fleet {
         let api = addr_rx.recv_timeout(Duration::from_secs(30)).unwrap();
         let fleet = Fleet {
             nodes,
+            s3_tap,
+            s3_endpoint,
             api,
             dir,
             shutdown: Some(shutdown),
@@ -541,7 +556,7 @@ fn direct_links_download_from_s3_for_services_only() {
     assert_eq!(direct["kind"], "direct");
     let url = direct["url"].as_str().unwrap();
     let swift = Swift::shared();
-    assert!(url.starts_with(&swift.endpoint), "{url}");
+    assert!(url.starts_with(&fleet.s3_endpoint), "{url}");
     assert!(url.contains("X-Amz-Expires=300"), "{url}");
     assert!(!url.contains(&swift.secret), "the secret in the link");
     let (status, body) = fetch(url);
@@ -564,4 +579,58 @@ fn direct_links_download_from_s3_for_services_only() {
     let del = fleet.call("DELETE", &format!("/v2/images/{id}"), MEMBER, b"");
     assert_eq!(del.status, 204);
     assert_eq!(fetch(url).0, 404);
+}
+
+#[test]
+fn no_token_link_or_key_ever_reaches_s3() {
+    let fleet = Fleet::start(300, 60);
+    let bytes = pseudo_random(3 * MIB, 31);
+    let id = fleet.upload(&bytes);
+    let (i, target) = fleet.redirect(&id);
+    let sig = target
+        .split("sig=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    // A client that sends its tokens along on the redirect, as some do.
+    let r = common::request(
+        fleet.nodes[i].addr,
+        "GET",
+        &target,
+        &[("X-Auth-Token", MEMBER), ("X-Service-Token", SERVICE)],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(sha512(&r.body), sha512(&bytes));
+    let sent = String::from_utf8_lossy(&fleet.s3_tap.sent()).into_owned();
+    assert!(
+        sent.contains("PUT /") && sent.contains("GET /"),
+        "the tap saw no upload and no fill"
+    );
+    let swift = Swift::shared();
+    let keyring = std::fs::read_to_string(fleet.dir.path().join("keyring.toml")).unwrap();
+    let key_secrets: Vec<&str> = keyring
+        .lines()
+        .filter_map(|l| Some(l.split_once(" = \"")?.1.trim_end_matches('"')))
+        .filter(|v| v.len() >= 43)
+        .collect();
+    assert!(!key_secrets.is_empty());
+    let leaks = [
+        ADMIN,
+        MEMBER,
+        SERVICE,
+        NODE_TOKEN,
+        sig,
+        swift.secret.as_str(),
+    ];
+    for leak in leaks.iter().chain(&key_secrets) {
+        assert!(!sent.contains(leak), "S3 was sent {leak:?}");
+    }
+    for name in ["x-auth-token", "x-service-token", "cookie"] {
+        assert!(
+            !sent.to_ascii_lowercase().contains(name),
+            "S3 was sent a {name} header"
+        );
+    }
 }

@@ -509,14 +509,20 @@ pub fn parse_response(raw: &[u8], head_only: bool) -> (Response, &[u8]) {
 /// A TCP forwarder on a loopback port of its own, between a client and a
 /// real server, that a test can cut (every connection closed, new ones
 /// refused) and bring back on the same port: a backend that dies mid-answer.
+/// It keeps the first 64 MiB its clients sent (a packet capture of the
+/// requests).
 pub struct Forwarder {
     pub port: u16,
     to: SocketAddr,
     rate: u64,
     stop: Arc<std::sync::atomic::AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
+    sent: Arc<Mutex<Vec<u8>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
+
+/// Most client bytes a forwarder keeps.
+const KEPT: usize = 64 << 20;
 
 impl Forwarder {
     /// Forwards a new free port to `to`, answers at `rate` bytes per second
@@ -530,8 +536,9 @@ impl Forwarder {
     fn serve(listener: std::net::TcpListener, port: u16, to: SocketAddr, rate: u64) -> Forwarder {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let sent: Arc<Mutex<Vec<u8>>> = Arc::default();
         listener.set_nonblocking(true).unwrap();
-        let (stop2, conns2) = (stop.clone(), conns.clone());
+        let (stop2, conns2, sent2) = (stop.clone(), conns.clone(), sent.clone());
         let thread = std::thread::spawn(move || {
             while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
                 let Ok((client, _)) = listener.accept() else {
@@ -545,15 +552,16 @@ impl Forwarder {
                 let mut held = conns2.lock().unwrap();
                 held.push(client.try_clone().unwrap());
                 held.push(server.try_clone().unwrap());
-                for (from, into, limit) in [
+                for (from, into, limit, keep) in [
                     (
                         client.try_clone().unwrap(),
                         server.try_clone().unwrap(),
                         u64::MAX,
+                        Some(sent2.clone()),
                     ),
-                    (server, client, rate),
+                    (server, client, rate, None),
                 ] {
-                    std::thread::spawn(move || pump(from, into, limit));
+                    std::thread::spawn(move || pump(from, into, limit, keep));
                 }
             }
         });
@@ -563,8 +571,14 @@ impl Forwarder {
             rate,
             stop,
             conns,
+            sent,
             thread: Some(thread),
         }
+    }
+
+    /// The bytes clients sent through so far (the first 64 MiB).
+    pub fn sent(&self) -> Vec<u8> {
+        self.sent.lock().unwrap().clone()
     }
 
     /// Closes every connection and the listening port.
@@ -581,12 +595,15 @@ impl Forwarder {
     /// Listens again on the same port.
     pub fn resume(&mut self) {
         let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        let kept = self.sent();
         *self = Forwarder::serve(listener, self.port, self.to, self.rate);
+        *self.sent.lock().unwrap() = kept;
     }
 }
 
-/// Copies `from` into `into` at most `rate` bytes per second.
-fn pump(mut from: TcpStream, mut into: TcpStream, rate: u64) {
+/// Copies `from` into `into` at most `rate` bytes per second, keeping a
+/// copy in `keep` (up to [`KEPT`] bytes).
+fn pump(mut from: TcpStream, mut into: TcpStream, rate: u64, keep: Option<Arc<Mutex<Vec<u8>>>>) {
     let start = std::time::Instant::now();
     let mut sent = 0u64;
     let mut buf = vec![0u8; 64 << 10];
@@ -595,6 +612,11 @@ fn pump(mut from: TcpStream, mut into: TcpStream, rate: u64) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if let Some(keep) = &keep {
+            let mut kept = keep.lock().unwrap();
+            let room = KEPT.saturating_sub(kept.len()).min(n);
+            kept.extend_from_slice(&buf[..room]);
+        }
         if into.write_all(&buf[..n]).is_err() {
             break;
         }
