@@ -108,7 +108,8 @@ pub struct Stats {
     pub invalidations: u64,
     /// Entries evicted to make room or on request.
     pub evictions: u64,
-    /// Chunks the scrubber found damaged.
+    /// Chunks found damaged by their crc32: by the scrubber, or by a
+    /// reader's first read of a complete entry since the cache was opened.
     pub scrub_failures: u64,
     /// Completions verified by reading the image back (fills out of order).
     pub read_backs: u64,
@@ -207,6 +208,13 @@ struct Entry {
     /// A commit of one of its chunks failed to write (a full or failing
     /// disk): its readers stream the rest through instead of waiting.
     write_failed: bool,
+    /// Which present chunks had their crc32 checked since the cache was
+    /// opened (written by this process, re-read by the scrubber or by a
+    /// reader's first read).
+    checked: Vec<bool>,
+    /// A chunk of this complete entry failed its crc32: no new reader gets
+    /// it, and it is dropped (and fetched again) once its readers let go.
+    doomed: bool,
 }
 
 /// md5 and sha512 of chunks `0..next`.
@@ -224,6 +232,13 @@ impl Entry {
         leases: usize,
         file: Arc<File>,
     ) -> Entry {
+        // Recovery re-checks the present chunks of an unfinished entry; a
+        // complete one is checked by the scrubber or a reader's first read.
+        let unfinished = record.state != State::Complete;
+        let checked = chunks
+            .iter()
+            .map(|c| unfinished && *c == ChunkState::Present)
+            .collect();
         Entry {
             record,
             chunks,
@@ -235,6 +250,8 @@ impl Entry {
             hasher_out: false,
             verifying: false,
             write_failed: false,
+            checked,
+            doomed: false,
         }
     }
 
@@ -260,7 +277,7 @@ fn lease_existing(
 ) -> Option<Lookup> {
     let entry = shared.entries.get_mut(&key)?;
     let r = &entry.record;
-    if r.size != meta.size || r.md5 != meta.md5 || r.sha512 != meta.sha512 {
+    if r.size != meta.size || r.md5 != meta.md5 || r.sha512 != meta.sha512 || entry.doomed {
         return None;
     }
     entry.leases += 1;
@@ -493,7 +510,7 @@ impl Cache {
         if let Some(entry) = shared.entries.get(&key) {
             let r = &entry.record;
             let same = r.size == meta.size && r.md5 == meta.md5 && r.sha512 == meta.sha512;
-            if !same {
+            if !same || entry.doomed {
                 if entry.leases > 0 {
                     shared.stats.bypasses += 1;
                     return Ok(Lookup::Bypass);
@@ -631,6 +648,12 @@ impl Cache {
             let good = u32::try_from(chunk)
                 .is_ok_and(|c| crate::recovery::chunk_crc_matches(&file, &record, c, crc));
             if good {
+                let mut shared = self.inner.lock();
+                if let Some(slot) = current(&mut shared, &key, record.seq)
+                    .and_then(|e| e.checked.get_mut(chunk as usize))
+                {
+                    *slot = true;
+                }
                 continue;
             }
             report.bad += 1;
@@ -642,17 +665,22 @@ impl Cache {
             if entry.record.state == State::Complete {
                 // A complete entry may be mapped or read: its file is never
                 // rewritten in place. Without readers it is dropped (and
-                // fetched again on demand); with readers it is left for the
-                // next pass.
+                // fetched again on demand); with readers it is doomed: no
+                // new reader gets it, and the next lookup drops it.
                 if entry.leases == 0 {
                     shared.stats.evictions += 1;
                     self.inner.remove(&mut shared, &key)?;
+                } else {
+                    entry.doomed = true;
                 }
                 continue;
             }
             if entry.chunks.get(chunk as usize) == Some(&ChunkState::Present) {
                 if let Some(slot) = entry.chunks.get_mut(chunk as usize) {
                     *slot = ChunkState::Missing;
+                }
+                if let Some(slot) = entry.checked.get_mut(chunk as usize) {
+                    *slot = false;
                 }
                 // The running hashes no longer cover a complete prefix.
                 entry.hasher = None;
@@ -758,6 +786,54 @@ impl Lease {
         let mut shared = self.inner.lock();
         current(&mut shared, &self.key, self.generation)
             .and_then(|e| e.chunks.get(usize::try_from(i).ok()?).copied())
+    }
+
+    /// Whether every chunk holding bytes `start..=end` had its crc32 checked
+    /// since the cache was opened (or was written since): such bytes can go
+    /// out without reading them first.
+    pub fn checked(&self, start: u64, end: u64) -> bool {
+        let cs = u64::from(self.record.chunk_size);
+        let mut shared = self.inner.lock();
+        current(&mut shared, &self.key, self.generation).is_some_and(|e| {
+            (start / cs..=end / cs).all(|i| e.checked.get(i as usize) == Some(&true))
+        })
+    }
+
+    /// Re-reads chunk `i` and compares its crc32 with the recorded one,
+    /// unless that was done since the cache was opened: `false` when the
+    /// chunk is damaged (or gone). A damaged complete entry is doomed: no
+    /// new reader gets it, and it is dropped and fetched again once its
+    /// readers let go. Blocking: run it off the event loop.
+    pub fn check_chunk(&self, i: u64) -> Result<bool, CacheError> {
+        let crc = {
+            let mut shared = self.inner.lock();
+            let Some(e) = current(&mut shared, &self.key, self.generation) else {
+                return Ok(false);
+            };
+            if e.checked.get(i as usize) == Some(&true) {
+                return Ok(true);
+            }
+            match (e.chunks.get(i as usize), e.crcs.get(i as usize)) {
+                (Some(ChunkState::Present), Some(crc)) => *crc,
+                _ => return Ok(false),
+            }
+        };
+        let chunk = u32::try_from(i).map_err(|_| CacheError::NotFound)?;
+        let good = crate::recovery::chunk_crc_matches(&self.file, &self.record, chunk, crc);
+        let mut shared = self.inner.lock();
+        if !good {
+            shared.stats.scrub_failures += 1;
+        }
+        if let Some(e) = current(&mut shared, &self.key, self.generation) {
+            if good {
+                if let Some(slot) = e.checked.get_mut(i as usize) {
+                    *slot = true;
+                }
+            } else if e.record.state == State::Complete {
+                e.doomed = true;
+            }
+        }
+        Ok(good)
     }
 
     /// Whether a commit of one of the entry's chunks failed to write its
@@ -1005,6 +1081,9 @@ impl Claim {
             }
             if let Some(c) = entry.crcs.get_mut(self.chunk as usize) {
                 *c = crc;
+            }
+            if let Some(c) = entry.checked.get_mut(self.chunk as usize) {
+                *c = true;
             }
             entry.wake_all();
             if entry.record.state == State::Reserved {

@@ -15,6 +15,7 @@
 mod engine;
 mod error;
 pub mod format;
+#[doc(hidden)]
 pub mod fuzzing;
 pub mod index;
 mod map;

@@ -486,6 +486,50 @@ fn crc_scrub_drops_a_damaged_complete_entry_and_it_is_fetched_again() {
 }
 
 #[test]
+fn crc_first_read_after_open_catches_a_chunk_damaged_while_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = data(9 * MIB, 45);
+    {
+        let cache = open(dir.path(), 100 * MIB);
+        fill(&cache, key(45), &a);
+        // Written by this process: checked already, nothing to re-read.
+        let Lookup::Hit(lease) = cache.lookup(key(45), &meta(&a), 2).unwrap() else {
+            panic!()
+        };
+        assert!(lease.checked(0, 9 * MIB - 1));
+    }
+    let path = dir.path().join("data").join(hex::encode(key(45)));
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[!a[(4 * MIB + 9) as usize]], 4 * MIB + 9)
+        .unwrap();
+    let cache = open(dir.path(), 100 * MIB);
+    let Lookup::Hit(lease) = cache.lookup(key(45), &meta(&a), 3).unwrap() else {
+        panic!()
+    };
+    let cs = u64::from(CHUNK);
+    assert!(
+        !lease.checked(0, cs - 1),
+        "a reopened complete entry is unchecked"
+    );
+    assert!(lease.check_chunk(0).unwrap());
+    assert!(lease.checked(0, cs - 1) && !lease.checked(0, 2 * cs - 1));
+    let damaged = (4 * MIB + 9) / cs;
+    assert!(!lease.check_chunk(damaged).unwrap(), "the damage is found");
+    assert_eq!(cache.stats().scrub_failures, 1);
+    // Doomed: no new reader gets it while this one holds it...
+    assert!(matches!(
+        cache.lookup(key(45), &meta(&a), 4).unwrap(),
+        Lookup::Bypass
+    ));
+    drop(lease);
+    // ...and once it is let go, the next lookup drops it and admits afresh.
+    assert!(matches!(
+        cache.lookup(key(45), &meta(&a), 5).unwrap(),
+        Lookup::Partial(_)
+    ));
+}
+
+#[test]
 fn crc_scrub_forgets_a_damaged_chunk_of_an_unfinished_entry() {
     let dir = tempfile::tempdir().unwrap();
     let cache = open(dir.path(), 100 * MIB);

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod fleet;
+#[doc(hidden)]
 pub mod fuzzing;
 pub mod keystone;
 pub mod links;

@@ -197,8 +197,7 @@ pub async fn serve(io: &mut Io, link: &VerifiedLink, a: &Answer) -> io::Result<b
     let served = match lookup(&src).await? {
         Lookup::Hit(lease) => {
             src.metrics().cache(CacheOutcome::Hit);
-            sink.head().await?;
-            send_body(sink.io, lease.file(), a.start, a.end - a.start + 1).await
+            send_hit(&src, &mut sink, lease, a).await
         }
         Lookup::Partial(lease) => {
             src.metrics().cache(CacheOutcome::Miss);
@@ -249,6 +248,46 @@ fn mismatch() -> io::Error {
 /// which can be checked against the link's hashes before it ends).
 fn whole_image(src: &Source, a: &Answer) -> bool {
     a.start == 0 && a.end + 1 == src.params.size
+}
+
+/// Sends bytes `a.start..=a.end` of a complete entry, zero-copy. A chunk
+/// not read since the cache was opened (a restart, bytes on disk the whole
+/// time) is first re-read and its crc32 compared, once: a damaged chunk
+/// dooms the entry, and the rest of the answer streams through from the
+/// backend instead (checked against the link's hashes when it is the whole
+/// image), so damaged bytes are never sent.
+async fn send_hit(
+    src: &Source,
+    sink: &mut Sink<'_, '_>,
+    lease: Lease,
+    a: &Answer,
+) -> io::Result<()> {
+    if lease.checked(a.start, a.end) {
+        sink.head().await?;
+        return send_body(sink.io, lease.file(), a.start, a.end - a.start + 1).await;
+    }
+    let cs = u64::from(lease.record().chunk_size);
+    let mut lease = lease;
+    for i in a.start / cs..=a.end / cs {
+        let (checked, good) = blocking(move || {
+            let good = lease.check_chunk(i);
+            (lease, good)
+        })
+        .await?;
+        lease = checked;
+        let (from, to) = overlap(&lease, i, a.start, a.end);
+        if !good.map_err(other)? {
+            tracing::error!(image = %src.params.image_id, chunk = i, "a cached chunk failed its crc32; the rest comes from the backend and the entry is dropped");
+            let check = match whole_image(src, a) {
+                true => Some(hash_prefix(lease, from).await?),
+                false => None,
+            };
+            return stream_through(src, sink, from, a.end, check).await;
+        }
+        sink.head().await?;
+        send_body(sink.io, lease.file(), from, to - from).await?;
+    }
+    Ok(())
 }
 
 /// Fills every missing chunk of an image without sending it anywhere (a

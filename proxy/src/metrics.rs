@@ -212,7 +212,7 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP glance_stream_cache_scrub_failures_total Cached chunks the scrubber found damaged."
+            "# HELP glance_stream_cache_scrub_failures_total Cached chunks found damaged by their crc32 (by the scrubber, or by the first read of a chunk after a start)."
         );
         let _ = writeln!(
             out,

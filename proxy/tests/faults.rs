@@ -285,3 +285,67 @@ fn an_origin_that_stalls_mid_answer_or_never_answers_times_out_cleanly() {
     );
     heals(&origin, &node, &img, &link);
 }
+
+#[test]
+fn a_chunk_damaged_while_the_node_was_down_is_never_served_and_is_fetched_again() {
+    use std::os::unix::fs::FileExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(dir.path());
+    // No scrubber: the first read after the start must catch the damage.
+    let node = Node::start_with_cache(
+        "io_uring",
+        "",
+        "chunk_size_mib = 4\nscrub_chunks_per_sec = 0",
+        &format!(
+            "[stores.web]\nkind = \"http\"\nurl = \"http://127.0.0.1:{}/\"\n",
+            nginx.port
+        ),
+    );
+    let img = on_origin(&nginx, pseudo_random(20 * MIB + 1, 909), 909);
+    let link = node.link(&img.params);
+    let (_, _, hash) = common::download_sha512(node.addr, &link);
+    assert!(hash == img.params.sha512);
+    node.settle("web");
+    let config = node.dir.path().join("stream.toml");
+    let mut node = node;
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+    // One byte of chunk 3 rots while the node is down.
+    let cached = node
+        .dir
+        .path()
+        .join("cache")
+        .join("data")
+        .join(hex::encode(img.params.image_id.as_bytes()));
+    let at = 13 * MIB + 77;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cached)
+        .unwrap()
+        .write_all_at(&[!img.bytes[at]], at as u64)
+        .unwrap();
+    let restarted = common::restart(&config);
+    let fetched = nginx.bytes_sent();
+    for attempt in ["first", "second"] {
+        let (status, len, hash) = common::download_sha512(restarted.addr, &link);
+        assert_eq!((status, len), (200, img.bytes.len() as u64), "{attempt}");
+        assert!(hash == img.params.sha512, "{attempt}: damaged bytes served");
+    }
+    assert_eq!(
+        restarted.metric("glance_stream_cache_scrub_failures_total"),
+        1
+    );
+    assert!(
+        nginx.bytes_sent() > fetched,
+        "the damaged part was not fetched again"
+    );
+    // A range inside the damaged chunk, once refilled, is right too.
+    let r = common::request(
+        restarted.addr,
+        "GET",
+        &link,
+        &[("Range", &format!("bytes={}-{}", at - 5, at + 5))],
+    );
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, img.bytes[at - 5..=at + 5]);
+}
