@@ -288,7 +288,6 @@ fn an_origin_that_stalls_mid_answer_or_never_answers_times_out_cleanly() {
 
 #[test]
 fn a_chunk_damaged_while_the_node_was_down_is_never_served_and_is_fetched_again() {
-    use std::os::unix::fs::FileExt as _;
     let dir = tempfile::tempdir().unwrap();
     let nginx = Nginx::start(dir.path());
     // No scrubber: the first read after the start must catch the damage.
@@ -311,19 +310,8 @@ fn a_chunk_damaged_while_the_node_was_down_is_never_served_and_is_fetched_again(
     node.child.kill().unwrap();
     node.child.wait().unwrap();
     // One byte of chunk 3 rots while the node is down.
-    let cached = node
-        .dir
-        .path()
-        .join("cache")
-        .join("data")
-        .join(hex::encode(img.params.image_id.as_bytes()));
     let at = 13 * MIB + 77;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&cached)
-        .unwrap()
-        .write_all_at(&[!img.bytes[at]], at as u64)
-        .unwrap();
+    node.damage_cached(&img.params.image_id, at as u64);
     let restarted = common::restart(&config);
     let fetched = nginx.bytes_sent();
     for attempt in ["first", "second"] {

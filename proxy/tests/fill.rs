@@ -286,7 +286,6 @@ fn a_head_admits_nothing_and_a_missing_object_is_a_502_not_an_empty_200() {
 
 #[test]
 fn the_scrubber_finds_a_damaged_cached_chunk_and_the_image_is_fetched_again() {
-    use std::os::unix::fs::FileExt as _;
     let node = Node::start(
         "io_uring",
         "",
@@ -298,17 +297,7 @@ fn the_scrubber_finds_a_damaged_cached_chunk_and_the_image_is_fetched_again() {
     assert_eq!(sha512(&node.get(&link, &[]).body), img.params.sha512);
     let read = node.metric("glance_stream_backend_bytes_total{store=\"nfs\"}");
     // Damage the cached copy behind the cache's back.
-    let cached = node
-        .dir
-        .path()
-        .join("cache")
-        .join("data")
-        .join(hex::encode(img.params.image_id.as_bytes()));
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&cached)
-        .unwrap();
-    f.write_all_at(&[!img.bytes[100]], 100).unwrap();
+    node.damage_cached(&img.params.image_id, 100);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while node.metric("glance_stream_cache_scrub_failures_total") == 0 {
         assert!(

@@ -197,6 +197,25 @@ impl Node {
         format!("{}?{}", link.path(), link.query())
     }
 
+    /// Flips the byte at `at` of image `id`'s cached copy, behind the node's back.
+    pub fn damage_cached(&self, id: &uuid::Uuid, at: u64) {
+        use std::os::unix::fs::FileExt as _;
+        let path = self
+            .dir
+            .path()
+            .join("cache")
+            .join("data")
+            .join(hex::encode(id.as_bytes()));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let mut byte = [0u8; 1];
+        f.read_exact_at(&mut byte, at).unwrap();
+        f.write_all_at(&[!byte[0]], at).unwrap();
+    }
+
     pub fn get(&self, target: &str, headers: &[(&str, &str)]) -> Response {
         request(self.addr, "GET", target, headers)
     }
