@@ -100,6 +100,10 @@ fn a_thousand_idle_connections_hold_no_download_back_and_go_at_the_header_timeou
         }
     }
     assert_eq!(timed_out, 1000, "idle connections not dropped with a 408");
+    eprintln!(
+        "1,000 idle connections dropped with a 408 after {:.1} s",
+        opened.elapsed().as_secs_f64()
+    );
     assert!(opened.elapsed() < Duration::from_secs(30));
     let deadline = Instant::now() + Duration::from_secs(10);
     while active() > 1 {
@@ -176,6 +180,7 @@ fn ten_thousand_bad_links_cost_no_disk_io_and_all_get_the_same_403() {
     };
     let before_files = listing(&cache);
     let before_io = storage_io(node.child.id());
+    let started = Instant::now();
     let refused: usize = std::thread::scope(|s| {
         let workers: Vec<_> = links
             .chunks(2500)
@@ -202,6 +207,10 @@ fn ten_thousand_bad_links_cost_no_disk_io_and_all_get_the_same_403() {
     assert_eq!(
         refused, 10_000,
         "every bad link gets the same 403, byte for byte"
+    );
+    eprintln!(
+        "10,000 bad links refused in {:.2} s over 4 connections",
+        started.elapsed().as_secs_f64()
     );
     assert_eq!(
         storage_io(node.child.id()),
