@@ -205,9 +205,10 @@ struct Entry {
     hasher_out: bool,
     /// The whole-image check is under way.
     verifying: bool,
-    /// A commit of one of its chunks failed to write (a full or failing
-    /// disk): its readers stream the rest through instead of waiting.
-    write_failed: bool,
+    /// When a commit of one of its chunks last failed to write (a full or
+    /// failing disk): for [`WRITE_FAILURE_PAUSE`] after, its readers stream
+    /// the rest through instead of filling or waiting.
+    write_failed: Option<std::time::Instant>,
     /// Which present chunks had their crc32 checked since the cache was
     /// opened (written by this process, re-read by the scrubber or by a
     /// reader's first read).
@@ -249,7 +250,7 @@ impl Entry {
             hasher: None,
             hasher_out: false,
             verifying: false,
-            write_failed: false,
+            write_failed: None,
             checked,
             doomed: false,
         }
@@ -837,11 +838,14 @@ impl Lease {
     }
 
     /// Whether a commit of one of the entry's chunks failed to write its
-    /// bytes (a full or failing disk): a reader should stream the rest
-    /// through rather than wait for a refill.
+    /// bytes (a full or failing disk) within the last
+    /// [`WRITE_FAILURE_PAUSE`]: a reader should stream the rest through
+    /// rather than fill or wait for a refill.
     pub fn write_failed(&self) -> bool {
         let mut shared = self.inner.lock();
-        current(&mut shared, &self.key, self.generation).is_some_and(|e| e.write_failed)
+        current(&mut shared, &self.key, self.generation)
+            .and_then(|e| e.write_failed)
+            .is_some_and(|t| t.elapsed() < WRITE_FAILURE_PAUSE)
     }
 
     /// Whether the entry is complete and verified.
@@ -1063,7 +1067,7 @@ impl Claim {
                 shared.stats.write_failures += 1;
                 shared.write_failed_at = Some(std::time::Instant::now());
                 if let Some(entry) = current(&mut shared, &self.key, self.generation) {
-                    entry.write_failed = true;
+                    entry.write_failed = Some(std::time::Instant::now());
                 }
             }
             return Err(e);

@@ -146,7 +146,16 @@ fn other(e: impl std::fmt::Display) -> io::Error {
 pub(crate) async fn blocking<R: Send + 'static>(
     f: impl FnOnce() -> R + Send + 'static,
 ) -> io::Result<R> {
-    match monoio::time::timeout(CACHE_DEADLINE, monoio::spawn_blocking(f)).await {
+    blocking_for(CACHE_DEADLINE, f).await
+}
+
+/// Runs blocking work that reads a whole image on monoio's pool, bounded by
+/// `deadline`.
+async fn blocking_for<R: Send + 'static>(
+    deadline: Duration,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> io::Result<R> {
+    match monoio::time::timeout(deadline, monoio::spawn_blocking(f)).await {
         Ok(Ok(r)) => Ok(r),
         Ok(Err(_)) => Err(other("a cache task failed")),
         Err(_) => Err(io::ErrorKind::TimedOut.into()),
@@ -297,8 +306,10 @@ pub async fn prewarm(src: Source) -> io::Result<()> {
         Lookup::Hit(_) => Ok(()),
         Lookup::Partial(lease) => {
             let (walked, lease) = walk(&src, lease, 0, src.params.size - 1, None).await?;
-            if let Walked::Invalidated { .. } = walked {
-                return Err(mismatch());
+            match walked {
+                Walked::Done => {}
+                Walked::Invalidated { .. } => return Err(mismatch()),
+                Walked::Unwritable { .. } => return Err(other("the cache cannot write now")),
             }
             let (verified, _) = wait_verified(lease).await?;
             verified.then_some(()).ok_or_else(mismatch)
@@ -307,13 +318,20 @@ pub async fn prewarm(src: Source) -> io::Result<()> {
     }
 }
 
+/// How long the whole-image check of `size` bytes may take: the running
+/// hashes usually finish within milliseconds of the last chunk, but after a
+/// restart (or a lost hasher) the image is read back and hashed whole.
+fn verify_deadline(size: u64) -> Duration {
+    CACHE_DEADLINE + Duration::from_secs(size / (50 << 20))
+}
+
 /// Waits until an entry whose chunks are all present is verified: `true`
 /// when complete, `false` when its bytes did not match; the lease comes
-/// back. The commit of its last chunk verifies it; a verification that
-/// failed is retried here.
+/// back. The commit of its last chunk verifies it; when nobody is
+/// verifying it (a failed or lost check), it is verified here.
 async fn wait_verified(mut lease: Lease) -> io::Result<(bool, Lease)> {
-    let deadline = std::time::Instant::now() + CACHE_DEADLINE;
-    let mut retried = false;
+    let deadline = std::time::Instant::now() + verify_deadline(lease.record().size);
+    let mut pause = Duration::from_millis(2);
     loop {
         if lease.is_complete() {
             return Ok((true, lease));
@@ -324,21 +342,21 @@ async fn wait_verified(mut lease: Lease) -> io::Result<(bool, Lease)> {
         if std::time::Instant::now() > deadline {
             return Err(other("the image was not verified in time"));
         }
-        if !retried {
-            retried = true;
-            let (l, finished) = blocking(move || {
-                let r = lease.finish_if_filled();
-                (lease, r)
-            })
-            .await?;
-            lease = l;
-            if finished.map_err(other)? == Some(Committed::Invalid) {
-                return Ok((false, lease));
-            }
-            continue;
+        // Verifies it here unless a committer or another reader is at it
+        // (then this does nothing, and the wait goes on).
+        let (l, finished) = blocking_for(verify_deadline(lease.record().size), move || {
+            let r = lease.finish_if_filled();
+            (lease, r)
+        })
+        .await?;
+        lease = l;
+        match finished.map_err(other)? {
+            Some(Committed::Invalid) => return Ok((false, lease)),
+            Some(_) => continue,
+            None => {}
         }
-        // The last chunk's committer is hashing its bytes: milliseconds.
-        monoio::time::sleep(Duration::from_millis(5)).await;
+        monoio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
 
@@ -445,6 +463,11 @@ async fn walk(
                 Some(ChunkState::Missing) if waited => {
                     return Err(other("the backend failed while this chunk was filled"));
                 }
+                // The disk refused a chunk of this entry a moment ago:
+                // fetching more to throw away would only multiply backend reads.
+                Some(ChunkState::Missing) if sink.is_some() && lease.write_failed() => {
+                    return Ok((Walked::Unwritable { from }, lease));
+                }
                 Some(ChunkState::Missing) => {
                     if let Some(claim) = lease.claim(i) {
                         // Waited for like any other fill: the chunk turns
@@ -479,6 +502,9 @@ async fn walk(
 /// Starts fills of the missing chunks among `from..=to`, as far as this
 /// thread's fill budget allows; nobody waits on them here.
 fn read_ahead(src: &Source, lease: &Lease, from: u64, to: u64) {
+    if from > to || lease.write_failed() {
+        return;
+    }
     for j in from..=to {
         if src.worker.fills.get() >= src.worker.max_fills {
             return;
@@ -547,7 +573,7 @@ async fn fill_chunk(src: &Source, claim: Claim, a: u64, b: u64) -> io::Result<Co
 /// image whose rest streams through.
 async fn hash_prefix(lease: Lease, len: u64) -> io::Result<sha2::Sha512> {
     use sha2::Digest as _;
-    blocking(move || {
+    blocking_for(verify_deadline(len), move || {
         let mut hasher = sha2::Sha512::new();
         let mut buf = vec![0u8; THROUGH_CHUNK as usize];
         let mut at = 0;
@@ -588,7 +614,11 @@ async fn stream_through(
             }
         }
         write_through(src, sink, data).await?;
-        if let (Some(byte), Some(h)) = (held, hasher.take()) {
+        // Only once the last byte is held: taking the hasher earlier would
+        // end the check before the end.
+        if let Some(byte) = held
+            && let Some(h) = hasher.take()
+        {
             if h.finalize().as_slice() != src.params.sha512 {
                 tracing::error!(image = %src.params.image_id, "backend bytes do not match the link's hashes; response cut");
                 return Err(mismatch());

@@ -339,3 +339,46 @@ fn a_chunk_damaged_while_the_node_was_down_is_never_served_and_is_fetched_again(
     assert_eq!(r.status, 206);
     assert_eq!(r.body, img.bytes[at - 5..=at + 5]);
 }
+
+#[test]
+fn a_full_disk_and_a_lying_origin_together_still_serve_no_whole_wrong_image() {
+    let bytes = pseudo_random(40 * MIB + 11, 910);
+    let img = common::image_in("web", bytes.clone(), 910);
+    let at = 30 * MIB as u64;
+    let origin = FaultOrigin::start(bytes, Fault::WrongByte { at });
+    let node = node_on(&origin);
+    let link = node.link(&img.params);
+    let config = node.dir.path().join("stream.toml");
+    let cache_dir = node.dir.path().join("cache");
+    let mut node = node;
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+    let full = common::restart_on_small_disk(&config, &cache_dir, 32, 6);
+    let mut wrong = img.bytes.clone();
+    wrong[at as usize] ^= 0x5a;
+    // The same bytes under another id: an image the failing disk does not admit.
+    let other = common::image_in("web", img.bytes.clone(), 911);
+    let other_link = node.link(&other.params);
+    // The first streams through once the disk refuses a chunk, the second
+    // is not admitted at all: both are checked on the way.
+    for (attempt, link) in [("unwritable", &link), ("bypassed", &other_link)] {
+        let (status, declared, body) = try_download(full.addr, link).unwrap();
+        assert_eq!((status, declared), (200, img.bytes.len() as u64));
+        assert!(
+            body.len() < img.bytes.len(),
+            "{attempt}: a complete-looking wrong image"
+        );
+        assert!(body[..] == wrong[..body.len()], "{attempt}");
+    }
+    assert!(full.metric("glance_stream_cache_write_failures_total") >= 1);
+    assert_eq!(
+        full.metric("glance_stream_cache_lookups_total{outcome=\"bypass\"}"),
+        1
+    );
+    // The log line reaches the test through a pipe: give it a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while full.logs().matches("response cut").count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", full.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

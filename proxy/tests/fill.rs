@@ -147,7 +147,11 @@ fn bytes_that_do_not_match_the_link_are_never_served_from_the_cache() {
     // a complete-looking wrong image.
     let (status, declared, body) = common::download_partial(node.addr, &link);
     assert_eq!((status, declared), (200, img.bytes.len() as u64));
-    assert_eq!(body.len(), img.bytes.len() - 1, "cut just before the end");
+    // Cut at the last byte, or earlier if the walk saw the entry thrown away.
+    assert!(
+        body.len() < img.bytes.len(),
+        "a complete-looking wrong image"
+    );
     assert!(
         body[..] == tampered[..body.len()],
         "the backend's bytes, as far as they go"
