@@ -131,11 +131,20 @@ fn sigkill_during_fills_20_times_loses_nothing_and_the_fills_resume() {
     );
 }
 
+/// Stops `node` and starts it again on the same config with its cache on a
+/// 32 MiB disk of its own with 6 MiB free.
+fn on_a_full_disk(node: &mut Node) -> common::Running {
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+    let config = node.dir.path().join("stream.toml");
+    common::restart_on_small_disk(&config, &node.dir.path().join("cache"), 32, 6)
+}
+
 #[test]
 fn a_full_cache_disk_streams_through_and_serves_nothing_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let nginx = Nginx::start(dir.path());
-    let node = Node::start_with_cache(
+    let mut node = Node::start_with_cache(
         "io_uring",
         "",
         "chunk_size_mib = 4",
@@ -148,14 +157,9 @@ fn a_full_cache_disk_streams_through_and_serves_nothing_wrong() {
     let link = node.link(&img.params);
     let next = on_origin(&nginx, pseudo_random(9 * MIB, 908), 908);
     let next_link = node.link(&next.params);
-    let config = node.dir.path().join("stream.toml");
-    let cache_dir = node.dir.path().join("cache");
-    let mut node = node;
-    node.child.kill().unwrap();
-    node.child.wait().unwrap();
     // 6 MiB free for a 40 MiB image: the cache believes it has room (its
     // limit is 1 GB) until the disk says otherwise.
-    let full = common::restart_on_small_disk(&config, &cache_dir, 32, 6);
+    let full = on_a_full_disk(&mut node);
     for attempt in ["first", "second"] {
         let (status, len, hash) = common::download_sha512(full.addr, &link);
         assert_eq!((status, len), (200, img.bytes.len() as u64), "{attempt}");
@@ -346,14 +350,9 @@ fn a_full_disk_and_a_lying_origin_together_still_serve_no_whole_wrong_image() {
     let img = common::image_in("web", bytes.clone(), 910);
     let at = 30 * MIB as u64;
     let origin = FaultOrigin::start(bytes, Fault::WrongByte { at });
-    let node = node_on(&origin);
+    let mut node = node_on(&origin);
     let link = node.link(&img.params);
-    let config = node.dir.path().join("stream.toml");
-    let cache_dir = node.dir.path().join("cache");
-    let mut node = node;
-    node.child.kill().unwrap();
-    node.child.wait().unwrap();
-    let full = common::restart_on_small_disk(&config, &cache_dir, 32, 6);
+    let full = on_a_full_disk(&mut node);
     let mut wrong = img.bytes.clone();
     wrong[at as usize] ^= 0x5a;
     // The same bytes under another id: an image the failing disk does not admit.
