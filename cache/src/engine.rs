@@ -214,7 +214,8 @@ struct Entry {
     /// reader's first read).
     checked: Vec<bool>,
     /// A chunk of this complete entry failed its crc32: no new reader gets
-    /// it, and it is dropped (and fetched again) once its readers let go.
+    /// it, and the first lookup (or scrubber pass) after its readers let go
+    /// drops it, to be fetched again.
     doomed: bool,
 }
 
@@ -803,8 +804,9 @@ impl Lease {
     /// Re-reads chunk `i` and compares its crc32 with the recorded one,
     /// unless that was done since the cache was opened: `false` when the
     /// chunk is damaged (or gone). A damaged complete entry is doomed: no
-    /// new reader gets it, and it is dropped and fetched again once its
-    /// readers let go. Blocking: run it off the event loop.
+    /// new reader gets it, and the first lookup (or scrubber pass) after its
+    /// readers let go drops it, to be fetched again. Blocking: run it off
+    /// the event loop.
     pub fn check_chunk(&self, i: u64) -> Result<bool, CacheError> {
         let crc = {
             let mut shared = self.inner.lock();
