@@ -536,9 +536,14 @@ pub struct Forwarder {
     rate: u64,
     stop: Arc<std::sync::atomic::AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
-    sent: Arc<Mutex<Vec<u8>>>,
+    /// What clients sent, one buffer per connection (so nothing sent on one
+    /// is interleaved with another's).
+    sent: Arc<Mutex<Vec<Capture>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
+
+/// The bytes one connection's client sent.
+type Capture = Arc<Mutex<Vec<u8>>>;
 
 /// Most client bytes a forwarder keeps.
 const KEPT: usize = 64 << 20;
@@ -555,7 +560,7 @@ impl Forwarder {
     fn serve(listener: std::net::TcpListener, port: u16, to: SocketAddr, rate: u64) -> Forwarder {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let sent: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let sent: Arc<Mutex<Vec<Capture>>> = Arc::default();
         listener.set_nonblocking(true).unwrap();
         let (stop2, conns2, sent2) = (stop.clone(), conns.clone(), sent.clone());
         let thread = std::thread::spawn(move || {
@@ -568,6 +573,8 @@ impl Forwarder {
                 let Ok(server) = TcpStream::connect(to) else {
                     continue;
                 };
+                let keep = Capture::default();
+                sent2.lock().unwrap().push(keep.clone());
                 let mut held = conns2.lock().unwrap();
                 held.push(client.try_clone().unwrap());
                 held.push(server.try_clone().unwrap());
@@ -576,7 +583,7 @@ impl Forwarder {
                         client.try_clone().unwrap(),
                         server.try_clone().unwrap(),
                         u64::MAX,
-                        Some(sent2.clone()),
+                        Some(keep.clone()),
                     ),
                     (server, client, rate, None),
                 ] {
@@ -595,9 +602,14 @@ impl Forwarder {
         }
     }
 
-    /// The bytes clients sent through so far (the first 64 MiB).
+    /// The bytes clients sent through so far, each connection's whole
+    /// (the first 64 MiB of each), one after the other.
     pub fn sent(&self) -> Vec<u8> {
-        self.sent.lock().unwrap().clone()
+        let conns = self.sent.lock().unwrap();
+        conns
+            .iter()
+            .flat_map(|c| c.lock().unwrap().clone())
+            .collect()
     }
 
     /// Closes every connection and the listening port.
@@ -614,7 +626,7 @@ impl Forwarder {
     /// Listens again on the same port.
     pub fn resume(&mut self) {
         let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).unwrap();
-        let kept = self.sent();
+        let kept = std::mem::take(&mut *self.sent.lock().unwrap());
         *self = Forwarder::serve(listener, self.port, self.to, self.rate);
         *self.sent.lock().unwrap() = kept;
     }
@@ -622,7 +634,7 @@ impl Forwarder {
 
 /// Copies `from` into `into` at most `rate` bytes per second, keeping a
 /// copy in `keep` (up to [`KEPT`] bytes).
-fn pump(mut from: TcpStream, mut into: TcpStream, rate: u64, keep: Option<Arc<Mutex<Vec<u8>>>>) {
+fn pump(mut from: TcpStream, mut into: TcpStream, rate: u64, keep: Option<Capture>) {
     let start = std::time::Instant::now();
     let mut sent = 0u64;
     let mut buf = vec![0u8; 64 << 10];
