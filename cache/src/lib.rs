@@ -25,6 +25,6 @@ mod recovery;
 pub use engine::{
     CHUNK_SIZE_RANGE, Cache, CacheConfig, ChunkState, ChunkWait, Claim, Committed,
     DEFAULT_CHUNK_SIZE, EntryInfo, FaultHook, FaultPoint, ImageMeta, Lease, Lookup, MAX_WAITERS,
-    MappedImage, ScrubReport, Stats,
+    MappedImage, ScrubReport, Stats, WRITE_FAILURE_PAUSE,
 };
 pub use error::CacheError;
