@@ -146,15 +146,7 @@ fn on_a_full_disk(node: &mut Node) -> common::Running {
 fn a_full_cache_disk_streams_through_and_serves_nothing_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let nginx = Nginx::start(dir.path());
-    let mut node = Node::start_with_cache(
-        "io_uring",
-        "",
-        "chunk_size_mib = 4",
-        &format!(
-            "[stores.web]\nkind = \"http\"\nurl = \"http://127.0.0.1:{}/\"\n",
-            nginx.port
-        ),
-    );
+    let mut node = Node::start_with_cache("io_uring", "", "chunk_size_mib = 4", &nginx.web_store());
     let img = on_origin(&nginx, pseudo_random(40 * MIB + 99, 903), 903);
     let link = node.link(&img.params);
     let next = on_origin(&nginx, pseudo_random(9 * MIB, 908), 908);
@@ -303,10 +295,7 @@ fn a_chunk_damaged_while_the_node_was_down_is_never_served_and_is_fetched_again(
         "io_uring",
         "",
         "chunk_size_mib = 4\nscrub_chunks_per_sec = 0",
-        &format!(
-            "[stores.web]\nkind = \"http\"\nurl = \"http://127.0.0.1:{}/\"\n",
-            nginx.port
-        ),
+        &nginx.web_store(),
     );
     let img = on_origin(&nginx, pseudo_random(20 * MIB + 1, 909), 909);
     let link = node.link(&img.params);

@@ -16,15 +16,7 @@ fn node_with_origin(driver: &str, nginx: &Nginx) -> Node {
 }
 
 fn node_with_origin_cache(driver: &str, nginx: &Nginx, cache: &str) -> Node {
-    Node::start_with_cache(
-        driver,
-        "threads = 2",
-        cache,
-        &format!(
-            "[stores.web]\nkind = \"http\"\nurl = \"http://127.0.0.1:{}/\"\n",
-            nginx.port
-        ),
-    )
+    Node::start_with_cache(driver, "threads = 2", cache, &nginx.web_store())
 }
 
 /// `clients` cold downloads at once, then a warm one: every client gets the

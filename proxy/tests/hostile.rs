@@ -173,14 +173,7 @@ fn bad_links(node: &Node, img: &common::Image, n: usize) -> Vec<String> {
 fn ten_thousand_bad_links_cost_no_disk_io_and_all_get_the_same_403() {
     let dir = tempfile::tempdir().unwrap();
     let nginx = Nginx::start(dir.path());
-    let node = Node::start(
-        "io_uring",
-        "threads = 2",
-        &format!(
-            "[stores.web]\nkind = \"http\"\nurl = \"http://127.0.0.1:{}/\"\n",
-            nginx.port
-        ),
-    );
+    let node = Node::start("io_uring", "threads = 2", &nginx.web_store());
     let img = on_origin(&nginx, pseudo_random(9 * MIB, 22), 22);
     let links = bad_links(&node, &img, 10_000);
     let cache = node.dir.path().join("cache");

@@ -70,6 +70,14 @@ impl Nginx {
         }
     }
 
+    /// A node's config table for store `web`, an HTTP store on this nginx.
+    pub fn web_store(&self) -> String {
+        format!(
+            "[stores.web]\nkind = \"http\"\nurl = \"http://127.0.0.1:{}/\"\n",
+            self.port
+        )
+    }
+
     /// Body bytes nginx has sent so far, from its access log.
     pub fn bytes_sent(&self) -> u64 {
         std::fs::read_to_string(&self.log)
