@@ -892,22 +892,31 @@ impl Lease {
         })
     }
 
-    /// Maps a complete entry's data read-only, for senders that must copy
-    /// (TLS). The mapping keeps the lease, so the entry is not evicted while
-    /// it is read.
-    pub fn map(self) -> Result<MappedImage, CacheError> {
+    /// Maps bytes `start..start + len` of the entry read-only, for senders
+    /// that must copy (TLS encrypts straight from the mapping). Every chunk
+    /// holding them must be present; the mapping borrows the lease, so the
+    /// entry is not evicted while it is read.
+    pub fn map_present(&self, start: u64, len: u64) -> Result<ChunkMap<'_>, CacheError> {
+        let end = start.checked_add(len).ok_or(CacheError::NotFound)?;
+        if len == 0 || end > self.record.size {
+            return Err(CacheError::NotFound);
+        }
+        let cs = u64::from(self.record.chunk_size);
         let map = {
-            // Checked and mapped under the lock: nothing changes the entry between.
+            // Checked and mapped under the lock: nothing changes the chunks between.
             let mut shared = self.inner.lock();
-            match current(&mut shared, &self.key, self.generation) {
-                Some(e) if e.record.state == State::Complete => {
-                    crate::map::map_complete(&self.file)
-                        .map_err(io_err(&self.inner.path(&self.key)))?
-                }
-                _ => return Err(CacheError::NotComplete),
+            let Some(e) = current(&mut shared, &self.key, self.generation) else {
+                return Err(CacheError::NotFound);
+            };
+            let present = (start / cs..=(end - 1) / cs)
+                .all(|i| e.chunks.get(i as usize) == Some(&ChunkState::Present));
+            if !present {
+                return Err(CacheError::NotComplete);
             }
+            crate::map::map_present(&self.file, start, len)
+                .map_err(io_err(&self.inner.path(&self.key)))?
         };
-        Ok(MappedImage { map, _lease: self })
+        Ok(ChunkMap { map, _lease: self })
     }
 
     /// When every chunk is present but the entry is not complete (a commit
@@ -950,13 +959,28 @@ impl Lease {
     }
 }
 
-/// A complete entry's bytes, mapped, with the lease that protects them.
-pub struct MappedImage {
+/// Present bytes of an entry, mapped read-only, borrowing the lease that
+/// keeps the entry from eviction.
+pub struct ChunkMap<'a> {
     map: memmap2::Mmap,
-    _lease: Lease,
+    _lease: &'a Lease,
 }
 
-impl std::ops::Deref for MappedImage {
+impl ChunkMap<'_> {
+    /// Asks the kernel to start reading `offset..offset + len` of the
+    /// mapping into the page cache (it returns at once): a page touched
+    /// before it is read would make the sender wait for the disk.
+    pub fn will_need(&self, offset: usize, len: usize) {
+        let len = len.min(self.map.len().saturating_sub(offset));
+        if len > 0 {
+            let _ = self
+                .map
+                .advise_range(memmap2::Advice::WillNeed, offset, len);
+        }
+    }
+}
+
+impl std::ops::Deref for ChunkMap<'_> {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {

@@ -23,8 +23,8 @@ pub mod policy;
 mod recovery;
 
 pub use engine::{
-    CHUNK_SIZE_RANGE, Cache, CacheConfig, ChunkState, ChunkWait, Claim, Committed,
+    CHUNK_SIZE_RANGE, Cache, CacheConfig, ChunkMap, ChunkState, ChunkWait, Claim, Committed,
     DEFAULT_CHUNK_SIZE, EntryInfo, FaultHook, FaultPoint, ImageMeta, Lease, Lookup, MAX_WAITERS,
-    MappedImage, ScrubReport, Stats, WRITE_FAILURE_PAUSE,
+    ScrubReport, Stats, WRITE_FAILURE_PAUSE,
 };
 pub use error::CacheError;

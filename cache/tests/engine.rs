@@ -639,24 +639,34 @@ fn evict_prune_to_a_target_skips_leased_entries() {
 }
 
 #[test]
-fn a_complete_entry_maps_and_the_map_holds_its_lease() {
+fn present_chunks_map_and_the_map_holds_its_lease() {
     let dir = tempfile::tempdir().unwrap();
     let cache = open(dir.path(), 100 * MIB);
     let a = data(6 * MIB + 1, 60);
-    let Lookup::Partial(partial) = cache.lookup(key(60), &meta(&a), 1).unwrap() else {
-        panic!()
-    };
-    assert!(matches!(partial.map(), Err(CacheError::NotComplete)));
     let Lookup::Partial(lease) = cache.lookup(key(60), &meta(&a), 1).unwrap() else {
         panic!()
     };
-    for i in 0..2 {
-        lease.claim(i).unwrap().commit(chunk_of(&a, i)).unwrap();
-    }
-    let mapped = lease.map().unwrap();
-    assert_eq!(&mapped[..], &a[..]);
+    assert!(matches!(
+        lease.map_present(0, 1),
+        Err(CacheError::NotComplete)
+    ));
+    lease.claim(1).unwrap().commit(chunk_of(&a, 1)).unwrap();
+    // Chunk 1 alone is present: a range reaching into chunk 0 is refused.
+    let cs = u64::from(CHUNK);
+    assert!(lease.map_present(cs - 1, 2).is_err());
+    let tail = lease.map_present(cs + 3, a.len() as u64 - cs - 3).unwrap();
+    assert_eq!(&tail[..], &a[cs as usize + 3..]);
+    drop(tail);
+    lease.claim(0).unwrap().commit(chunk_of(&a, 0)).unwrap();
+    let whole = lease.map_present(0, a.len() as u64).unwrap();
+    assert_eq!(&whole[..], &a[..]);
+    assert!(
+        lease.map_present(1, a.len() as u64).is_err(),
+        "past the end"
+    );
     assert!(matches!(cache.evict(&key(60)), Err(CacheError::InUse)));
-    drop(mapped);
+    drop(whole);
+    drop(lease);
     cache.evict(&key(60)).unwrap();
 }
 

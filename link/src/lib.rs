@@ -23,6 +23,7 @@ mod link;
 mod query;
 mod rejection;
 pub mod s3;
+pub mod tls;
 
 #[doc(hidden)]
 pub mod fuzzing;

@@ -58,6 +58,14 @@ struct RawConfig {
     #[serde(default)]
     stores: BTreeMap<String, RawStore>,
     admin: Option<RawAdmin>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -253,6 +261,8 @@ pub struct Config {
     pub stores: BTreeMap<StoreId, StoreConfig>,
     /// The admin API's token; no admin API without one.
     pub admin_token: Option<AdminToken>,
+    /// HTTPS: the certificate chain and key (`[tls]`); `None` for plain HTTP.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl Config {
@@ -338,6 +348,16 @@ impl Config {
                 Some(AdminToken(token.to_owned()))
             }
         };
+        let tls = raw.tls.map(|t| crate::tls::TlsFiles {
+            cert: base.join(t.cert),
+            key: base.join(t.key),
+        });
+        if tls.is_some() && public_url.starts_with("http://") {
+            return Err(invalid(format!(
+                "public_url = {:?}: a node serving TLS ([tls]) is reached at an https:// URL",
+                raw.public_url
+            )));
+        }
         Ok(Config {
             listen,
             public_url,
@@ -353,6 +373,7 @@ impl Config {
             http,
             stores,
             admin_token,
+            tls,
         })
     }
 }

@@ -8,13 +8,15 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut as _;
-use monoio::io::{AsyncReadRent as _, AsyncWriteRentExt as _};
+use monoio::io::AsyncReadRent as _;
 use monoio::net::TcpStream;
 
 use crate::admin::AdminRequest;
 use crate::http::{self, Body, HeadError, Parsed, ResponseHead};
 use crate::metrics::CoreMetrics;
+use crate::metrics::Handshake;
 use crate::server::Shared;
+use crate::tls::{self, ServerSession};
 use crate::{image, sys};
 
 /// How often a connection waiting for a request checks for shutdown.
@@ -40,6 +42,8 @@ struct Conn {
 pub struct Io {
     /// The client socket (non-blocking).
     pub stream: TcpStream,
+    /// The TLS session, on an HTTPS listener.
+    pub tls: Option<Box<ServerSession>>,
     /// The peer address.
     pub peer: SocketAddr,
     /// The response head being built, reused between requests.
@@ -92,6 +96,17 @@ pub async fn serve(
         return;
     }
     let _ = stream.set_nodelay(true);
+    let mut stream = stream;
+    let tls = match &shared.tls {
+        None => None,
+        Some(config) => {
+            let config = config.load_full();
+            match accept_tls(&mut stream, config, &shared, core).await {
+                Some(session) => Some(session),
+                None => return,
+            }
+        }
+    };
     let cap = shared.config.http.max_header_bytes;
     let mut conn = Conn {
         buf: Vec::with_capacity(cap),
@@ -99,6 +114,7 @@ pub async fn serve(
         body_in_buf: 0,
         io: Io {
             stream,
+            tls,
             peer,
             out: Vec::with_capacity(512),
             shared,
@@ -112,13 +128,73 @@ pub async fn serve(
             Ok(Next::KeepAlive) => {}
             Ok(Next::Close) => break,
             Ok(Next::CloseUnread) => {
+                conn.io.close_notify().await;
                 linger(&mut conn.io.stream).await;
-                break;
+                return;
             }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "connection closed");
-                break;
+                return;
             }
+        }
+    }
+    conn.io.close_notify().await;
+}
+
+/// Runs the TLS handshake of a new connection, within the header timeout.
+/// A plaintext HTTP request gets a plain 400 saying the port speaks HTTPS;
+/// anything else that is not a TLS client gets rustls's alert. `None` when
+/// the connection is done.
+async fn accept_tls(
+    stream: &mut TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    shared: &Shared,
+    core: usize,
+) -> Option<Box<ServerSession>> {
+    let metrics = shared.metrics.core(core);
+    let conn = match rustls::server::UnbufferedServerConnection::new(config) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a TLS session");
+            return None;
+        }
+    };
+    let mut session = Box::new(ServerSession::new(conn));
+    let timeout = shared.config.http.header_timeout;
+    let handshake = async {
+        if !session.read_first(stream).await? {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if tls::looks_like_http(session.received()) {
+            return Ok(false);
+        }
+        session.handshake(stream).await.map(|()| true)
+    };
+    match monoio::time::timeout(timeout, handshake).await {
+        Ok(Ok(true)) => {
+            metrics.handshake(Handshake::Done);
+            Some(session)
+        }
+        Ok(Ok(false)) => {
+            metrics.handshake(Handshake::Plaintext);
+            let refusal = tls::PLAINTEXT_REFUSAL.to_vec();
+            let len = refusal.len();
+            let write = tls::write_all(stream, refusal, len);
+            let _ = monoio::time::timeout(Duration::from_secs(1), write).await;
+            linger(stream).await;
+            None
+        }
+        Ok(Err(e)) => {
+            metrics.handshake(Handshake::Failed);
+            tracing::debug!(error = %e, "TLS handshake failed");
+            // The alert rustls queued, if any: the client learns why.
+            let _ =
+                monoio::time::timeout(Duration::from_secs(1), session.send_pending(stream)).await;
+            None
+        }
+        Err(_) => {
+            metrics.handshake(Handshake::TimedOut);
+            None
         }
     }
 }
@@ -246,6 +322,9 @@ impl Conn {
             if self.buf.is_empty() && self.io.shutting_down() {
                 return Wait::Close;
             }
+            if self.io.tls.as_ref().is_some_and(|t| t.has_plaintext()) {
+                return Wait::Readable;
+            }
             let slice = (deadline - now).min(IDLE_SLICE);
             // Waiting for readiness (not reading) can be cancelled without losing bytes.
             match monoio::time::timeout(slice, self.io.stream.readable(false)).await {
@@ -267,8 +346,9 @@ impl Conn {
             self.buf = buf;
             return Ok(false);
         }
-        let (res, slice) = self.io.stream.read(buf.slice_mut(len..cap)).await;
-        self.buf = slice.into_inner();
+        let mut buf = buf;
+        let res = self.io.read_some(&mut buf, cap - len).await;
+        self.buf = buf;
         match res {
             Ok(0) => Ok(false),
             Ok(_) => Ok(true),
@@ -405,15 +485,14 @@ impl Conn {
                     .await?;
                 return Ok(None);
             }
-            let chunk = vec![0u8; missing];
-            let read = self.io.stream.read(chunk);
-            let (res, chunk) = match monoio::time::timeout(deadline - now, read).await {
+            let read = self.io.read_some(&mut request.body, missing);
+            let res = match monoio::time::timeout(deadline - now, read).await {
                 Ok(r) => r,
                 Err(_) => continue,
             };
             match res {
                 Ok(0) => return Ok(Some(false)),
-                Ok(n) => request.body.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if let Ok(Err(e)) =
                         monoio::time::timeout(deadline - now, self.io.stream.readable(false)).await
@@ -473,13 +552,56 @@ impl Io {
     /// Writes the whole output buffer, giving up after the send timeout.
     pub async fn write_out(&mut self) -> std::io::Result<()> {
         let out = std::mem::take(&mut self.out);
+        let (res, out) = self.write_all(out).await;
+        self.out = out;
+        res
+    }
+
+    /// Writes `data` whole (encrypted on a TLS connection), giving up
+    /// after the send timeout.
+    pub async fn write_all(&mut self, data: Vec<u8>) -> (std::io::Result<()>, Vec<u8>) {
         let timeout = self.shared.config.http.send_timeout;
-        match monoio::time::timeout(timeout, self.stream.write_all(out)).await {
-            Ok((res, out)) => {
-                self.out = out;
-                res.map(|_| ())
+        let len = data.len();
+        match &mut self.tls {
+            Some(session) => {
+                let write = session.write_all(&mut self.stream, &data);
+                match monoio::time::timeout(timeout, write).await {
+                    Ok(res) => (res, data),
+                    Err(_) => (Err(std::io::ErrorKind::TimedOut.into()), data),
+                }
             }
-            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+            None => {
+                match monoio::time::timeout(timeout, tls::write_all(&mut self.stream, data, len))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => (Err(std::io::ErrorKind::TimedOut.into()), Vec::new()),
+                }
+            }
+        }
+    }
+
+    /// Appends what the client sent to `dst`, at most `max` bytes (decrypted
+    /// on a TLS connection). `Ok(0)` when the client closed its side;
+    /// `WouldBlock` when nothing (no whole TLS record) is there yet.
+    pub async fn read_some(&mut self, dst: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
+        if let Some(session) = &mut self.tls {
+            return session.read(&mut self.stream, dst, max).await;
+        }
+        let mut buf = std::mem::take(dst);
+        let len = buf.len();
+        buf.reserve(max);
+        let (res, slice) = self.stream.read(buf.slice_mut(len..len + max)).await;
+        *dst = slice.into_inner();
+        res
+    }
+
+    /// Sends TLS close_notify before the connection closes (nothing on
+    /// plain HTTP), within a second.
+    pub async fn close_notify(&mut self) {
+        if let Some(session) = &mut self.tls {
+            let close = session.close(&mut self.stream);
+            let _ = monoio::time::timeout(Duration::from_secs(1), close).await;
         }
     }
 }

@@ -7,7 +7,6 @@ use std::io;
 use std::os::fd::AsRawFd as _;
 
 use glance_link::{LinkRequest, VerifiedLink};
-use monoio::io::AsyncWriteRentExt as _;
 
 use crate::conn::{FORBIDDEN_BODY, Io};
 use crate::http::{RequestHead, ResponseHead};
@@ -19,9 +18,9 @@ use crate::{clock, sys};
 /// Bytes handed to one `sendfile` call at most.
 const SENDFILE_CHUNK: usize = 1 << 20;
 /// How far ahead of the send position the page cache is asked to read.
-const READAHEAD: u64 = 8 << 20;
+pub(crate) const READAHEAD: u64 = 8 << 20;
 /// Bytes a connection may send before letting the thread's other tasks run.
-const FAIR_SHARE: u64 = 4 << 20;
+pub(crate) const FAIR_SHARE: u64 = 4 << 20;
 /// Buffer of the copy fallback.
 const COPY_BUF: usize = 256 << 10;
 
@@ -166,6 +165,10 @@ async fn open(io: &mut Io, link: &VerifiedLink, keep_alive: bool) -> io::Result<
 /// handed to the kernel's readahead (`POSIX_FADV_WILLNEED`, which starts the
 /// reads and returns) well before `sendfile` reaches it.
 pub async fn send_body(io: &mut Io, file: &File, start: u64, len: u64) -> io::Result<()> {
+    if io.tls.is_some() {
+        // TLS encrypts in user space: the bytes must pass through it.
+        return copy_body(io, file, start, len).await;
+    }
     let socket = io.stream.as_raw_fd();
     let fd = file.as_raw_fd();
     let end = start + len;
@@ -217,14 +220,14 @@ fn sendfile_unsupported(e: &io::Error) -> bool {
     )
 }
 
-/// The fallback: read into a buffer (io_uring reads don't block the thread),
-/// then write. Counted as the copy path in the metrics.
+/// The fallback, and TLS from a store's own file: read into a buffer
+/// (io_uring reads don't block the thread), then write. Counted as the copy
+/// path in the metrics.
 async fn copy_body(io: &mut Io, file: &File, start: u64, len: u64) -> io::Result<()> {
     let file = monoio::fs::File::from_std(file.try_clone()?)?;
     let mut buf = Vec::with_capacity(COPY_BUF);
     let mut offset = start;
     let end = start + len;
-    let timeout = io.shared.config.http.send_timeout;
     while offset < end {
         buf.clear();
         let want = (end - offset).min(COPY_BUF as u64) as usize;
@@ -236,10 +239,7 @@ async fn copy_body(io: &mut Io, file: &File, start: u64, len: u64) -> io::Result
         }
         buf.truncate(n.min(want));
         let sent = buf.len();
-        let (res, b) = match monoio::time::timeout(timeout, io.stream.write_all(buf)).await {
-            Ok(r) => r,
-            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
-        };
+        let (res, b) = io.write_all(buf).await;
         buf = b;
         res?;
         offset += sent as u64;
@@ -262,7 +262,7 @@ impl std::fmt::Display for Hex<'_> {
 
 /// Returns `Pending` once (after asking to be woken), letting the thread's
 /// other tasks run before this one continues.
-struct YieldNow(bool);
+pub(crate) struct YieldNow(pub(crate) bool);
 
 impl std::future::Future for YieldNow {
     type Output = ();

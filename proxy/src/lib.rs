@@ -26,3 +26,4 @@ pub mod server;
 pub mod signals;
 pub mod store;
 pub mod sys;
+pub mod tls;

@@ -18,8 +18,43 @@ pub const STATUSES: [u16; 16] = [
 pub enum SendPath {
     /// Page cache to socket with no copy through user space (`sendfile`).
     ZeroCopy,
-    /// Read into a buffer, then written (the fallback).
+    /// Read into a buffer, then written (the fallback; TLS from a store's
+    /// file).
     Copy,
+    /// Encrypted for TLS straight from a read-only map of the cache file.
+    Mapped,
+}
+
+/// How a TLS handshake ended, for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub enum Handshake {
+    /// Complete.
+    Done,
+    /// Refused by either side or cut (a bad hello, an unknown CA, a reset).
+    Failed,
+    /// Not finished within the header timeout.
+    TimedOut,
+    /// A plaintext HTTP request on the TLS port (answered 400).
+    Plaintext,
+}
+
+impl Handshake {
+    /// Every outcome, in counter order.
+    const ALL: [Handshake; 4] = [
+        Handshake::Done,
+        Handshake::Failed,
+        Handshake::TimedOut,
+        Handshake::Plaintext,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Handshake::Done => "done",
+            Handshake::Failed => "failed",
+            Handshake::TimedOut => "timed_out",
+            Handshake::Plaintext => "plaintext",
+        }
+    }
 }
 
 /// One worker thread's counters.
@@ -29,6 +64,8 @@ pub struct CoreMetrics {
     requests: [AtomicU64; STATUSES.len() + 1],
     bytes_zero_copy: AtomicU64,
     bytes_copy: AtomicU64,
+    bytes_mapped: AtomicU64,
+    handshakes: [AtomicU64; Handshake::ALL.len()],
     active_connections: AtomicU64,
     refused_connections: AtomicU64,
     rejections: [AtomicU64; Rejection::ALL.len()],
@@ -72,7 +109,13 @@ impl CoreMetrics {
         match path {
             SendPath::ZeroCopy => self.bytes_zero_copy.fetch_add(bytes, Relaxed),
             SendPath::Copy => self.bytes_copy.fetch_add(bytes, Relaxed),
+            SendPath::Mapped => self.bytes_mapped.fetch_add(bytes, Relaxed),
         };
+    }
+
+    /// Counts a TLS handshake's outcome.
+    pub fn handshake(&self, outcome: Handshake) {
+        self.handshakes[outcome as usize].fetch_add(1, Relaxed);
     }
 
     /// A connection opened (`true`) or closed (`false`).
@@ -135,6 +178,17 @@ pub struct Metrics {
     cores: Vec<CoreMetrics>,
     stores: BTreeMap<StoreId, StoreCounters>,
     driver: std::sync::OnceLock<&'static str>,
+    tls: std::sync::OnceLock<TlsMode>,
+    kernel_tls: std::sync::OnceLock<bool>,
+}
+
+/// How this node serves TLS, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain HTTP.
+    Off,
+    /// rustls in user space; cached bodies encrypted from mapped files.
+    Userspace,
 }
 
 impl Metrics {
@@ -149,6 +203,8 @@ impl Metrics {
                 .map(|id| (id, StoreCounters::default()))
                 .collect(),
             driver: std::sync::OnceLock::new(),
+            tls: std::sync::OnceLock::new(),
+            kernel_tls: std::sync::OnceLock::new(),
         }
     }
 
@@ -169,6 +225,13 @@ impl Metrics {
     /// Records the I/O driver the workers run (`io_uring` or `legacy`), once.
     pub fn set_driver(&self, driver: &'static str) {
         let _ = self.driver.set(driver);
+    }
+
+    /// Records how this node serves TLS and whether the kernel offers TLS
+    /// offload, once.
+    pub fn set_tls(&self, mode: TlsMode, kernel_tls: bool) {
+        let _ = self.tls.set(mode);
+        let _ = self.kernel_tls.set(kernel_tls);
     }
 
     /// The slot of worker `i`.
@@ -262,7 +325,7 @@ impl Metrics {
 
         let _ = writeln!(
             out,
-            "# HELP glance_stream_sent_bytes_total Body bytes sent, by path (zero_copy: sendfile; copy: through a buffer)."
+            "# HELP glance_stream_sent_bytes_total Body bytes sent, by path (zero_copy: sendfile; copy: through a buffer; mapped: encrypted for TLS from a map of the cache file)."
         );
         let _ = writeln!(out, "# TYPE glance_stream_sent_bytes_total counter");
         let _ = writeln!(
@@ -274,6 +337,47 @@ impl Metrics {
             out,
             "glance_stream_sent_bytes_total{{path=\"copy\"}} {}",
             sum(&|c| &c.bytes_copy)
+        );
+        let _ = writeln!(
+            out,
+            "glance_stream_sent_bytes_total{{path=\"mapped\"}} {}",
+            sum(&|c| &c.bytes_mapped)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP glance_stream_tls_handshakes_total TLS handshakes, by outcome (plaintext: an HTTP request on the TLS port)."
+        );
+        let _ = writeln!(out, "# TYPE glance_stream_tls_handshakes_total counter");
+        for (i, outcome) in Handshake::ALL.iter().enumerate() {
+            let n = sum(&|c| &c.handshakes[i]);
+            let _ = writeln!(
+                out,
+                "glance_stream_tls_handshakes_total{{outcome=\"{}\"}} {n}",
+                outcome.label()
+            );
+        }
+        let mode = self.tls.get().copied().unwrap_or(TlsMode::Off);
+        let _ = writeln!(
+            out,
+            "# HELP glance_stream_tls_mode How TLS is served (off; userspace: rustls, cached bodies encrypted from mapped cache files), 1 for the one in use."
+        );
+        let _ = writeln!(out, "# TYPE glance_stream_tls_mode gauge");
+        for (m, label) in [(TlsMode::Off, "off"), (TlsMode::Userspace, "userspace")] {
+            let _ = writeln!(
+                out,
+                "glance_stream_tls_mode{{mode=\"{label}\"}} {}",
+                u8::from(m == mode)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP glance_stream_kernel_tls_available 1 when this kernel offers TLS offload (TCP_ULP \"tls\"), found by a probe at start."
+        );
+        let _ = writeln!(out, "# TYPE glance_stream_kernel_tls_available gauge");
+        let _ = writeln!(
+            out,
+            "glance_stream_kernel_tls_available {}",
+            u8::from(self.kernel_tls.get().copied().unwrap_or(false))
         );
 
         let _ = writeln!(

@@ -38,6 +38,9 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The admin API's bearer token, if the API is on.
     pub admin_token: Option<String>,
+    /// The TLS certificate and key in use (`None`: plain HTTP), swapped
+    /// whole on reload; connections keep the one they started with.
+    pub tls: Option<ArcSwap<rustls::ServerConfig>>,
     /// Set when the server starts draining.
     pub shutdown: AtomicBool,
     /// Duplicates of the workers' listening sockets: shutting them down wakes
@@ -53,6 +56,18 @@ impl Shared {
         if let Some(l) = self.listeners.get(i) {
             let _ = socket2::SockRef::from(l).shutdown(std::net::Shutdown::Read);
         }
+    }
+
+    /// Re-reads the TLS certificate and key (after a renewal); on failure
+    /// the old ones stay in use. New connections get the new certificate;
+    /// open ones go on with theirs.
+    pub fn reload_tls(&self) -> Result<(), String> {
+        let (Some(tls), Some(files)) = (&self.tls, &self.config.tls) else {
+            return Ok(());
+        };
+        tls.store(crate::tls::server_config(files)?);
+        tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded");
+        Ok(())
     }
 
     /// Starts draining: workers stop accepting, in-flight requests finish up
@@ -97,6 +112,9 @@ pub enum StartError {
     /// The keyring could not be loaded.
     #[error(transparent)]
     Keyring(#[from] KeyringError),
+    /// The TLS certificate or key could not be loaded.
+    #[error("[tls]: {0}")]
+    Tls(String),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -139,6 +157,10 @@ impl Server {
     /// worker is accepting.
     pub fn start(config: Config) -> Result<Server, StartError> {
         let keyring = Keyring::load(&config.keyring)?;
+        let tls = match &config.tls {
+            Some(files) => Some(crate::tls::server_config(files).map_err(StartError::Tls)?),
+            None => None,
+        };
         let mut stores = BTreeMap::new();
         for (id, sc) in &config.stores {
             if let crate::config::StoreConfig::File { path, .. } = sc
@@ -180,6 +202,7 @@ impl Server {
             stores,
             cache,
             metrics,
+            tls: tls.map(ArcSwap::new),
             shutdown: AtomicBool::new(false),
             listeners: duplicates,
         });
@@ -219,6 +242,7 @@ impl Server {
             }
         }
         shared.metrics.set_driver(driver);
+        report_tls(&shared);
         Ok(Server {
             addr,
             driver,
@@ -253,6 +277,29 @@ impl Server {
         for w in self.workers {
             let _ = w.join();
         }
+    }
+}
+
+/// Probes for kernel TLS and says, in the log and the metrics, how TLS is
+/// served.
+fn report_tls(shared: &Shared) {
+    let kernel = crate::tls::kernel_tls();
+    let mode = match shared.tls.is_some() {
+        true => crate::metrics::TlsMode::Userspace,
+        false => crate::metrics::TlsMode::Off,
+    };
+    shared.metrics.set_tls(mode, kernel.is_ok());
+    match (&shared.tls, kernel) {
+        (None, _) => {}
+        (Some(_), Ok(())) => tracing::info!(
+            "TLS in user space (rustls): cached bodies are encrypted from mapped cache files; \
+             this kernel offers TLS offload, which this build does not use"
+        ),
+        (Some(_), Err(why)) => tracing::info!(
+            kernel_tls = %why,
+            "TLS in user space (rustls): the kernel offers no TLS offload, so cached bodies \
+             are encrypted from mapped cache files instead of sent with sendfile"
+        ),
     }
 }
 
@@ -381,6 +428,7 @@ async fn run(
         monoio::spawn(scrub(Arc::clone(&shared)));
     }
     let refusing = std::rc::Rc::new(std::cell::Cell::new(0usize));
+    let tls = shared.tls.is_some();
     loop {
         let accepted = listener.accept().await;
         if shared.shutdown.load(Ordering::SeqCst) {
@@ -404,7 +452,7 @@ async fn run(
                 refusing.set(refusing.get() + 1);
                 let counter = std::rc::Rc::clone(&refusing);
                 monoio::spawn(async move {
-                    let _ = CatchUnwind::new(refuse(stream)).await;
+                    let _ = CatchUnwind::new(refuse(stream, tls)).await;
                     counter.set(counter.get() - 1);
                 });
             }
@@ -461,8 +509,12 @@ async fn scrub(shared: Arc<Shared>) {
     }
 }
 
-/// Answers a connection over the cap with 503 and closes it.
-async fn refuse(mut stream: monoio::net::TcpStream) {
+/// Answers a connection over the cap with 503 and closes it (a TLS
+/// connection is closed at once: a handshake would cost what the cap saves).
+async fn refuse(mut stream: monoio::net::TcpStream, tls: bool) {
+    if tls {
+        return;
+    }
     use monoio::io::AsyncWriteRentExt as _;
     let msg: &'static [u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 22\r\nRetry-After: 1\r\nConnection: close\r\n\r\nserver is at capacity\n";
     let _ = monoio::time::timeout(Duration::from_secs(1), stream.write_all(msg)).await;

@@ -1,4 +1,4 @@
-//! Signals: SIGHUP reloads the keyring; SIGTERM and SIGINT start the drain.
+//! Signals: SIGHUP reloads the keyring and the TLS certificate; SIGTERM and SIGINT start the drain.
 
 use std::sync::Arc;
 
@@ -18,6 +18,9 @@ pub fn install(shared: Arc<Shared>) -> std::io::Result<()> {
                 if signal == SIGHUP {
                     if let Err(e) = shared.reload_keyring() {
                         tracing::error!(error = %e, "keyring reload failed; the previous keyring stays in use");
+                    }
+                    if let Err(e) = shared.reload_tls() {
+                        tracing::error!(error = %e, "TLS reload failed; the previous certificate stays in use");
                     }
                 } else {
                     tracing::info!(signal, "draining: no new connections, finishing requests in flight");

@@ -87,3 +87,26 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
     }
     Ok(limit.rlim_cur)
 }
+
+/// Tries kernel TLS on a loopback connection of its own: `setsockopt(
+/// TCP_ULP, "tls")` on a connected TCP socket, which loads the kernel's TLS
+/// layer where the kernel has one. `Ok` when it is there.
+pub fn probe_kernel_tls() -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let client = std::net::TcpStream::connect(listener.local_addr()?)?;
+    let _server = listener.accept()?;
+    let name = b"tls";
+    // SAFETY: setsockopt reads `name.len()` bytes from `name`, a live local
+    // array; the descriptor belongs to `client`, alive for the call.
+    let ret = unsafe {
+        libc::setsockopt(
+            client.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_ULP,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    };
+    check(ret.into()).map(|_| ())
+}

@@ -163,8 +163,14 @@ impl Node {
         std::fs::create_dir(dir.path().join("images")).unwrap();
         std::fs::create_dir(dir.path().join("cache")).unwrap();
         write_keyring(dir.path(), "k1", &[("k1", 1)]);
+        // A node serving TLS is reached at an https URL.
+        let scheme = if tables.contains("[tls]") {
+            "https"
+        } else {
+            "http"
+        };
         let config = format!(
-            "listen = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:1\"\nkeyring = \"keyring.toml\"\n\
+            "listen = \"127.0.0.1:0\"\npublic_url = \"{scheme}://127.0.0.1:1\"\nkeyring = \"keyring.toml\"\n\
              io_driver = \"{driver}\"\n{top}\n[cache]\ndir = \"cache\"\nmax_bytes = 1000000000\n{cache}\n\
              [stores.local]\nkind = \"file\"\npath = \"images\"\n{tables}\n"
         );

@@ -1,0 +1,90 @@
+//! TLS settings both planes share: certificate chains and keys read from
+//! PEM files (bounded; the key a private file), server configs speaking
+//! HTTP/1.1, and client configs trusting a given CA or the system's roots.
+//! rustls with the ring provider throughout.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Where a TLS certificate and its key are (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1), a private file (mode 0600).
+    pub key: PathBuf,
+}
+
+/// Largest certificate chain file read.
+const MAX_CERT_FILE: u64 = 1 << 20;
+
+/// Reads a PEM certificate chain (bounded).
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+    if !meta.is_file() || meta.len() > MAX_CERT_FILE {
+        return Err(format!("{shown}: not a regular file of at most 1 MiB"));
+    }
+    let pem = std::fs::read(path).map_err(|e| format!("{shown}: {e}"))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{shown}: not a PEM certificate chain: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{shown}: no certificate in it"));
+    }
+    Ok(certs)
+}
+
+/// Loads a certificate and key into a server config speaking HTTP/1.1
+/// (ALPN `http/1.1`). The key file must be private (mode 0600).
+pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, String> {
+    let certs = read_certs(&files.cert)?;
+    let key_pem = crate::read_private_file(&files.key)
+        .map_err(|e| format!("{}: {e}", files.key.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("{}: not a PEM private key: {e}", files.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("{} and {}: {e}", files.cert.display(), files.key.display()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A client config that verifies servers against `ca` (a PEM file), or the
+/// system's roots when `ca` is `None`.
+pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            for cert in read_certs(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err("no system CA certificates found; set `ca_file`".into());
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

@@ -1,0 +1,541 @@
+//! TLS on monoio sockets with rustls's unbuffered API, both ways: clients
+//! of glance-stream (server side) and HTTPS backends (client side).
+//!
+//! Hand-written rather than a buffered adapter, because this is the hot
+//! path: rustls's buffered connection encrypts each record into a new
+//! allocation and then copies it out; the unbuffered one encrypts straight
+//! from the caller's plaintext (for cached images, a read-only map of the
+//! cache file) into the one ciphertext buffer the socket write takes. The
+//! only pass over the bytes in user space is the encryption itself.
+
+pub use glance_link::tls::{TlsFiles, client_config, server_config};
+use monoio::buf::{IoBuf as _, IoBufMut as _};
+use monoio::io::{AsyncReadRent as _, AsyncWriteRent as _};
+use monoio::net::TcpStream;
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
+};
+use std::io;
+
+/// Received ciphertext buffered at first: one full record and its header.
+const INCOMING_START: usize = 18 << 10;
+/// The most ciphertext buffered while a record or handshake message is
+/// incomplete (a handshake message may span several records).
+const INCOMING_MAX: usize = 64 << 10;
+/// Plaintext encrypted per socket write: sixteen full records.
+pub const SEGMENT: usize = 256 << 10;
+/// Room for the record overhead of one segment (header, tag, content type
+/// and padding allowance per 16 KiB record).
+const SEGMENT_OVERHEAD: usize = (SEGMENT / (16 << 10) + 1) * 64;
+
+/// A TLS role: rustls's unbuffered server or client connection.
+pub trait Role {
+    /// rustls's per-role connection data.
+    type Data;
+    /// Runs rustls's state machine over received ciphertext.
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+}
+
+impl Role for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, ServerConnectionData> {
+        self.process_tls_records(incoming)
+    }
+}
+
+impl Role for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, ClientConnectionData> {
+        self.process_tls_records(incoming)
+    }
+}
+
+/// A server-side session (a client of glance-stream).
+pub type ServerSession = Session<UnbufferedServerConnection>;
+/// A client-side session (glance-stream fetching from an HTTPS backend).
+pub type ClientSession = Session<UnbufferedClientConnection>;
+
+/// One TLS session's state and buffers; the socket is passed to each call.
+pub struct Session<C> {
+    conn: C,
+    /// Received ciphertext (`incoming[..in_len]`) not yet processed.
+    incoming: Vec<u8>,
+    in_len: usize,
+    /// Ciphertext (`outgoing[..out_len]`) to send; the buffer stays
+    /// initialised so encrypting into it never clears it first.
+    outgoing: Vec<u8>,
+    out_len: usize,
+    /// Decrypted bytes (`plain[plain_at..]`) not yet taken by the reader.
+    plain: Vec<u8>,
+    plain_at: usize,
+    /// The peer sent close_notify: no more data will come.
+    peer_closed: bool,
+}
+
+/// Where the state machine stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    /// It needs more ciphertext from the peer.
+    NeedInput,
+    /// Application data may be sent.
+    Ready,
+    /// Both sides closed.
+    Closed,
+}
+
+/// A TLS failure as an I/O error (the connection cannot go on).
+fn tls_error(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
+}
+
+impl<C: Role> Session<C> {
+    /// A session over a fresh rustls connection.
+    pub fn new(conn: C) -> Session<C> {
+        Session {
+            conn,
+            incoming: vec![0; INCOMING_START],
+            in_len: 0,
+            outgoing: Vec::new(),
+            out_len: 0,
+            plain: Vec::new(),
+            plain_at: 0,
+            peer_closed: false,
+        }
+    }
+
+    /// Whether decrypted bytes wait to be read.
+    pub fn has_plaintext(&self) -> bool {
+        self.plain_at < self.plain.len()
+    }
+
+    /// The first received bytes, before any were processed (to tell a
+    /// plaintext request from a TLS hello).
+    pub fn received(&self) -> &[u8] {
+        &self.incoming[..self.in_len]
+    }
+
+    /// Runs the state machine over the received ciphertext: decrypted data
+    /// goes to `plain`, handshake records to `outgoing`. On an error, the
+    /// alert rustls queued (if any) is encoded into `outgoing` too.
+    fn process(&mut self) -> Result<Progress, rustls::Error> {
+        loop {
+            let UnbufferedStatus { mut discard, state } =
+                self.conn.process(&mut self.incoming[..self.in_len]);
+            let progress = match state {
+                Err(e) => {
+                    self.discard(discard);
+                    self.encode_alert();
+                    return Err(e);
+                }
+                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                    if self.plain_at == self.plain.len() {
+                        self.plain.clear();
+                        self.plain_at = 0;
+                    }
+                    while let Some(record) = traffic.next_record() {
+                        let record = record?;
+                        discard += record.discard;
+                        self.plain.extend_from_slice(record.payload);
+                    }
+                    None
+                }
+                Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    encode(&mut data, &mut self.outgoing, &mut self.out_len)?;
+                    None
+                }
+                // Records already encoded go out, in order, with the next
+                // write of `outgoing`, before anything is awaited.
+                Ok(ConnectionState::TransmitTlsData(data)) => {
+                    data.done();
+                    None
+                }
+                Ok(ConnectionState::BlockedHandshake) => Some(Progress::NeedInput),
+                Ok(ConnectionState::WriteTraffic(_)) => Some(Progress::Ready),
+                Ok(ConnectionState::PeerClosed) => {
+                    self.peer_closed = true;
+                    None
+                }
+                Ok(ConnectionState::Closed) => Some(Progress::Closed),
+                // Early data is never enabled, and later states are unknown.
+                Ok(_) => {
+                    self.discard(discard);
+                    return Err(rustls::Error::General("unexpected TLS state".into()));
+                }
+            };
+            self.discard(discard);
+            if let Some(p) = progress {
+                return Ok(p);
+            }
+        }
+    }
+
+    /// Drops `n` processed bytes from the front of `incoming`.
+    fn discard(&mut self, n: usize) {
+        if n > 0 {
+            self.incoming.copy_within(n..self.in_len, 0);
+            self.in_len -= n;
+        }
+    }
+
+    /// Encodes what rustls queued before and after an error (its alert,
+    /// behind any handshake records of the same flight).
+    fn encode_alert(&mut self) {
+        for _ in 0..16 {
+            let UnbufferedStatus { state, .. } = self.conn.process(&mut []);
+            match state {
+                Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    if encode(&mut data, &mut self.outgoing, &mut self.out_len).is_err() {
+                        return;
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(data)) => data.done(),
+                _ => return,
+            }
+        }
+    }
+
+    /// Sends the ciphertext in `outgoing`.
+    pub async fn flush(&mut self, stream: &mut TcpStream) -> io::Result<()> {
+        if self.out_len == 0 {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.outgoing);
+        let (res, out) = write_all(stream, out, self.out_len).await;
+        self.outgoing = out;
+        self.out_len = 0;
+        res
+    }
+
+    /// Reads more ciphertext. `Ok(false)` when the peer closed the socket;
+    /// `WouldBlock` when nothing is there yet (the caller waits, bounded).
+    async fn read_more(&mut self, stream: &mut TcpStream) -> io::Result<bool> {
+        if self.in_len == self.incoming.len() {
+            if self.incoming.len() >= INCOMING_MAX {
+                return Err(tls_error("a record or handshake message is too large"));
+            }
+            self.incoming.resize(INCOMING_MAX, 0);
+        }
+        loop {
+            let buf = std::mem::take(&mut self.incoming);
+            let cap = buf.len();
+            let (res, slice) = stream.read(buf.slice_mut(self.in_len..cap)).await;
+            self.incoming = slice.into_inner();
+            match res {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.in_len += n;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads more ciphertext, waiting for it (the caller bounds the wait).
+    async fn read_waiting(&mut self, stream: &mut TcpStream) -> io::Result<bool> {
+        loop {
+            match self.read_more(stream).await {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.readable(false).await?,
+                r => return r,
+            }
+        }
+    }
+
+    /// Reads the first bytes of the connection without processing them.
+    pub async fn read_first(&mut self, stream: &mut TcpStream) -> io::Result<bool> {
+        self.read_waiting(stream).await
+    }
+
+    /// Runs the handshake to its end (the caller bounds it in time).
+    pub async fn handshake(&mut self, stream: &mut TcpStream) -> io::Result<()> {
+        loop {
+            let progress = self.process();
+            self.flush(stream).await?;
+            match progress.map_err(tls_error)? {
+                Progress::Ready => return Ok(()),
+                Progress::Closed => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Progress::NeedInput if self.peer_closed => {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                Progress::NeedInput => {
+                    if !self.read_waiting(stream).await? {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends decrypted bytes to `dst`, at most `max`, reading the socket
+    /// once when none are buffered. `Ok(0)` at the end of the peer's data;
+    /// `WouldBlock` when no whole record has arrived yet: the caller waits
+    /// for readability within its own deadline (a peer trickling a record
+    /// byte by byte never holds a read here).
+    pub async fn read(
+        &mut self,
+        stream: &mut TcpStream,
+        dst: &mut Vec<u8>,
+        max: usize,
+    ) -> io::Result<usize> {
+        if !self.has_plaintext() {
+            if self.peer_closed || !self.read_more(stream).await? {
+                return Ok(0);
+            }
+            let progress = self.process();
+            // Handshake messages after the handshake (a key update) may need
+            // an answer.
+            self.flush(stream).await?;
+            match progress.map_err(tls_error)? {
+                Progress::Closed => return Ok(0),
+                _ if self.has_plaintext() => {}
+                _ if self.peer_closed => return Ok(0),
+                _ => return Err(io::ErrorKind::WouldBlock.into()),
+            }
+        }
+        let n = (self.plain.len() - self.plain_at).min(max);
+        dst.extend_from_slice(&self.plain[self.plain_at..self.plain_at + n]);
+        self.plain_at += n;
+        Ok(n)
+    }
+
+    /// Encrypts `data` and sends it, a segment per socket write.
+    pub async fn write_all(&mut self, stream: &mut TcpStream, data: &[u8]) -> io::Result<()> {
+        for segment in data.chunks(SEGMENT) {
+            self.encrypt(segment)?;
+            self.flush(stream).await?;
+        }
+        Ok(())
+    }
+
+    /// Encrypts `data` into `outgoing` (after anything already there).
+    pub fn encrypt(&mut self, data: &[u8]) -> io::Result<()> {
+        loop {
+            let UnbufferedStatus { discard, state } =
+                self.conn.process(&mut self.incoming[..self.in_len]);
+            let done = match state.map_err(tls_error)? {
+                ConnectionState::WriteTraffic(mut traffic) => {
+                    loop {
+                        let out = &mut self.outgoing[self.out_len..];
+                        match traffic.encrypt(data, out) {
+                            Ok(n) => {
+                                self.out_len += n;
+                                break;
+                            }
+                            Err(EncryptError::InsufficientSize(InsufficientSizeError {
+                                required_size,
+                            })) => {
+                                let want =
+                                    self.out_len + required_size.max(SEGMENT + SEGMENT_OVERHEAD);
+                                self.outgoing.resize(want, 0);
+                            }
+                            Err(e) => return Err(tls_error(e)),
+                        }
+                    }
+                    true
+                }
+                ConnectionState::ReadTraffic(mut traffic) => {
+                    let mut extra = 0;
+                    while let Some(record) = traffic.next_record() {
+                        let record = record.map_err(tls_error)?;
+                        extra += record.discard;
+                        self.plain.extend_from_slice(record.payload);
+                    }
+                    self.discard(discard + extra);
+                    continue;
+                }
+                ConnectionState::EncodeTlsData(mut hs) => {
+                    encode(&mut hs, &mut self.outgoing, &mut self.out_len).map_err(tls_error)?;
+                    false
+                }
+                ConnectionState::TransmitTlsData(hs) => {
+                    hs.done();
+                    false
+                }
+                ConnectionState::PeerClosed => {
+                    self.peer_closed = true;
+                    false
+                }
+                ConnectionState::Closed => return Err(io::ErrorKind::BrokenPipe.into()),
+                _ => return Err(tls_error("cannot send: the handshake is not complete")),
+            };
+            self.discard(discard);
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends close_notify (best effort: the socket closes after it anyway).
+    pub async fn close(&mut self, stream: &mut TcpStream) {
+        let UnbufferedStatus { state, .. } = self.conn.process(&mut []);
+        if let Ok(ConnectionState::WriteTraffic(mut traffic)) = state {
+            loop {
+                match traffic.queue_close_notify(&mut self.outgoing[self.out_len..]) {
+                    Ok(n) => {
+                        self.out_len += n;
+                        break;
+                    }
+                    Err(EncryptError::InsufficientSize(s)) => {
+                        let want = self.out_len + s.required_size;
+                        self.outgoing.resize(want, 0);
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+        let _ = self.flush(stream).await;
+    }
+
+    /// Sends what the state machine queued (an alert after a failed
+    /// handshake), best effort.
+    pub async fn send_pending(&mut self, stream: &mut TcpStream) {
+        let _ = self.flush(stream).await;
+    }
+}
+
+/// Encodes one handshake record rustls queued into `out[len..]`, growing
+/// the buffer when it is short.
+fn encode<Data>(
+    data: &mut rustls::unbuffered::EncodeTlsData<'_, Data>,
+    out: &mut Vec<u8>,
+    len: &mut usize,
+) -> Result<(), rustls::Error> {
+    loop {
+        match data.encode(&mut out[*len..]) {
+            Ok(n) => {
+                *len += n;
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                let want = *len + required_size;
+                out.resize(want.max(4 << 10), 0);
+            }
+            Err(e) => return Err(rustls::Error::General(e.to_string())),
+        }
+    }
+}
+
+/// Writes `buf[..len]` whole to a (non-blocking) socket, waiting for room
+/// when it is full.
+pub async fn write_all(
+    stream: &mut TcpStream,
+    buf: Vec<u8>,
+    len: usize,
+) -> (io::Result<()>, Vec<u8>) {
+    let mut buf = buf;
+    let mut at = 0;
+    while at < len {
+        let (res, slice) = stream.write(buf.slice(at..len)).await;
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Err(e) = stream.writable(false).await {
+                    return (Err(e), buf);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    (Ok(()), buf)
+}
+
+/// Whether the first bytes of a connection are a plaintext HTTP request
+/// rather than a TLS record (which starts with content type 22, handshake).
+pub fn looks_like_http(first: &[u8]) -> bool {
+    let method = first.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    method > 0 && first.get(method) == Some(&b' ')
+}
+
+/// The plain-text answer to an HTTP request sent to the TLS port.
+pub const PLAINTEXT_REFUSAL: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+Content-Type: text/plain; charset=utf-8\r\nContent-Length: 50\r\nConnection: close\r\n\r\n\
+this port speaks HTTPS: send the request over TLS\n";
+
+/// Whether this kernel offers TLS offload (`TCP_ULP "tls"`), found by
+/// trying it on a loopback connection. `Err` says why not.
+pub fn kernel_tls() -> Result<(), String> {
+    crate::sys::probe_kernel_tls().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_requests_are_told_from_tls_hellos() {
+        assert!(looks_like_http(b"GET /v1/images HTTP/1.1\r\n"));
+        assert!(looks_like_http(b"HEAD / HTTP/1.1"));
+        assert!(!looks_like_http(&[22, 3, 1, 0, 200]));
+        assert!(!looks_like_http(b"get / HTTP/1.1"));
+        assert!(!looks_like_http(b"GET"));
+        let text = std::str::from_utf8(PLAINTEXT_REFUSAL).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    }
+}
+
+#[cfg(test)]
+mod session_tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn server() -> Arc<rustls::ServerConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let files = TlsFiles {
+            cert: dir.path().join("c.pem"),
+            key: dir.path().join("k.pem"),
+        };
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        glance_link::write_private_file(&files.key, &key.serialize_pem(), "tmp").unwrap();
+        server_config(&files).unwrap()
+    }
+
+    #[test]
+    fn a_hello_without_a_common_protocol_gets_an_alert() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut client_config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        client_config.alpn_protocols = vec![b"h2".to_vec()];
+        let mut client =
+            rustls::ClientConnection::new(Arc::new(client_config), "localhost".try_into().unwrap())
+                .unwrap();
+        let mut hello = Vec::new();
+        client.write_tls(&mut hello).unwrap();
+        let conn = UnbufferedServerConnection::new(server()).unwrap();
+        let mut session = Session::new(conn);
+        session.incoming[..hello.len()].copy_from_slice(&hello);
+        session.in_len = hello.len();
+        let err = session.process().unwrap_err();
+        assert!(err.to_string().contains("protocol"), "{err}");
+        // The server hello, then the alert, encrypted with the handshake
+        // keys: the client decrypts it and learns why.
+        let mut flight = &session.outgoing[..session.out_len];
+        client.read_tls(&mut flight).unwrap();
+        let err = client.process_new_packets().unwrap_err();
+        assert!(err.to_string().contains("NoApplicationProtocol"), "{err}");
+    }
+}
