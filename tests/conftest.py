@@ -53,14 +53,15 @@ def read_openrc(path):
     return env
 
 
-@pytest.fixture(scope="module")
-def quickstart(tmp_path_factory):
-    work = tmp_path_factory.mktemp("qs")
-    port, stream_port = free_port(), free_ports(STREAM_NODES)
+def run_quickstart(work, stream_nodes, *extra):
+    """Starts `glance-api quickstart` in `work/var`; yields what tests need
+    (endpoint, tokens, the openrc variables by token), then stops it with
+    Ctrl-C and checks every process went away."""
+    port, stream_port = free_port(), free_ports(stream_nodes)
     proc = subprocess.Popen(
         [str(BIN_DIR / "glance-api"), "quickstart", "--dir", str(work / "var"),
          "--port", str(port), "--stream-port", str(stream_port),
-         "--stream-nodes", str(STREAM_NODES)],
+         "--stream-nodes", str(stream_nodes), *extra],
         stdout=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     banner = ""
@@ -74,13 +75,15 @@ def quickstart(tmp_path_factory):
     assert "openstack image create" in banner and "curl" in banner, banner
     admin = read_openrc(work / "var" / "openrc")
     member = read_openrc(work / "var" / "openrc-member")
+    scheme = "https" if "--tls" in extra else "http"
     info = {
-        "endpoint": f"http://127.0.0.1:{port}",
+        "endpoint": f"{scheme}://127.0.0.1:{port}",
         "admin": admin["OS_TOKEN"],
         "member": member["OS_TOKEN"],
         "env": {admin["OS_TOKEN"]: admin, member["OS_TOKEN"]: member},
         "work": work,
-        "stream_ports": list(range(stream_port, stream_port + STREAM_NODES)),
+        "banner": banner,
+        "stream_ports": list(range(stream_port, stream_port + stream_nodes)),
     }
     yield info
     # Ctrl-C stops every process.
@@ -89,6 +92,17 @@ def quickstart(tmp_path_factory):
     for p in info["stream_ports"]:
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", p), timeout=2).close()
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    yield from run_quickstart(tmp_path_factory.mktemp("qs"), STREAM_NODES)
+
+
+@pytest.fixture(scope="module")
+def quickstart_tls(tmp_path_factory):
+    """The quickstart on HTTPS (`--tls`), one stream node."""
+    yield from run_quickstart(tmp_path_factory.mktemp("qs-tls"), 1, "--tls")
 
 
 def image_bytes(size, seed):

@@ -59,6 +59,26 @@ pub struct RawConfig {
     /// The stream-node fleet: health checks, placement, keyring pushes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet: Option<RawFleet>,
+    /// HTTPS, and the CAs trusted when calling out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawTls>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// The certificate chain served (PEM, leaf first); with `key`, the API
+    /// speaks HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM, mode 0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// CA certificates (PEM) trusted beside the system's roots when
+    /// glance-api calls stream nodes, Keystone or S3 over HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One entry of `stream_nodes`.
@@ -314,6 +334,10 @@ pub struct Config {
     pub store: crate::store::Store,
     /// Authentication.
     pub auth: AuthConfig,
+    /// The certificate and key served (`None`: plain HTTP).
+    pub tls: Option<glance_link::tls::TlsFiles>,
+    /// CAs trusted beside the system's when calling out.
+    pub roots: crate::tls::Roots,
 }
 
 impl Config {
@@ -365,6 +389,13 @@ impl Config {
             }
             stream_nodes.push(node);
         }
+        let (tls, roots) = check_tls(raw.tls.unwrap_or_default(), base).map_err(bad)?;
+        if tls.is_some() && public_url.starts_with("http://") {
+            return Err(bad(format!(
+                "public_url = {:?}: an API serving TLS ([tls] cert) is reached at an https:// URL",
+                raw.public_url
+            )));
+        }
         let fleet = check_fleet(raw.fleet.unwrap_or_default(), base).map_err(bad)?;
         if raw.link_ttl_secs == 0 || raw.link_ttl_secs > MAX_LINK_TTL_SECS {
             return Err(bad(format!(
@@ -373,7 +404,8 @@ impl Config {
         }
         let store_id = glance_link::StoreId::new(&raw.store.id)
             .map_err(|e| bad(format!("[store] id: {e}")))?;
-        let store = check_store(&raw.store, base).map_err(|m| bad(format!("[store] {m}")))?;
+        let store =
+            check_store(&raw.store, base, &roots).map_err(|m| bad(format!("[store] {m}")))?;
         if matches!(store, crate::store::Store::S3(_))
             && raw.image_size_cap > crate::store::MAX_S3_OBJECT
         {
@@ -383,7 +415,7 @@ impl Config {
                 crate::store::MAX_S3_OBJECT
             )));
         }
-        let auth = check_auth(raw.auth, base).map_err(bad)?;
+        let auth = check_auth(raw.auth, base, &roots).map_err(bad)?;
         Ok(Config {
             listen,
             public_url,
@@ -396,8 +428,33 @@ impl Config {
             store_id,
             store,
             auth,
+            tls,
+            roots,
         })
     }
+}
+
+/// Checks `[tls]`: a certificate and key together or neither, and the CA
+/// file's certificates.
+fn check_tls(
+    raw: RawTls,
+    base: &Path,
+) -> Result<(Option<glance_link::tls::TlsFiles>, crate::tls::Roots), String> {
+    let files = match (raw.cert, raw.key) {
+        (Some(cert), Some(key)) => Some(glance_link::tls::TlsFiles {
+            cert: base.join(cert),
+            key: base.join(key),
+        }),
+        (None, None) => None,
+        _ => return Err("[tls] cert and key go together".into()),
+    };
+    let roots = match raw.ca_file {
+        Some(path) => {
+            crate::tls::Roots::load(&base.join(path)).map_err(|e| format!("[tls] ca_file: {e}"))?
+        }
+        None => crate::tls::Roots::default(),
+    };
+    Ok((files, roots))
 }
 
 /// The longest link lifetime: S3 presigns for 7 days at most, and a link is
@@ -516,7 +573,11 @@ fn check_fleet(raw: RawFleet, base: &Path) -> Result<FleetConfig, String> {
 }
 
 /// Checks `[store]`: the keys its kind needs, and no others.
-fn check_store(raw: &RawStore, base: &Path) -> Result<crate::store::Store, String> {
+fn check_store(
+    raw: &RawStore,
+    base: &Path,
+    roots: &crate::tls::Roots,
+) -> Result<crate::store::Store, String> {
     let s3_keys = [
         ("endpoint", raw.endpoint.is_some()),
         ("bucket", raw.bucket.is_some()),
@@ -551,7 +612,7 @@ fn check_store(raw: &RawStore, base: &Path) -> Result<crate::store::Store, Strin
                 },
                 base,
             )?;
-            let s3 = crate::store::S3Store::new(bucket)?;
+            let s3 = crate::store::S3Store::new(bucket, roots)?;
             Ok(crate::store::Store::S3(std::sync::Arc::new(s3)))
         }
         other => Err(format!("kind = {other:?}: use \"file\" or \"s3\"")),
@@ -559,7 +620,7 @@ fn check_store(raw: &RawStore, base: &Path) -> Result<crate::store::Store, Strin
 }
 
 /// Checks `[auth]`: the keys its mode needs, and no others.
-fn check_auth(raw: RawAuth, base: &Path) -> Result<AuthConfig, String> {
+fn check_auth(raw: RawAuth, base: &Path, roots: &crate::tls::Roots) -> Result<AuthConfig, String> {
     match (raw.mode.as_str(), raw.keystone) {
         ("static", None) => {
             if raw.tokens.iter().any(|t| t.token.len() < 16) {
@@ -604,6 +665,7 @@ fn check_auth(raw: RawAuth, base: &Path) -> Result<AuthConfig, String> {
                 cache_max_tokens: k.cache_max_tokens,
                 cache_ttl: Duration::from_secs(k.cache_ttl_secs),
                 timeout: Duration::from_secs(k.timeout_secs),
+                roots: roots.clone(),
             }))
         }
         (mode, _) => Err(format!(

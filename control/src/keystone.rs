@@ -36,6 +36,8 @@ pub struct KeystoneConfig {
     pub cache_ttl: Duration,
     /// Longest one call to Keystone may take.
     pub timeout: Duration,
+    /// CAs trusted beside the system's (a Keystone behind a private CA).
+    pub roots: crate::tls::Roots,
 }
 
 impl std::fmt::Debug for KeystoneConfig {
@@ -130,7 +132,9 @@ impl KeystoneAuth {
     /// A validator for `config` (no call is made yet).
     pub fn new(config: KeystoneConfig, counts: TokenCounts) -> Result<KeystoneAuth, KeystoneError> {
         // No redirects: credentials and tokens go to Keystone's own URL only.
-        let http = reqwest::Client::builder()
+        let http = config
+            .roots
+            .client()
             .timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -368,6 +372,7 @@ mod tests {
                 cache_max_tokens: max,
                 cache_ttl: Duration::from_secs(300),
                 timeout: Duration::from_secs(1),
+                roots: crate::tls::Roots::default(),
             },
             TokenCounts::default(),
         )

@@ -48,6 +48,16 @@ pub struct Args {
     /// Domain of the user and the project.
     #[arg(long, default_value = "Default")]
     pub keystone_domain: String,
+    /// Serve both planes over HTTPS, with certificates from a throw-away CA
+    /// made at each start (its certificate in DIR/ca.pem, named by
+    /// OS_CACERT in the openrc files).
+    #[arg(long)]
+    pub tls: bool,
+}
+
+/// The URL scheme the command line asks for.
+fn scheme(args: &Args) -> &'static str {
+    if args.tls { "https" } else { "http" }
 }
 
 /// The Keystone settings of the command line, if any.
@@ -107,7 +117,7 @@ fn quick_nodes(args: &Args) -> Result<Vec<QuickNode>, String> {
                 .ok_or("--stream-port plus --stream-nodes passes port 65535")?;
             let name = format!("stream-{}", i + 1);
             Ok(QuickNode {
-                url: format!("http://{}:{port}", args.host),
+                url: format!("{}://{}:{port}", scheme(args), args.host),
                 dir: args.dir.join(&name),
                 name,
             })
@@ -174,6 +184,7 @@ fn prepare(args: &Args, nodes: &[QuickNode]) -> Result<RawConfig, String> {
                 keystone: None,
             },
             fleet: None,
+            tls: None,
         }
     };
     // Ports, host, nodes and Keystone follow the command line on every run.
@@ -181,7 +192,11 @@ fn prepare(args: &Args, nodes: &[QuickNode]) -> Result<RawConfig, String> {
         raw.auth = auth;
     }
     raw.listen = format!("{}:{}", args.host, args.port);
-    raw.public_url = format!("http://{}:{}", args.host, args.port);
+    raw.public_url = format!("{}://{}:{}", scheme(args), args.host, args.port);
+    raw.tls = match args.tls {
+        true => Some(issue_certificates(args, nodes)?),
+        false => None,
+    };
     raw.stream_nodes = nodes
         .iter()
         .map(|n| {
@@ -216,15 +231,66 @@ fn prepare_node(args: &Args, node: &QuickNode, store: &str) -> Result<(), String
             .map_err(|e| e.to_string())?;
         write_private(&keyring, &text)?;
     }
-    let listen = node.url.trim_start_matches("http://");
+    let listen = node
+        .url
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
+    let tls = match args.tls {
+        true => "[tls]\ncert = \"tls.pem\"\nkey = \"tls-key.pem\"\n",
+        false => "",
+    };
     let config = format!(
         "listen = \"{listen}\"\npublic_url = \"{}\"\nkeyring = \"keyring.toml\"\nthreads = 0\n\
          [admin]\ntoken_file = \"../stream-admin-token\"\n\
          [cache]\ndir = \"cache\"\nmax_bytes = 21474836480\n\
-         [stores.{store}]\nkind = \"file\"\npath = \"../images\"\ncache = true\n",
+         [stores.{store}]\nkind = \"file\"\npath = \"../images\"\ncache = true\n{tls}",
         node.url
     );
     std::fs::write(node.dir.join("glance-stream.toml"), config).map_err(err)
+}
+
+/// Makes a throw-away CA (`DIR/ca.pem`; its key is never written) and
+/// issues the API's certificate (`DIR/api.pem`) and each stream node's
+/// (`DIR/stream-N/tls.pem`), valid for a year, for the listen host and the
+/// loopback names. Returns the API's `[tls]` table.
+fn issue_certificates(args: &Args, nodes: &[QuickNode]) -> Result<crate::config::RawTls, String> {
+    use crate::tls::{ThrowawayCa, Validity};
+    let ca = ThrowawayCa::new("glance-stream quickstart CA")?;
+    let ca_path = args.dir.join("ca.pem");
+    std::fs::write(&ca_path, ca.pem())
+        .map_err(|e| format!("cannot write {}: {e}", ca_path.display()))?;
+    let mut names: Vec<&str> = Vec::new();
+    for name in [args.host.as_str(), "localhost", "127.0.0.1", "::1"] {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let write = |dir: &Path, name: &str| -> Result<(), String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        ca.issue(&names, Validity::Days(365))?
+            .write(dir, name)
+            .map(|_| ())
+            .map_err(|e| format!("cannot write a certificate in {}: {e}", dir.display()))
+    };
+    write(&args.dir, "api")?;
+    for node in nodes {
+        write(&node.dir, "tls")?;
+    }
+    Ok(crate::config::RawTls {
+        cert: Some("api.pem".into()),
+        key: Some("api-key.pem".into()),
+        ca_file: Some("ca.pem".into()),
+    })
+}
+
+/// The line of an openrc file naming the CA to trust (none without TLS).
+fn cacert_line(args: &Args) -> Result<String, String> {
+    if !args.tls {
+        return Ok(String::new());
+    }
+    let ca = std::path::absolute(args.dir.join("ca.pem")).map_err(|e| e.to_string())?;
+    Ok(format!("export OS_CACERT={}\n", ca.display()))
 }
 
 /// The credentials file in keystone mode: the service user's password
@@ -308,16 +374,20 @@ fn write_openrc(args: &Args, raw: &RawConfig, endpoint: &str) -> Result<(), Stri
                 .map_err(|e| format!("keystone password file: {e}"))?;
             write_private(
                 &args.dir.join("openrc"),
-                &openrc_keystone(k, password.trim_end(), endpoint),
+                &(openrc_keystone(k, password.trim_end(), endpoint) + &cacert_line(args)?),
             )?;
             let _ = std::fs::remove_file(args.dir.join("openrc-member"));
             Ok(())
         }
         (None, [admin, member, ..]) => {
-            write_private(&args.dir.join("openrc"), &openrc(&admin.token, endpoint))?;
+            let cacert = cacert_line(args)?;
+            write_private(
+                &args.dir.join("openrc"),
+                &(openrc(&admin.token, endpoint) + &cacert),
+            )?;
             write_private(
                 &args.dir.join("openrc-member"),
-                &openrc(&member.token, endpoint),
+                &(openrc(&member.token, endpoint) + &cacert),
             )
         }
         (None, _) => Err("the quickstart config has fewer than two static tokens".into()),
@@ -369,6 +439,10 @@ pub async fn run(args: Args) -> Result<(), String> {
         ),
     };
     let urls: Vec<&str> = nodes.iter().map(|n| n.url.as_str()).collect();
+    let curl = match args.tls {
+        true => "curl --cacert $OS_CACERT",
+        false => "curl",
+    };
     println!("glance-api listening on {}", config.listen);
     println!(
         "\nQuickstart is running: Image API {endpoint}, stream node{} {}.\n\
@@ -376,12 +450,12 @@ pub async fn run(args: Args) -> Result<(), String> {
          Try it:\n\
          \x20 . {dir}/openrc\n\
          {token_line}\
-         \x20 curl -s -H \"X-Auth-Token: $OS_TOKEN\" $OS_IMAGE_URL/v2/images\n\
+         \x20 {curl} -s -H \"X-Auth-Token: $OS_TOKEN\" $OS_IMAGE_URL/v2/images\n\
          \x20 openstack image create --file disk.img --disk-format raw --container-format bare demo\n\
          \x20 openstack image list\n\
          \x20 openstack image save --file out.img demo\n\
-         \x20 curl -L -H \"X-Auth-Token: $OS_TOKEN\" -o out.img $OS_IMAGE_URL/v2/images/IMAGE_ID/file\n\
-         \x20 curl -s -H \"X-Auth-Token: $OS_TOKEN\" $OS_IMAGE_URL/admin/nodes\n\n\
+         \x20 {curl} -L -H \"X-Auth-Token: $OS_TOKEN\" -o out.img $OS_IMAGE_URL/v2/images/IMAGE_ID/file\n\
+         \x20 {curl} -s -H \"X-Auth-Token: $OS_TOKEN\" $OS_IMAGE_URL/admin/nodes\n\n\
          Press Ctrl-C to stop them all.",
         if urls.len() > 1 { "s" } else { "" },
         urls.join(", ")

@@ -16,6 +16,9 @@ pub enum StartError {
     /// The signing keys could not be loaded.
     #[error("signing keys: {0}")]
     Keys(String),
+    /// The TLS certificate or key could not be loaded.
+    #[error("[tls]: {0}")]
+    Tls(String),
     /// The stream-node registry could not be set up.
     #[error("stream nodes: {0}")]
     Fleet(String),
@@ -46,6 +49,10 @@ pub enum StartError {
 /// Builds the shared state: metadata, keys, fleet, auth. The fleet's health
 /// loop is not started: [`start_fleet`] does that, inside the runtime.
 pub fn state(config: Config) -> Result<Arc<AppState>, StartError> {
+    if let Some(files) = &config.tls {
+        // Checked before the start is announced; `serve` loads it for use.
+        glance_link::tls::server_config(files).map_err(StartError::Tls)?;
+    }
     if let crate::store::Store::File(dir) = &config.store {
         std::fs::create_dir_all(dir).map_err(|source| StartError::Store {
             path: dir.display().to_string(),
@@ -102,9 +109,18 @@ pub async fn serve(
     // and a health verdict (each call bounded by the node timeout).
     crate::fleet::round(&state.fleet).await;
     let fleet = start_fleet(&state);
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = match &state.config.tls {
+        Some(files) => {
+            let acceptor = crate::tls::Acceptor::new(files.clone())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            crate::tls::serve(listener, Arc::new(acceptor), router(state), shutdown).await
+        }
+        None => {
+            axum::serve(listener, router(state))
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
     fleet.abort();
     served
 }

@@ -76,8 +76,12 @@ pub enum Store {
 
 impl S3Store {
     /// A store writing to `bucket`.
-    pub fn new(bucket: glance_link::s3::S3Bucket) -> Result<S3Store, String> {
-        let http = reqwest::Client::builder()
+    pub fn new(
+        bucket: glance_link::s3::S3Bucket,
+        roots: &crate::tls::Roots,
+    ) -> Result<S3Store, String> {
+        let http = roots
+            .client()
             .connect_timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
             .build()

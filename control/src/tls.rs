@@ -2,6 +2,7 @@
 //! `quickstart --tls` (and the test suites) issue certificates from.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -95,5 +96,155 @@ impl Issued {
         std::fs::write(&cert, &self.chain_pem)?;
         glance_link::write_private_file(&key, &self.key_pem, "tmp")?;
         Ok((cert, key))
+    }
+}
+
+/// Extra certificate authorities glance-api trusts when it calls out
+/// (stream nodes, Keystone, S3), beside the system's roots.
+#[derive(Clone, Debug, Default)]
+pub struct Roots(Vec<reqwest::Certificate>);
+
+impl Roots {
+    /// The CA certificates of a PEM file (a bundle may hold several).
+    pub fn load(path: &Path) -> Result<Roots, String> {
+        let certs = glance_link::tls::read_certs(path)?;
+        let mut roots = Vec::with_capacity(certs.len());
+        for cert in certs {
+            let cert = reqwest::Certificate::from_der(&cert)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            roots.push(cert);
+        }
+        Ok(Roots(roots))
+    }
+
+    /// An HTTP client builder trusting these CAs too.
+    pub fn client(&self) -> reqwest::ClientBuilder {
+        self.0.iter().fold(reqwest::Client::builder(), |b, cert| {
+            b.add_root_certificate(cert.clone())
+        })
+    }
+}
+
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The server side of glance-api's HTTPS: the current certificate (swapped
+/// whole on SIGHUP; connections keep the one they started with).
+pub struct Acceptor {
+    files: glance_link::tls::TlsFiles,
+    config: arc_swap::ArcSwap<rustls::ServerConfig>,
+}
+
+impl Acceptor {
+    /// Loads the certificate and key.
+    pub fn new(files: glance_link::tls::TlsFiles) -> Result<Acceptor, String> {
+        let config = glance_link::tls::server_config(&files)?;
+        Ok(Acceptor {
+            files,
+            config: arc_swap::ArcSwap::new(config),
+        })
+    }
+
+    /// Re-reads the certificate and key; on failure the old ones stay.
+    pub fn reload(&self) -> Result<(), String> {
+        self.config
+            .store(glance_link::tls::server_config(&self.files)?);
+        tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
+        Ok(())
+    }
+
+    /// Runs the handshake of a new connection (bounded in time). A
+    /// plaintext HTTP request gets a plain 400 saying the port speaks
+    /// HTTPS; `None` when the connection is done.
+    pub async fn accept(
+        &self,
+        tcp: tokio::net::TcpStream,
+    ) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+        use tokio::io::AsyncWriteExt as _;
+        let mut tcp = tcp;
+        let mut first = [0u8; 8];
+        let peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await;
+        let n = match peeked {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return None,
+        };
+        if glance_link::tls::looks_like_http(&first[..n]) {
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                tcp.write_all(glance_link::tls::PLAINTEXT_REFUSAL),
+            )
+            .await;
+            let _ = tcp.shutdown().await;
+            return None;
+        }
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.config.load_full());
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => Some(tls),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown` resolves, then
+/// lets the connections in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    acceptor: Arc<Acceptor>,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let reload = tokio::spawn(reload_on_sighup(Arc::clone(&acceptor)));
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = Arc::clone(&acceptor);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let Some(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let io = hyper_util::rt::TokioIo::new(tls);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(30))
+                .serve_connection(io, service);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, error = %e, "connection closed");
+            }
+        });
+    }
+    reload.abort();
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Reloads the certificate on every SIGHUP.
+async fn reload_on_sighup(acceptor: Arc<Acceptor>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP: the TLS certificate is not reloaded");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        if let Err(e) = acceptor.reload() {
+            tracing::error!(error = %e, "TLS reload failed; the previous certificate stays in use");
+        }
     }
 }

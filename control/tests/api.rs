@@ -92,6 +92,7 @@ impl App {
                 keystone: None,
             },
             fleet: None,
+            tls: None,
         };
         let config = Config::check(raw, dir.path(), "test").unwrap();
         let state = glance_api::server::state(config).unwrap();

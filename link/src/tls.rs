@@ -88,3 +88,35 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Str
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// Whether the first bytes of a connection start a plaintext HTTP request
+/// (an upper-case method and a space, or as much of that as has arrived)
+/// rather than a TLS record, which starts with content type 22.
+pub fn looks_like_http(first: &[u8]) -> bool {
+    let method = first.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    method > 0 && (method == first.len() || first[method] == b' ')
+}
+
+/// The plain-text answer to an HTTP request sent to a TLS port.
+pub const PLAINTEXT_REFUSAL: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+Content-Type: text/plain; charset=utf-8\r\nContent-Length: 50\r\nConnection: close\r\n\r\n\
+this port speaks HTTPS: send the request over TLS\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_requests_are_told_from_tls_hellos() {
+        assert!(looks_like_http(b"GET /v1/images HTTP/1.1\r\n"));
+        assert!(looks_like_http(b"HEAD / HTTP/1.1"));
+        assert!(looks_like_http(b"PUT"));
+        assert!(!looks_like_http(&[22, 3, 1, 0, 200]));
+        assert!(!looks_like_http(b"get / HTTP/1.1"));
+        assert!(!looks_like_http(b"GET\r\n"));
+        assert!(!looks_like_http(b""));
+        let text = std::str::from_utf8(PLAINTEXT_REFUSAL).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    }
+}

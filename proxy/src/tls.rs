@@ -8,7 +8,9 @@
 //! cache file) into the one ciphertext buffer the socket write takes. The
 //! only pass over the bytes in user space is the encryption itself.
 
-pub use glance_link::tls::{TlsFiles, client_config, server_config};
+pub use glance_link::tls::{
+    PLAINTEXT_REFUSAL, TlsFiles, client_config, looks_like_http, server_config,
+};
 use monoio::buf::{IoBuf as _, IoBufMut as _};
 use monoio::io::{AsyncReadRent as _, AsyncWriteRent as _};
 use monoio::net::TcpStream;
@@ -454,39 +456,10 @@ pub async fn write_all(
     (Ok(()), buf)
 }
 
-/// Whether the first bytes of a connection are a plaintext HTTP request
-/// rather than a TLS record (which starts with content type 22, handshake).
-pub fn looks_like_http(first: &[u8]) -> bool {
-    let method = first.iter().take_while(|b| b.is_ascii_uppercase()).count();
-    method > 0 && first.get(method) == Some(&b' ')
-}
-
-/// The plain-text answer to an HTTP request sent to the TLS port.
-pub const PLAINTEXT_REFUSAL: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
-Content-Type: text/plain; charset=utf-8\r\nContent-Length: 50\r\nConnection: close\r\n\r\n\
-this port speaks HTTPS: send the request over TLS\n";
-
 /// Whether this kernel offers TLS offload (`TCP_ULP "tls"`), found by
 /// trying it on a loopback connection. `Err` says why not.
 pub fn kernel_tls() -> Result<(), String> {
     crate::sys::probe_kernel_tls().map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plaintext_requests_are_told_from_tls_hellos() {
-        assert!(looks_like_http(b"GET /v1/images HTTP/1.1\r\n"));
-        assert!(looks_like_http(b"HEAD / HTTP/1.1"));
-        assert!(!looks_like_http(&[22, 3, 1, 0, 200]));
-        assert!(!looks_like_http(b"get / HTTP/1.1"));
-        assert!(!looks_like_http(b"GET"));
-        let text = std::str::from_utf8(PLAINTEXT_REFUSAL).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("Content-Length: {}", body.len())));
-    }
 }
 
 #[cfg(test)]

@@ -154,6 +154,7 @@ impl Fleet {
                 replicas: 1,
                 key_grace_secs,
             }),
+            tls: None,
         };
         let config = Config::check(raw, dir.path(), "fleet test").unwrap();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();

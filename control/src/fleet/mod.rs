@@ -156,7 +156,11 @@ impl Fleet {
             .collect();
         Ok(Fleet {
             nodes: RwLock::new(nodes),
-            client: NodeClient::new(config.fleet.admin_token.clone(), config.fleet.node_timeout)?,
+            client: NodeClient::new(
+                config.fleet.admin_token.clone(),
+                config.fleet.node_timeout,
+                &config.roots,
+            )?,
             settings: config.fleet.clone(),
             keys,
             metadata,

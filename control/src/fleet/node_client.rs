@@ -71,8 +71,13 @@ pub struct NodeClient {
 
 impl NodeClient {
     /// A client whose calls each take at most `timeout`.
-    pub fn new(token: Option<AdminToken>, timeout: Duration) -> Result<NodeClient, String> {
-        let http = reqwest::Client::builder()
+    pub fn new(
+        token: Option<AdminToken>,
+        timeout: Duration,
+        roots: &crate::tls::Roots,
+    ) -> Result<NodeClient, String> {
+        let http = roots
+            .client()
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(30))
