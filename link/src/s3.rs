@@ -16,7 +16,7 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 /// checked by [`S3Bucket::from_settings`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct S3Settings<'a> {
-    /// `http://host[:port]` of the S3 API.
+    /// `http[s]://host[:port]` of the S3 API.
     pub endpoint: Option<&'a str>,
     /// The bucket.
     pub bucket: Option<&'a str>,
@@ -76,7 +76,7 @@ impl S3Bucket {
         )
     }
 
-    /// A bucket at `endpoint` (`http://host[:port]`), path-style.
+    /// A bucket at `endpoint` (`http[s]://host[:port]`), path-style.
     pub fn new(
         endpoint: &str,
         bucket: &str,
@@ -88,9 +88,9 @@ impl S3Bucket {
         let url: url::Url = endpoint
             .parse()
             .map_err(|e| format!("endpoint {endpoint:?}: {e}"))?;
-        if url.scheme() != "http" || url.host_str().is_none() {
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(format!(
-                "endpoint {endpoint:?}: only http://host[:port] S3 endpoints are spoken to in this build"
+                "endpoint {endpoint:?}: an S3 endpoint is http[s]://host[:port]"
             ));
         }
         if bucket.is_empty() || bucket.contains(['/', '?', '#']) {
@@ -160,7 +160,7 @@ mod tests {
         assert!(q.contains("X-Amz-Expires=60") && q.contains("X-Amz-Signature="));
         assert!(!url.as_str().contains("s3cr3t"));
         assert!(!format!("{b:?}").contains("s3cr3t"));
-        for (endpoint, bucket) in [("https://s3.example", "b"), ("http://s3.example", "")] {
+        for (endpoint, bucket) in [("ftp://s3.example", "b"), ("http://s3.example", "")] {
             assert!(S3Bucket::new(endpoint, bucket, "r", "a", "s", "").is_err());
         }
     }

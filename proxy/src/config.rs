@@ -161,6 +161,7 @@ struct RawStore {
     first_byte_timeout_secs: Option<u64>,
     idle_timeout_secs: Option<u64>,
     max_idle_connections: Option<usize>,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -388,6 +389,7 @@ fn check_store(raw: RawStore, base: &Path) -> Result<StoreConfig, String> {
         ),
         ("idle_timeout_secs", raw.idle_timeout_secs.is_some()),
         ("max_idle_connections", raw.max_idle_connections.is_some()),
+        ("ca_file", raw.ca_file.is_some()),
     ];
     let s3_keys = [
         ("endpoint", raw.endpoint.is_some()),
@@ -426,7 +428,7 @@ fn check_store(raw: RawStore, base: &Path) -> Result<StoreConfig, String> {
             }
             let url = raw.url.as_deref().ok_or("an http store needs `url`")?;
             let mut origin = crate::origin::OriginConfig::from_url(url)?;
-            remote_settings(&raw, &mut origin)?;
+            remote_settings(&raw, base, &mut origin)?;
             Ok(StoreConfig::Http { origin })
         }
         StoreKind::S3 => {
@@ -446,7 +448,7 @@ fn check_store(raw: RawStore, base: &Path) -> Result<StoreConfig, String> {
                 base,
             )?;
             let mut origin = crate::origin::OriginConfig::s3(bucket)?;
-            remote_settings(&raw, &mut origin)?;
+            remote_settings(&raw, base, &mut origin)?;
             Ok(StoreConfig::S3 { origin })
         }
         StoreKind::Swift => Err("kind = \"swift\" is not served by this build; \
@@ -462,8 +464,20 @@ pub const MAX_THREADS: usize = 1024;
 /// no limit at all, and far past it adding it to the clock overflows.
 pub const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
 
-/// Applies a remote store's timeouts and pool size.
-fn remote_settings(raw: &RawStore, origin: &mut crate::origin::OriginConfig) -> Result<(), String> {
+/// Applies a remote store's timeouts, pool size and CA file.
+fn remote_settings(
+    raw: &RawStore,
+    base: &Path,
+    origin: &mut crate::origin::OriginConfig,
+) -> Result<(), String> {
+    if let Some(ca) = &raw.ca_file {
+        if origin.tls.is_none() {
+            return Err("`ca_file` applies to an https:// backend only".into());
+        }
+        origin
+            .use_tls(Some(&base.join(ca)))
+            .map_err(|e| format!("`ca_file`: {e}"))?;
+    }
     let secs = |v: Option<u64>, key: &str, default: Duration| match v {
         None => Ok(default),
         Some(n @ 1..=MAX_TIMEOUT_SECS) => Ok(Duration::from_secs(n)),
@@ -614,8 +628,12 @@ path = "images"
                 "idle_timeout_secs",
             ),
             (
-                s3.replace("http://127.0.0.1:8080", "https://s3.example"),
-                "http://",
+                s3.replace("http://127.0.0.1:8080", "ftp://s3.example"),
+                "http[s]://",
+            ),
+            (
+                format!("{s3}ca_file = \"ca.pem\"\n"),
+                "`ca_file` applies to an https://",
             ),
             (
                 format!(

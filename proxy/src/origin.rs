@@ -1,12 +1,15 @@
 //! Byte ranges of an object from an HTTP origin (the `http` store kind):
 //! ranged GETs over keep-alive connections, pooled per worker thread (monoio
 //! sockets never leave their thread), with connect, first-byte and idle
-//! timeouts. Responses are checked strictly: the status, `Content-Range` and
-//! `Content-Length` must describe exactly the bytes asked for.
+//! timeouts, over plain HTTP or HTTPS (rustls, verified against the system's
+//! roots or the store's CA file). Responses are checked strictly: the status,
+//! `Content-Range` and `Content-Length` must describe exactly the bytes
+//! asked for.
 
 use std::cell::RefCell;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut as _;
@@ -51,6 +54,73 @@ pub struct OriginConfig {
     pub timeouts: Timeouts,
     /// Idle connections kept per worker thread.
     pub max_idle: usize,
+    /// HTTPS: the client settings (`None` for plain HTTP).
+    pub tls: Option<OriginTls>,
+}
+
+/// How an HTTPS origin is spoken to.
+#[derive(Clone)]
+pub struct OriginTls {
+    /// Trusted roots and protocol settings.
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name the certificate must carry (the URL's host).
+    pub name: rustls::pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for OriginTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OriginTls")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OriginConfig {
+    /// Speaks HTTPS to this origin, trusting the CAs of `ca_file` (PEM), or
+    /// the system's roots without one.
+    pub fn use_tls(&mut self, ca_file: Option<&std::path::Path>) -> Result<(), String> {
+        let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+            .map_err(|e| format!("host {:?}: {e}", self.host))?;
+        self.tls = Some(OriginTls {
+            config: crate::tls::client_config(ca_file)?,
+            name,
+        });
+        Ok(())
+    }
+}
+
+/// A connection to an origin: TCP, or TLS over it.
+struct Conn {
+    stream: TcpStream,
+    tls: Option<Box<crate::tls::ClientSession>>,
+}
+
+impl Conn {
+    /// Writes `data` whole.
+    async fn write_all(&mut self, data: Vec<u8>) -> io::Result<()> {
+        match &mut self.tls {
+            Some(session) => session.write_all(&mut self.stream, &data).await,
+            None => self.stream.write_all(data).await.0.map(|_| ()),
+        }
+    }
+
+    /// Appends at most `max` bytes of the answer to `buf`, waiting for
+    /// them. `Ok(0)` when the origin closed the connection.
+    async fn read(&mut self, buf: Vec<u8>, max: usize) -> (io::Result<usize>, Vec<u8>) {
+        let mut buf = buf;
+        match &mut self.tls {
+            Some(session) => {
+                let n = session.read_waiting(&mut self.stream, &mut buf, max).await;
+                (n, buf)
+            }
+            None => {
+                let len = buf.len();
+                buf.reserve(max);
+                let (res, slice) = self.stream.read(buf.slice_mut(len..len + max)).await;
+                (res, slice.into_inner())
+            }
+        }
+    }
 }
 
 /// How an object name becomes a request target.
@@ -89,21 +159,27 @@ impl S3Target {
 }
 
 impl OriginConfig {
-    /// Parses `http://host[:port]/prefix/` (default timeouts; 16 idle
-    /// connections).
+    /// Parses `http[s]://host[:port]/prefix/` (default timeouts; 16 idle
+    /// connections; an https origin verified against the system's roots
+    /// until [`OriginConfig::use_tls`] names a CA file).
     pub fn from_url(url: &str) -> Result<OriginConfig, String> {
-        let (host, port, path) = split_http_url(url)?;
+        let (https, host, port, path) = split_http_url(url)?;
         let mut prefix = format!("/{path}");
         if !prefix.ends_with('/') {
             prefix.push('/');
         }
-        Ok(OriginConfig {
+        let mut config = OriginConfig {
             host,
             port,
             target: Target::Prefix(prefix),
             timeouts: Timeouts::default(),
             max_idle: 16,
-        })
+            tls: None,
+        };
+        if https {
+            config.use_tls(None)?;
+        }
+        Ok(config)
     }
 
     /// An S3 bucket, read path-style at its endpoint.
@@ -116,13 +192,18 @@ impl OriginConfig {
             .trim_end_matches(']')
             .to_owned();
         let port = base.port_or_known_default().unwrap_or(80);
-        Ok(OriginConfig {
+        let mut config = OriginConfig {
             host,
             port,
             target: Target::S3(Box::new(S3Target { bucket })),
             timeouts: Timeouts::default(),
             max_idle: 16,
-        })
+            tls: None,
+        };
+        if base.scheme() == "https" {
+            config.use_tls(None)?;
+        }
+        Ok(config)
     }
 
     /// The request target and `Host` header of a GET of `object`.
@@ -142,12 +223,15 @@ impl OriginConfig {
     }
 }
 
-/// Splits `http://host[:port][/path]` into host, port and path (without
-/// its leading `/`); only plain HTTP is spoken to backends.
-fn split_http_url(url: &str) -> Result<(String, u16, &str), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("url {url:?} must start with http://"))?;
+/// Splits `http[s]://host[:port][/path]` into whether it is https, host,
+/// port and path (without its leading `/`).
+fn split_http_url(url: &str) -> Result<(bool, String, u16, &str), String> {
+    let (https, rest, default_port) =
+        match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest, 443),
+            (None, Some(rest)) => (false, rest, 80),
+            _ => return Err(format!("url {url:?} must start with http:// or https://")),
+        };
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
@@ -156,14 +240,14 @@ fn split_http_url(url: &str) -> Result<(String, u16, &str), String> {
                 .map_err(|_| format!("url {url:?} has a bad port"))?;
             (h.trim_start_matches('[').trim_end_matches(']'), port)
         }
-        _ => (authority, 80),
+        _ => (authority, default_port),
     };
     if host.is_empty() || host.contains('@') || path.contains(['?', '#', ' ']) {
         return Err(format!(
-            "url {url:?} is not a plain http://host:port/prefix/"
+            "url {url:?} is not a plain http[s]://host:port/prefix/"
         ));
     }
-    Ok((host.to_owned(), port, path))
+    Ok((https, host.to_owned(), port, path))
 }
 
 /// Why a fetch failed.
@@ -201,7 +285,7 @@ impl FetchError {
 /// An origin and this thread's idle connections to it.
 pub struct Origin {
     config: OriginConfig,
-    idle: RefCell<Vec<(TcpStream, Instant)>>,
+    idle: RefCell<Vec<(Conn, Instant)>>,
 }
 
 /// Pooled connections older than this are closed rather than reused: an
@@ -277,7 +361,7 @@ impl Origin {
 
     /// Resolves the host off the event loop (getaddrinfo blocks) and
     /// connects to the first address that answers.
-    async fn connect(&self) -> Result<TcpStream, FetchError> {
+    async fn connect(&self) -> Result<Conn, FetchError> {
         let (host, port) = (self.config.host.clone(), self.config.port);
         let resolved = monoio::spawn_blocking(move || {
             (host.as_str(), port)
@@ -304,7 +388,7 @@ impl Origin {
             {
                 Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);
-                    return Ok(s);
+                    return self.secure(s).await;
                 }
                 Ok(Err(e)) => last = FetchError::Connect(e),
                 Err(_) => last = FetchError::Timeout("a connection"),
@@ -313,11 +397,35 @@ impl Origin {
         Err(last)
     }
 
+    /// Runs the TLS handshake on a new connection to an https origin
+    /// (within the connect timeout).
+    async fn secure(&self, stream: TcpStream) -> Result<Conn, FetchError> {
+        let mut conn = Conn { stream, tls: None };
+        let Some(tls) = &self.config.tls else {
+            return Ok(conn);
+        };
+        let client = rustls::client::UnbufferedClientConnection::new(
+            Arc::clone(&tls.config),
+            tls.name.clone(),
+        )
+        .map_err(|e| FetchError::Connect(io::Error::other(e)))?;
+        let mut session = Box::new(crate::tls::ClientSession::new(client));
+        let handshake = session.handshake(&mut conn.stream);
+        match monoio::time::timeout(self.config.timeouts.connect, handshake).await {
+            Ok(Ok(())) => {
+                conn.tls = Some(session);
+                Ok(conn)
+            }
+            Ok(Err(e)) => Err(FetchError::Connect(e)),
+            Err(_) => Err(FetchError::Timeout("the TLS handshake")),
+        }
+    }
+
     /// One request on one connection; the connection goes back to the pool
     /// when the answer was read whole and may be reused.
     async fn attempt(
         &self,
-        mut conn: TcpStream,
+        mut conn: Conn,
         object: &str,
         start: u64,
         end: u64,
@@ -336,8 +444,7 @@ impl Origin {
         let request = format!(
             "GET {target} HTTP/1.1\r\nHost: {host}\r\nRange: bytes={start}-{end}\r\nUser-Agent: glance-stream\r\n\r\n"
         );
-        let (written, _) = conn.write_all(request.into_bytes()).await;
-        if let Err(e) = written {
+        if let Err(e) = conn.write_all(request.into_bytes()).await {
             return (Err(Attempt::Stale(FetchError::Io(e))), buf);
         }
         let head = match monoio::time::timeout(c.timeouts.first_byte, read_head(&mut conn)).await {
@@ -376,8 +483,8 @@ impl Origin {
         }
         while buf.len() < want {
             let filled = buf.len();
-            let read = conn.read(buf.slice_mut(filled..want));
-            let (res, slice) = match monoio::time::timeout(c.timeouts.idle, read).await {
+            let read = conn.read(buf, want - filled);
+            let (res, b) = match monoio::time::timeout(c.timeouts.idle, read).await {
                 Ok(r) => r,
                 Err(_) => {
                     return (
@@ -386,7 +493,7 @@ impl Origin {
                     );
                 }
             };
-            buf = slice.into_inner();
+            buf = b;
             match res {
                 Ok(0) => {
                     return (
@@ -420,7 +527,7 @@ struct Head {
     body_start: Vec<u8>,
 }
 
-async fn read_head(conn: &mut TcpStream) -> Result<Head, Attempt> {
+async fn read_head(conn: &mut Conn) -> Result<Head, Attempt> {
     let mut raw: Vec<u8> = Vec::with_capacity(4096);
     loop {
         if raw.len() >= MAX_HEAD {
@@ -433,8 +540,8 @@ async fn read_head(conn: &mut TcpStream) -> Result<Head, Attempt> {
         }
         let filled = raw.len();
         let cap = raw.capacity().min(MAX_HEAD);
-        let (res, slice) = conn.read(raw.slice_mut(filled..cap)).await;
-        raw = slice.into_inner();
+        let (res, r) = conn.read(raw, cap - filled).await;
+        raw = r;
         match res {
             Ok(0) if filled == 0 => {
                 // Retryable: the origin closed the connection (a restart, an
@@ -555,8 +662,13 @@ mod tests {
             target("http://[::1]:81/a/b/"),
             ("::1".into(), 81, "/a/b/obj".into(), "[::1]:81".into())
         );
+        // https: port 443 by default, the certificate checked against the host.
+        let c = OriginConfig::from_url("https://images.example/g/").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("images.example", 443));
+        let tls = c.tls.unwrap();
+        assert_eq!(format!("{:?}", tls.name), "DnsName(\"images.example\")");
+        assert!(OriginConfig::from_url("http://x/").unwrap().tls.is_none());
         for bad in [
-            "https://x/",
             "ftp://x",
             "http://:80/",
             "http://x:port/",

@@ -246,7 +246,7 @@ impl<C: Role> Session<C> {
     }
 
     /// Reads more ciphertext, waiting for it (the caller bounds the wait).
-    async fn read_waiting(&mut self, stream: &mut TcpStream) -> io::Result<bool> {
+    async fn read_more_waiting(&mut self, stream: &mut TcpStream) -> io::Result<bool> {
         loop {
             match self.read_more(stream).await {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.readable(false).await?,
@@ -257,7 +257,7 @@ impl<C: Role> Session<C> {
 
     /// Reads the first bytes of the connection without processing them.
     pub async fn read_first(&mut self, stream: &mut TcpStream) -> io::Result<bool> {
-        self.read_waiting(stream).await
+        self.read_more_waiting(stream).await
     }
 
     /// Runs the handshake to its end (the caller bounds it in time).
@@ -272,7 +272,7 @@ impl<C: Role> Session<C> {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
                 Progress::NeedInput => {
-                    if !self.read_waiting(stream).await? {
+                    if !self.read_more_waiting(stream).await? {
                         return Err(io::ErrorKind::UnexpectedEof.into());
                     }
                 }
@@ -310,6 +310,22 @@ impl<C: Role> Session<C> {
         dst.extend_from_slice(&self.plain[self.plain_at..self.plain_at + n]);
         self.plain_at += n;
         Ok(n)
+    }
+
+    /// Like [`Session::read`], waiting until a whole record has arrived
+    /// (the caller bounds the wait).
+    pub async fn read_waiting(
+        &mut self,
+        stream: &mut TcpStream,
+        dst: &mut Vec<u8>,
+        max: usize,
+    ) -> io::Result<usize> {
+        loop {
+            match self.read(stream, dst, max).await {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.readable(false).await?,
+                r => return r,
+            }
+        }
     }
 
     /// Encrypts `data` and sends it, a segment per socket write.

@@ -29,12 +29,13 @@ fn bucket(swift: &Swift) -> String {
 
 /// A node with an `s3` store on `bucket`, whose secret file holds `secret`.
 fn node(swift: &Swift, bucket: &str, secret: &str, cache: &str) -> (Node, tempfile::TempDir) {
-    node_at(&swift.endpoint, swift, bucket, secret, cache)
+    node_at(&swift.endpoint, "", swift, bucket, secret, cache)
 }
 
-/// Like [`node`], reaching S3 at `endpoint`.
+/// Like [`node`], reaching S3 at `endpoint` (with extra store keys).
 fn node_at(
     endpoint: &str,
+    store_extra: &str,
     swift: &Swift,
     bucket: &str,
     secret: &str,
@@ -50,7 +51,7 @@ fn node_at(
         cache,
         &format!(
             "[stores.s3]\nkind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{bucket}\"\nregion = \"{}\"\n\
-             access_key_id = \"{}\"\nsecret_access_key_file = \"{}\"\nprefix = \"{PREFIX}\"\n",
+             access_key_id = \"{}\"\nsecret_access_key_file = \"{}\"\nprefix = \"{PREFIX}\"\n{store_extra}",
             endpoint,
             swift.region,
             swift.access_key_id,
@@ -181,7 +182,7 @@ fn s3_lost_mid_fill_cuts_the_body_and_a_later_request_resumes() {
     // readahead: about 2.7 s for the image), through a link the test cuts.
     let mut path = common::Forwarder::start(addr, 8 << 20);
     let endpoint = format!("http://127.0.0.1:{}", path.port);
-    let (node, _dir) = node_at(&endpoint, swift, &b, &swift.secret, "");
+    let (node, _dir) = node_at(&endpoint, "", swift, &b, &swift.secret, "");
     let img = in_bucket(swift, &b, &node, pseudo_random(64 * MIB, 405), 405);
     let link = node.link(&img.params);
     common::download_cut_by(node.addr, &link, &img.bytes, || path.cut());
@@ -199,5 +200,86 @@ fn s3_lost_mid_fill_cuts_the_body_and_a_later_request_resumes() {
         read < before + img.bytes.len() as u64,
         "resumed: read {} bytes the second time",
         read - before
+    );
+}
+
+#[test]
+fn s3_over_https_is_verified_against_the_stores_ca_file() {
+    let swift = Swift::shared();
+    let b = bucket(swift);
+    // Swift's S3 API behind a real TLS front (nginx), as a cloud's S3
+    // endpoint is: the Host header (which SigV4 signs) passes through.
+    let pki = common::pki::Pki::new();
+    pki.issue(glance_api::tls::Validity::Days(30));
+    let (cert, key) = pki.files();
+    let upstream = swift.endpoint.trim_start_matches("http://");
+    let front_dir = tempfile::tempdir().unwrap();
+    let front = common::nginx::Nginx::start_tls(
+        front_dir.path(),
+        &cert,
+        &key,
+        &format!(
+            "location / {{ proxy_pass http://{upstream}; proxy_set_header Host $http_host; \
+             proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; \
+             client_max_body_size 0; proxy_request_buffering off; }}"
+        ),
+    );
+    let endpoint = format!("https://127.0.0.1:{}", front.port);
+    let ca = format!("ca_file = \"{}\"\n", pki.ca_file.display());
+    let (node, _dir) = node_at(&endpoint, &ca, swift, &b, &swift.secret, "");
+    // glance-api uploads through the same TLS front, trusting the CA; the
+    // node reads the object back over TLS.
+    let mut img = node.add_image(pseudo_random(20 * MIB + 77, 501), 501);
+    img.params.store = glance_link::StoreId::new("s3").unwrap();
+    let upload = |roots: &glance_api::tls::Roots| {
+        let bucket = glance_link::s3::S3Bucket::new(
+            &endpoint,
+            &b,
+            &swift.region,
+            &swift.access_key_id,
+            &swift.secret,
+            PREFIX,
+        )
+        .unwrap();
+        let store = glance_api::store::Store::S3(std::sync::Arc::new(
+            glance_api::store::S3Store::new(bucket, roots).unwrap(),
+        ));
+        let id = img.params.image_id.to_string();
+        let bytes = img.bytes.clone();
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async move {
+                let mut writer = store.writer(&id).await?;
+                for chunk in bytes.chunks(4 * MIB) {
+                    writer.write(chunk).await?;
+                }
+                writer.commit().await
+            })
+    };
+    let untrusted = upload(&glance_api::tls::Roots::default());
+    assert!(
+        untrusted.is_err(),
+        "an upload went to an untrusted endpoint"
+    );
+    assert_eq!(front.requests(), 0);
+    upload(&glance_api::tls::Roots::load(&pki.ca_file).unwrap()).unwrap();
+    let (status, len, digest) = common::download_sha512(node.addr, &node.link(&img.params));
+    assert_eq!((status, len), (200, img.bytes.len() as u64));
+    assert_eq!(digest, common::sha512(&img.bytes));
+    assert_eq!(node.metric(BACKEND), img.bytes.len() as u64);
+    assert!(
+        front.requests() >= 3,
+        "the chunks came through the TLS front"
+    );
+    // Without the CA the endpoint's certificate is refused: a 502, nothing read.
+    let (strict, _dir) = node_at(&endpoint, "", swift, &b, &swift.secret, "");
+    let requests = front.requests();
+    let r = strict.get(&strict.link(&img.params), &[]);
+    assert_eq!(r.status, 502);
+    assert_eq!(strict.metric(BACKEND), 0);
+    assert_eq!(
+        front.requests(),
+        requests,
+        "a request went to an untrusted endpoint"
     );
 }

@@ -7,51 +7,13 @@ mod common;
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::pki::Pki;
 use common::{DRIVERS, Image, Node, Response, image_in, parse_response, pseudo_random, sha512};
-use glance_api::tls::{ThrowawayCa, Validity};
-
-/// A CA, its certificate in a file, and a directory for the node's files.
-struct Pki {
-    ca: ThrowawayCa,
-    dir: tempfile::TempDir,
-    ca_file: PathBuf,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let ca = ThrowawayCa::new("glance-stream test CA").unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let ca_file = dir.path().join("ca.pem");
-        std::fs::write(&ca_file, ca.pem()).unwrap();
-        Pki { ca, dir, ca_file }
-    }
-
-    /// Issues a certificate for the loopback address into `server.pem` and
-    /// `server-key.pem` (replacing what is there, as a renewal does).
-    fn issue(&self, validity: Validity) -> String {
-        let issued = self
-            .ca
-            .issue(&["127.0.0.1", "localhost"], validity)
-            .unwrap();
-        issued.write(self.dir.path(), "server").unwrap();
-        issued.chain_pem
-    }
-
-    /// The `[tls]` table naming the files `issue` writes.
-    fn table(&self) -> String {
-        let d = self.dir.path().display();
-        format!("[tls]\ncert = \"{d}/server.pem\"\nkey = \"{d}/server-key.pem\"\n")
-    }
-
-    /// A rustls client trusting this CA only.
-    fn client(&self) -> Arc<rustls::ClientConfig> {
-        glance_link::tls::client_config(Some(&self.ca_file)).unwrap()
-    }
-}
+use glance_api::tls::Validity;
 
 /// A TLS connection to a node, over a blocking socket.
 type Client = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
@@ -407,4 +369,39 @@ fn curl_downloads_over_https_with_the_ca_and_refuses_without_it() {
         sha512(&std::fs::read(&out_file).unwrap()),
         sha512(&img.bytes)
     );
+}
+
+#[test]
+fn an_https_origin_is_read_when_its_ca_is_trusted_and_refused_when_not() {
+    let pki = Pki::new();
+    pki.issue(Validity::Days(30));
+    let (cert, key) = pki.files();
+    let web = tempfile::tempdir().unwrap();
+    let nginx = common::nginx::Nginx::start_tls(web.path(), &cert, &key, "");
+    let img = common::nginx::on_origin(&nginx, pseudo_random((17 << 20) + 9, 6), 6);
+    let store = |ca: &str| {
+        format!(
+            "[stores.web]\nkind = \"http\"\nurl = \"https://127.0.0.1:{}/\"\n{ca}",
+            nginx.port
+        )
+    };
+    // Trusting the store's CA file: the image comes over TLS, whole.
+    let ca = format!("ca_file = \"{}\"\n", pki.ca_file.display());
+    let node = Node::start("io_uring", "", &store(&ca));
+    let (status, len, digest) = common::download_sha512(node.addr, &node.link(&img.params));
+    assert_eq!((status, len), (200, img.bytes.len() as u64));
+    assert_eq!(digest, sha512(&img.bytes));
+    assert!(nginx.bytes_sent() >= img.bytes.len() as u64);
+    // With the system's roots only, the origin's certificate is refused:
+    // the client gets a 502 and no byte of the image.
+    let sent = nginx.bytes_sent();
+    let strict = Node::start("io_uring", "", &store(""));
+    let r = strict.get(&strict.link(&img.params), &[]);
+    assert_eq!(r.status, 502);
+    assert_eq!(
+        nginx.bytes_sent(),
+        sent,
+        "bytes left nginx for an untrusted peer"
+    );
+    assert!(strict.logs().contains("UnknownIssuer"), "{}", strict.logs());
 }

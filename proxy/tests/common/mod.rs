@@ -11,6 +11,7 @@ use std::time::Duration;
 
 pub mod fault_origin;
 pub mod nginx;
+pub mod pki;
 pub mod swift;
 
 use glance_link::{Keyring, LinkParams, SignedLink, StoreId};

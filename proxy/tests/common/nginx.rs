@@ -21,6 +21,25 @@ impl Nginx {
 
     /// Serves `dir/root` on `port`, with extra `http` directives.
     pub fn start_with(dir: &Path, port: u16, extra: &str) -> Nginx {
+        Nginx::start_server(dir, port, extra, "")
+    }
+
+    /// Serves HTTPS on a free loopback port with certificate chain `cert`
+    /// and key `key`: `dir/root`, or what `location` says (a `location`
+    /// block, such as a reverse proxy).
+    pub fn start_tls(dir: &Path, cert: &Path, key: &Path, location: &str) -> Nginx {
+        let server = format!(
+            "ssl_certificate {}; ssl_certificate_key {}; {location}",
+            cert.display(),
+            key.display()
+        );
+        Nginx::start_server(dir, super::free_port(), "", &server)
+    }
+
+    /// Serves on `port` with extra `http` directives; a non-empty `server`
+    /// (its extra directives) makes it an HTTPS server.
+    fn start_server(dir: &Path, port: u16, extra: &str, server: &str) -> Nginx {
+        let ssl = if server.is_empty() { "" } else { " ssl" };
         let root = dir.join("root");
         let prefix = dir.join("nginx");
         std::fs::create_dir_all(&root).unwrap();
@@ -38,7 +57,7 @@ impl Nginx {
                    sendfile on;\n  keepalive_requests 100000;\n  keepalive_timeout 1s;\n\
                    client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fcgi;\n\
                    uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;\n\
-                   {extra}\n  server {{ listen 127.0.0.1:{port}; root {r}; }}\n}}\n",
+                   {extra}\n  server {{ listen 127.0.0.1:{port}{ssl}; root {r}; {server} }}\n}}\n",
                 p = prefix.display(),
                 l = log.display(),
                 r = root.display()
