@@ -82,10 +82,62 @@ impl Verify {
     }
 }
 
+/// A socket, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    /// Connects to `addr`, with a TLS handshake when `tls` is given.
+    fn open(addr: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>) -> Stream {
+        let tcp = open(addr);
+        let Some(config) = tls else {
+            return Stream::Plain(tcp);
+        };
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let conn = rustls::ClientConnection::new(Arc::clone(config), name).unwrap();
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        while stream.conn.is_handshaking() {
+            stream
+                .conn
+                .complete_io(&mut stream.sock)
+                .unwrap_or_else(|e| panic!("TLS handshake with {addr}: {e}"));
+        }
+        Stream::Tls(Box::new(stream))
+    }
+}
+
+impl std::io::Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl std::io::Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 /// A keep-alive connection to one server.
 pub struct Conn {
     addr: SocketAddr,
-    stream: TcpStream,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    stream: Stream,
     /// The server said it closes the connection after the last response:
     /// the next request opens a new one.
     closed: bool,
@@ -102,9 +154,19 @@ pub struct Conn {
 impl Conn {
     /// Connects to `addr` (no Nagle delay, a generous read timeout).
     pub fn connect(addr: SocketAddr) -> Conn {
+        Conn::connect_with(addr, None)
+    }
+
+    /// Connects to `server`, over TLS when it speaks HTTPS.
+    pub fn to(server: &crate::peer::Server) -> Conn {
+        Conn::connect_with(server.addr, server.tls.clone())
+    }
+
+    fn connect_with(addr: SocketAddr, tls: Option<Arc<rustls::ClientConfig>>) -> Conn {
         Conn {
             addr,
-            stream: open(addr),
+            stream: Stream::open(addr, tls.as_ref()),
+            tls,
             closed: false,
             buf: vec![0; BUF_BYTES],
             start: 0,
@@ -136,7 +198,7 @@ impl Conn {
             // Servers without keep-alive (the real Glance under uWSGI's
             // http-socket) cost a new connection per request, counted in
             // the request's time as for any client of theirs.
-            self.stream = open(self.addr);
+            self.stream = Stream::open(self.addr, self.tls.as_ref());
             (self.start, self.end, self.closed) = (0, 0, false);
         }
         self.req.clear();

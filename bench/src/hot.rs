@@ -4,7 +4,9 @@
 //! (uWSGI, its file store), all serving the same bytes from the page cache.
 //! With `--idle`, a slowloris holds that many idle connections open against
 //! the server during each round (see `slowloris`), to show what they cost
-//! the real downloads.
+//! the real downloads. With `--tls`, glance-stream (its cache, the bodies
+//! encrypted from the mapped cache file) and nginx (OpenSSL) serve HTTPS
+//! with the same certificate, and the clients speak TLS.
 
 use crate::client::{Check, Conn, Verify};
 use crate::imageapi::ImageApi;
@@ -48,6 +50,10 @@ pub struct HotArgs {
     /// Directory for the object and the servers' files (default: a temporary one).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
+    /// HTTPS: glance-stream and nginx serve TLS (the real Glance is left
+    /// out: it serves plain HTTP behind a proxy).
+    #[arg(long, conflicts_with = "idle")]
+    tls: bool,
 }
 
 /// The columns when some points hold idle connections: the last says how
@@ -79,7 +85,8 @@ pub fn run(run: &mut Run, args: &HotArgs, command: String) {
     let scenario = Scenario::new(
         "hot",
         format!(
-            "hot object: {} MiB, at least {} downloads per round, {} rounds, {} server workers, {} cores{}",
+            "hot object{}: {} MiB, at least {} downloads per round, {} rounds, {} server workers, {} cores{}",
+            if args.tls { " over HTTPS" } else { "" },
             args.size_mib,
             args.downloads,
             args.rounds,
@@ -95,6 +102,7 @@ pub fn run(run: &mut Run, args: &HotArgs, command: String) {
         serde_json::json!({
             "size_mib": args.size_mib, "downloads": args.downloads, "rounds": args.rounds,
             "workers": args.workers, "verify": format!("{:?}", args.verify), "idle": args.idle,
+            "tls": args.tls,
         }),
         if with_idle { IDLE_COLUMNS } else { COLUMNS },
     );
@@ -110,14 +118,22 @@ pub fn run(run: &mut Run, args: &HotArgs, command: String) {
             peer::NGINX_WORKER_CONNECTIONS
         ));
     }
-    let mut servers = vec![
-        peer::glance_stream(&work.dir, &work, args.workers),
-        peer::nginx(&work.dir, &work.object, args.workers, true),
-    ];
+    let tls = args.tls.then(|| peer::Tls::new(&work.dir));
+    let mut servers = match &tls {
+        Some(tls) => vec![
+            peer::glance_stream_tls(&work.dir, &work, args.workers, tls),
+            peer::nginx_tls(&work.dir, &work.object, args.workers, tls),
+        ],
+        None => vec![
+            peer::glance_stream(&work.dir, &work, args.workers),
+            peer::nginx(&work.dir, &work.object, args.workers, true),
+        ],
+    };
     let image = std::fs::read(&work.object).unwrap();
-    if let Some(mut glance) = args
-        .glance
-        .start(run, &work.dir.join("glance"), args.workers)
+    if tls.is_none()
+        && let Some(mut glance) = args
+            .glance
+            .start(run, &work.dir.join("glance"), args.workers)
     {
         let id = ImageApi::glance(&glance).image_with(&image, &work.hashes);
         glance.target = ImageApi::file_target(&id);
@@ -126,7 +142,7 @@ pub fn run(run: &mut Run, args: &HotArgs, command: String) {
     for s in &servers {
         // Warm the page cache, and check the server answers the whole object.
         let check = Verify::Bytes.check(&image, &work.hashes.1);
-        Conn::connect(s.addr).fetch(&s.target, "", 200, &check);
+        Conn::to(s).fetch(&s.target, "", 200, &check);
     }
     run.plan(args.clients.len() * args.idle.len() * args.rounds * servers.len());
     let refs: Vec<&Server> = servers.iter().collect();
@@ -156,7 +172,7 @@ pub fn run(run: &mut Run, args: &HotArgs, command: String) {
 /// keep-alive connection.
 fn round(s: &Server, clients: usize, per_client: usize, check: &Check) -> Round {
     load::round(s, clients, |_| {
-        let mut conn = Conn::connect(s.addr);
+        let mut conn = Conn::to(s);
         (0..per_client)
             .map(|_| conn.fetch(&s.target, "", 200, check).1)
             .collect()

@@ -18,6 +18,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The request target of the object.
     pub target: String,
+    /// HTTPS: how clients speak TLS to it (`None`: plain HTTP).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     child: Child,
 }
 
@@ -29,6 +31,7 @@ impl Server {
             name: name.to_owned(),
             addr,
             target,
+            tls: None,
             child,
         }
     }
@@ -121,10 +124,11 @@ pub fn glance_stream_with(
     let _ = std::fs::remove_dir_all(&cache);
     std::fs::create_dir_all(&cache).unwrap();
     let config = dir.join("stream.toml");
+    let scheme = if stores.contains("[tls]") { "https" } else { "http" };
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1:1\"\nkeyring = \"keyring.toml\"\n\
+            "listen = \"127.0.0.1:0\"\npublic_url = \"{scheme}://127.0.0.1:1\"\nkeyring = \"keyring.toml\"\n\
              threads = {threads}\n[cache]\ndir = \"gs-cache\"\nmax_bytes = 1000000000000\n{stores}"
         ),
     )
@@ -154,6 +158,7 @@ pub fn glance_stream_with(
         name: "glance-stream".into(),
         addr,
         target: format!("{}?{}", link.path(), link.query()),
+        tls: None,
         child,
     }
 }
@@ -205,6 +210,11 @@ pub const NGINX_WORKER_CONNECTIONS: usize = 4096;
 /// nginx in `prefix` with `workers` processes, extra `http` directives and
 /// the body of its one `server` block.
 fn nginx_with(prefix: &Path, workers: usize, http: &str, server: &str) -> Server {
+    nginx_listening(prefix, workers, http, "", server)
+}
+
+/// `nginx_with`, with extra parameters of the `listen` directive (`ssl`).
+fn nginx_listening(prefix: &Path, workers: usize, http: &str, listen: &str, server: &str) -> Server {
     let port = free_port();
     std::fs::create_dir_all(prefix.join("logs")).unwrap();
     let conf = prefix.join("nginx.conf");
@@ -216,7 +226,7 @@ fn nginx_with(prefix: &Path, workers: usize, http: &str, server: &str) -> Server
              http {{\n  {http}  sendfile on;\n  keepalive_requests 100000;\n\
                client_body_temp_path {p}/body; proxy_temp_path {p}/proxy; fastcgi_temp_path {p}/fcgi;\n\
                uwsgi_temp_path {p}/uwsgi; scgi_temp_path {p}/scgi;\n\
-               server {{ listen 127.0.0.1:{port}; {server} }}\n}}\n",
+               server {{ listen 127.0.0.1:{port}{listen}; {server} }}\n}}\n",
             p = prefix.display(),
         ),
     )
@@ -235,6 +245,7 @@ fn nginx_with(prefix: &Path, workers: usize, http: &str, server: &str) -> Server
         name: "nginx".into(),
         addr,
         target: format!("/{IMAGE_ID}"),
+        tls: None,
         child,
     }
 }
@@ -563,4 +574,73 @@ impl Keystone {
         assert_eq!(head.status, 201, "Keystone token: {text}");
         head.subject_token.expect("Keystone sends X-Subject-Token")
     }
+}
+
+/// Certificates for the HTTPS benchmarks: a throw-away CA, one server
+/// certificate for 127.0.0.1 that every server presents, and the client
+/// config trusting that CA alone.
+pub struct Tls {
+    /// The certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its key (PEM, mode 0600).
+    pub key: PathBuf,
+    /// What the clients speak: TLS 1.3 (1.2 too), ALPN http/1.1.
+    pub client: std::sync::Arc<rustls::ClientConfig>,
+}
+
+impl Tls {
+    /// Makes the CA and the certificate in `dir`.
+    pub fn new(dir: &Path) -> Tls {
+        let ca = glance_api::tls::ThrowawayCa::new("glance-bench CA").unwrap();
+        let (cert, key) = ca
+            .issue(&["127.0.0.1"], glance_api::tls::Validity::Days(2))
+            .unwrap()
+            .write(dir, "bench")
+            .unwrap();
+        let ca_file = dir.join("bench-ca.pem");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        let client = glance_link::tls::client_config(Some(&ca_file)).unwrap();
+        Tls { cert, key, client }
+    }
+}
+
+/// glance-stream on HTTPS serving `work`'s object through its cache (a
+/// cached file store: bodies are encrypted from the mapped cache file).
+pub fn glance_stream_tls(dir: &Path, work: &Workdir, threads: usize, tls: &Tls) -> Server {
+    serve_from(dir, "gs-images", &work.object);
+    let mut server = glance_stream_with(
+        dir,
+        work,
+        threads,
+        "local",
+        &format!(
+            "[stores.local]\nkind = \"file\"\npath = \"gs-images\"\ncache = true\n\
+             [tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            tls.cert.display(),
+            tls.key.display()
+        ),
+    );
+    server.tls = Some(std::sync::Arc::clone(&tls.client));
+    server
+}
+
+/// nginx on HTTPS (OpenSSL; no kernel TLS here, so `sendfile` gives way
+/// to reads and `SSL_write`) serving `object` from a static root.
+pub fn nginx_tls(dir: &Path, object: &Path, workers: usize, tls: &Tls) -> Server {
+    let root = serve_from(dir, "nginx-root", object);
+    let mut server = nginx_listening(
+        &dir.join("nginx"),
+        workers,
+        "access_log off;\ntcp_nopush on;\n",
+        " ssl",
+        &format!(
+            "root {}; ssl_certificate {}; ssl_certificate_key {}; \
+             ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:1m;",
+            root.display(),
+            tls.cert.display(),
+            tls.key.display()
+        ),
+    );
+    server.tls = Some(std::sync::Arc::clone(&tls.client));
+    server
 }

@@ -966,20 +966,6 @@ pub struct ChunkMap<'a> {
     _lease: &'a Lease,
 }
 
-impl ChunkMap<'_> {
-    /// Asks the kernel to start reading `offset..offset + len` of the
-    /// mapping into the page cache (it returns at once): a page touched
-    /// before it is read would make the sender wait for the disk.
-    pub fn will_need(&self, offset: usize, len: usize) {
-        let len = len.min(self.map.len().saturating_sub(offset));
-        if len > 0 {
-            let _ = self
-                .map
-                .advise_range(memmap2::Advice::WillNeed, offset, len);
-        }
-    }
-}
-
 impl std::ops::Deref for ChunkMap<'_> {
     type Target = [u8];
 

@@ -639,40 +639,46 @@ async fn write_through(src: &Source, sink: &mut Sink<'_, '_>, data: Vec<u8>) -> 
     Ok(())
 }
 
+/// Bytes of a cache file mapped at once by the TLS sender: a window, not
+/// the whole answer, so a download holds a few MiB of mapping (and of
+/// resident set), not the image.
+const MAP_WINDOW: u64 = 4 << 20;
+
 /// Sends `len` bytes of a cache entry from `start` (every chunk holding
 /// them present): with sendfile on plain HTTP; on TLS, encrypted straight
 /// from a read-only map of the cache file (no read into a buffer first),
-/// a segment per socket write, with the kernel's readahead asked for
-/// ahead of the encryption.
+/// a window at a time, a segment per socket write, with the kernel's
+/// readahead asked for ahead of the encryption.
 async fn send_cached(io: &mut Io, lease: &Lease, start: u64, len: u64) -> io::Result<()> {
     if io.tls.is_none() {
         return send_body(io, lease.file(), start, len).await;
     }
-    let map = lease.map_present(start, len).map_err(other)?;
     let timeout = io.shared.config.http.send_timeout;
-    let readahead = crate::image::READAHEAD as usize;
-    let (mut at, mut advised, mut since_yield) = (0usize, 0usize, 0u64);
-    while at < map.len() {
-        if advised < map.len() && advised < at + readahead / 2 {
-            map.will_need(advised, readahead);
-            advised += readahead;
+    let mut readahead = crate::image::Readahead::new(lease.file(), start, len);
+    let end = start + len;
+    let (mut at, mut since_yield) = (start, 0u64);
+    while at < end {
+        readahead.ahead_of(at);
+        let window = lease
+            .map_present(at, MAP_WINDOW.min(end - at))
+            .map_err(other)?;
+        for segment in window.chunks(crate::tls::SEGMENT) {
+            let Some(session) = io.tls.as_mut() else {
+                return Err(other("the TLS session is gone"));
+            };
+            session.encrypt(segment)?;
+            match monoio::time::timeout(timeout, session.flush(&mut io.stream)).await {
+                Ok(res) => res?,
+                Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+            }
+            io.metrics().sent(SendPath::Mapped, segment.len() as u64);
+            since_yield += segment.len() as u64;
+            if since_yield >= crate::image::FAIR_SHARE {
+                since_yield = 0;
+                crate::image::YieldNow(false).await;
+            }
         }
-        let end = (at + crate::tls::SEGMENT).min(map.len());
-        let Some(session) = io.tls.as_mut() else {
-            return Err(other("the TLS session is gone"));
-        };
-        session.encrypt(&map[at..end])?;
-        match monoio::time::timeout(timeout, session.flush(&mut io.stream)).await {
-            Ok(res) => res?,
-            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
-        }
-        io.metrics().sent(SendPath::Mapped, (end - at) as u64);
-        since_yield += (end - at) as u64;
-        at = end;
-        if since_yield >= crate::image::FAIR_SHARE {
-            since_yield = 0;
-            crate::image::YieldNow(false).await;
-        }
+        at += window.len() as u64;
     }
     Ok(())
 }

@@ -18,7 +18,7 @@ use crate::{clock, sys};
 /// Bytes handed to one `sendfile` call at most.
 const SENDFILE_CHUNK: usize = 1 << 20;
 /// How far ahead of the send position the page cache is asked to read.
-pub(crate) const READAHEAD: u64 = 8 << 20;
+const READAHEAD: u64 = 8 << 20;
 /// Bytes a connection may send before letting the thread's other tasks run.
 pub(crate) const FAIR_SHARE: u64 = 4 << 20;
 /// Buffer of the copy fallback.
@@ -172,19 +172,12 @@ pub async fn send_body(io: &mut Io, file: &File, start: u64, len: u64) -> io::Re
     let socket = io.stream.as_raw_fd();
     let fd = file.as_raw_fd();
     let end = start + len;
-    let _ = sys::fadvise(fd, start, len, sys::Advice::Sequential);
-    let mut advised = start;
+    let mut readahead = Readahead::new(file, start, len);
     let mut offset = start;
     let mut since_yield = 0u64;
     let timeout = io.shared.config.http.send_timeout;
     while offset < end {
-        if advised < end && advised < offset + READAHEAD / 2 {
-            // Never past the body: advising pages no one asked for costs a
-            // page-cache walk per request, which small ranges pay in full.
-            let n = READAHEAD.min(end - advised);
-            let _ = sys::fadvise(fd, advised, n, sys::Advice::WillNeed);
-            advised += n;
-        }
+        readahead.ahead_of(offset);
         let chunk = (end - offset).min(SENDFILE_CHUNK as u64) as usize;
         match sys::sendfile(socket, fd, &mut offset, chunk) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
@@ -211,6 +204,41 @@ pub async fn send_body(io: &mut Io, file: &File, start: u64, len: u64) -> io::Re
         }
     }
     Ok(())
+}
+
+/// Keeps the kernel's readahead ahead of a sender walking a file range
+/// front to back: a page-cache miss under `sendfile` or a mapped read would
+/// make the thread wait for the disk, stalling its other connections.
+pub(crate) struct Readahead {
+    fd: std::os::fd::RawFd,
+    advised: u64,
+    end: u64,
+}
+
+impl Readahead {
+    /// Tells the kernel bytes `start..start + len` of `file` will be read
+    /// in order.
+    pub(crate) fn new(file: &File, start: u64, len: u64) -> Readahead {
+        let fd = file.as_raw_fd();
+        let _ = sys::fadvise(fd, start, len, sys::Advice::Sequential);
+        Readahead {
+            fd,
+            advised: start,
+            end: start + len,
+        }
+    }
+
+    /// Starts reading (without waiting) the next stretch once the sender at
+    /// `offset` is within half a stretch of what was asked for so far.
+    pub(crate) fn ahead_of(&mut self, offset: u64) {
+        if self.advised < self.end && self.advised < offset + READAHEAD / 2 {
+            // Never past the body: advising pages no one asked for costs a
+            // page-cache walk per request, which small ranges pay in full.
+            let n = READAHEAD.min(self.end - self.advised);
+            let _ = sys::fadvise(self.fd, self.advised, n, sys::Advice::WillNeed);
+            self.advised += n;
+        }
+    }
 }
 
 fn sendfile_unsupported(e: &io::Error) -> bool {
