@@ -124,7 +124,11 @@ pub fn glance_stream_with(
     let _ = std::fs::remove_dir_all(&cache);
     std::fs::create_dir_all(&cache).unwrap();
     let config = dir.join("stream.toml");
-    let scheme = if stores.contains("[tls]") { "https" } else { "http" };
+    let scheme = if stores.contains("[tls]") {
+        "https"
+    } else {
+        "http"
+    };
     std::fs::write(
         &config,
         format!(
@@ -214,7 +218,13 @@ fn nginx_with(prefix: &Path, workers: usize, http: &str, server: &str) -> Server
 }
 
 /// `nginx_with`, with extra parameters of the `listen` directive (`ssl`).
-fn nginx_listening(prefix: &Path, workers: usize, http: &str, listen: &str, server: &str) -> Server {
+fn nginx_listening(
+    prefix: &Path,
+    workers: usize,
+    http: &str,
+    listen: &str,
+    server: &str,
+) -> Server {
     let port = free_port();
     std::fs::create_dir_all(prefix.join("logs")).unwrap();
     let conf = prefix.join("nginx.conf");
