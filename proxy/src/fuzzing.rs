@@ -81,3 +81,59 @@ pub fn config(data: &[u8]) {
     assert!(!config.public_url.ends_with('/'), "{}", config.public_url);
     assert!(config.threads.get() <= crate::config::MAX_THREADS);
 }
+
+/// A server config that parses every hello but has no certificate to
+/// offer: the handshake fails after the client's hello is read, as on a
+/// node whose client sent a name it does not serve.
+fn certless_server() -> Option<std::sync::Arc<rustls::ServerConfig>> {
+    #[derive(Debug)]
+    struct NoCertificate;
+    impl rustls::server::ResolvesServerCert for NoCertificate {
+        fn resolve(
+            &self,
+            _: rustls::server::ClientHello<'_>,
+        ) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+            None
+        }
+    }
+    static CONFIG: std::sync::OnceLock<Option<std::sync::Arc<rustls::ServerConfig>>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .ok()?
+                .with_no_client_auth()
+                .with_cert_resolver(std::sync::Arc::new(NoCertificate));
+            Some(std::sync::Arc::new(config))
+        })
+        .clone()
+}
+
+/// Arbitrary bytes from a client, in reads of any size (the first byte
+/// chooses it), never panic glance-stream's TLS session, and what it holds
+/// stays bounded: at most 64 KiB of ciphertext waiting for a record to
+/// complete, no plaintext before a handshake, a few KiB to send (an alert).
+pub fn tls_records(data: &[u8]) {
+    let Some((&piece, data)) = data.split_first() else {
+        return;
+    };
+    let Some(config) = certless_server() else {
+        panic!("the fuzz target's server config cannot be built");
+    };
+    let Ok(conn) = rustls::server::UnbufferedServerConnection::new(config) else {
+        panic!("a server session cannot be started");
+    };
+    let mut session = crate::tls::ServerSession::new(conn);
+    for read in data.chunks(usize::from(piece).max(1)) {
+        let outcome = session.absorb(read);
+        let (incoming, outgoing, plain) = session.held();
+        assert!(incoming <= 64 << 10, "{incoming} bytes of ciphertext held");
+        assert!(outgoing <= 8 << 10, "{outgoing} bytes to send");
+        assert_eq!(plain, 0, "plaintext before a handshake");
+        if outcome.is_err() {
+            break;
+        }
+    }
+}

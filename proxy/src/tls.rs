@@ -41,6 +41,8 @@ pub trait Role {
         &'c mut self,
         incoming: &'i mut [u8],
     ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    /// Whether records (an alert) wait to be encoded.
+    fn queued(&self) -> bool;
 }
 
 impl Role for UnbufferedServerConnection {
@@ -51,6 +53,9 @@ impl Role for UnbufferedServerConnection {
     ) -> UnbufferedStatus<'c, 'i, ServerConnectionData> {
         self.process_tls_records(incoming)
     }
+    fn queued(&self) -> bool {
+        self.wants_write()
+    }
 }
 
 impl Role for UnbufferedClientConnection {
@@ -60,6 +65,9 @@ impl Role for UnbufferedClientConnection {
         incoming: &'i mut [u8],
     ) -> UnbufferedStatus<'c, 'i, ClientConnectionData> {
         self.process_tls_records(incoming)
+    }
+    fn queued(&self) -> bool {
+        self.wants_write()
     }
 }
 
@@ -191,18 +199,25 @@ impl<C: Role> Session<C> {
     }
 
     /// Encodes what rustls queued before and after an error (its alert,
-    /// behind any handshake records of the same flight).
+    /// behind any handshake records of the same flight). Each call pops
+    /// one queued record before rustls would read further input, so it is
+    /// called only while records are queued: reading on after a fatal
+    /// error could raise a second one. rustls always gets the received
+    /// bytes (never an empty buffer): its deframer may hold offsets into
+    /// them.
     fn encode_alert(&mut self) {
-        for _ in 0..16 {
-            let UnbufferedStatus { state, .. } = self.conn.process(&mut []);
-            match state {
+        while self.conn.queued() {
+            let UnbufferedStatus { discard, state } =
+                self.conn.process(&mut self.incoming[..self.in_len]);
+            let encoded = match state {
                 Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    if encode(&mut data, &mut self.outgoing, &mut self.out_len).is_err() {
-                        return;
-                    }
+                    encode(&mut data, &mut self.outgoing, &mut self.out_len).is_ok()
                 }
-                Ok(ConnectionState::TransmitTlsData(data)) => data.done(),
-                _ => return,
+                _ => false,
+            };
+            self.discard(discard);
+            if !encoded {
+                return;
             }
         }
     }
@@ -222,12 +237,7 @@ impl<C: Role> Session<C> {
     /// Reads more ciphertext. `Ok(false)` when the peer closed the socket;
     /// `WouldBlock` when nothing is there yet (the caller waits, bounded).
     async fn read_more(&mut self, stream: &mut TcpStream) -> io::Result<bool> {
-        if self.in_len == self.incoming.len() {
-            if self.incoming.len() >= INCOMING_MAX {
-                return Err(tls_error("a record or handshake message is too large"));
-            }
-            self.incoming.resize(INCOMING_MAX, 0);
-        }
+        self.make_room()?;
         loop {
             let buf = std::mem::take(&mut self.incoming);
             let cap = buf.len();
@@ -243,6 +253,41 @@ impl<C: Role> Session<C> {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Makes room in `incoming` for more ciphertext: up to `INCOMING_MAX`
+    /// may wait for a record (or handshake message) to complete, no more.
+    fn make_room(&mut self) -> io::Result<()> {
+        if self.in_len == self.incoming.len() {
+            if self.incoming.len() >= INCOMING_MAX {
+                return Err(tls_error("a record or handshake message is too large"));
+            }
+            self.incoming.resize(INCOMING_MAX, 0);
+        }
+        Ok(())
+    }
+
+    /// Takes `data` as socket reads would bring it and runs the state
+    /// machine over it (the fuzz target's way in); `Err` ends the session.
+    #[doc(hidden)]
+    pub fn absorb(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut rest = data;
+        while !rest.is_empty() {
+            self.make_room()?;
+            let n = rest.len().min(self.incoming.len() - self.in_len);
+            self.incoming[self.in_len..self.in_len + n].copy_from_slice(&rest[..n]);
+            self.in_len += n;
+            rest = &rest[n..];
+            self.process().map_err(tls_error)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes held: received ciphertext, ciphertext to send, and plaintext
+    /// not yet read.
+    #[doc(hidden)]
+    pub fn held(&self) -> (usize, usize, usize) {
+        (self.in_len, self.out_len, self.plain.len() - self.plain_at)
     }
 
     /// Reads more ciphertext, waiting for it (the caller bounds the wait).
@@ -397,7 +442,8 @@ impl<C: Role> Session<C> {
 
     /// Sends close_notify (best effort: the socket closes after it anyway).
     pub async fn close(&mut self, stream: &mut TcpStream) {
-        let UnbufferedStatus { state, .. } = self.conn.process(&mut []);
+        let UnbufferedStatus { discard, state } =
+            self.conn.process(&mut self.incoming[..self.in_len]);
         if let Ok(ConnectionState::WriteTraffic(mut traffic)) = state {
             loop {
                 match traffic.queue_close_notify(&mut self.outgoing[self.out_len..]) {
@@ -413,6 +459,7 @@ impl<C: Role> Session<C> {
                 }
             }
         }
+        self.discard(discard);
         let _ = self.flush(stream).await;
     }
 
