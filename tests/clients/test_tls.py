@@ -33,6 +33,22 @@ def test_the_openrc_names_https_urls_and_the_ca(quickstart_tls):
     assert ca.is_absolute() and ca == quickstart_tls["work"] / "var" / "ca.pem"
     assert ca.read_text().startswith("-----BEGIN CERTIFICATE-----")
     assert "curl --cacert $OS_CACERT" in quickstart_tls["banner"]
+    # glance-api reaches its https node through the CA: health checked, the
+    # keyring pushed.
+    import time
+    import requests
+    deadline = time.time() + 30
+    while True:
+        r = requests.get(f"{env['OS_IMAGE_URL']}/admin/nodes", verify=env["OS_CACERT"],
+                         headers={"X-Auth-Token": env["OS_TOKEN"]}, timeout=10)
+        assert r.status_code == 200, r.text
+        nodes = r.json()["nodes"]
+        if all(n["health"] == "up" and n["keyring"] == "current" for n in nodes):
+            break
+        assert time.time() < deadline, nodes
+        time.sleep(0.2)
+    assert [n["public_url"] for n in nodes] == [
+        f"https://127.0.0.1:{quickstart_tls['stream_ports'][0]}"]
     # The CA's key was never written anywhere.
     for path in (quickstart_tls["work"] / "var").rglob("*"):
         if path.is_file() and path.suffix == ".pem":
