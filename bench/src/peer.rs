@@ -332,7 +332,7 @@ pub enum Auth<'a> {
     Keystone(&'a Keystone),
 }
 
-/// [`glance_api`], authenticating as `auth` says.
+/// [`glance_api()`], authenticating as `auth` says.
 pub fn glance_api_with(
     dir: &Path,
     node: Option<SocketAddr>,
