@@ -18,7 +18,12 @@ pub(crate) fn map_present(file: &File, start: u64, len: u64) -> std::io::Result<
     // and an unlinked file stays intact for as long as a mapping or
     // descriptor refers to it; the lease the mapping borrows stops eviction
     // in the first place. The mapped bytes belong to present chunks, which
-    // are not written again while present (a chunk is rewritten only after
-    // the scrubber marked it missing, and then only by the one claim on it).
+    // are not written again while present. One exception: in an entry still
+    // being filled, a chunk the scrubber finds damaged is marked missing and
+    // rewritten in place by its next claim; a window mapped just before
+    // then sees old and new bytes mixed, as a read() racing the write
+    // would, and never an access fault (the file does not shrink). A disk
+    // that fails to read a mapped page raises SIGBUS, where read() would
+    // return EIO (docs/decisions.md, decision 11).
     unsafe { memmap2::MmapOptions::new().offset(start).len(len).map(file) }
 }

@@ -153,38 +153,54 @@ impl Acceptor {
         Ok(())
     }
 
-    /// Runs the handshake of a new connection (bounded in time). A
-    /// plaintext HTTP request gets a plain 400 saying the port speaks
-    /// HTTPS; `None` when the connection is done.
+    /// Runs the handshake of a new connection, all of it within one
+    /// deadline. A plaintext HTTP request gets a plain 400 saying the port
+    /// speaks HTTPS; `None` when the connection is done.
     pub async fn accept(
         &self,
         tcp: tokio::net::TcpStream,
     ) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
-        use tokio::io::AsyncWriteExt as _;
-        let mut tcp = tcp;
+        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
         let mut first = [0u8; 8];
-        let peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await;
-        let n = match peeked {
+        let n = match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
             Ok(Ok(n)) if n > 0 => n,
             _ => return None,
         };
         if glance_link::tls::looks_like_http(&first[..n]) {
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(1),
-                tcp.write_all(glance_link::tls::PLAINTEXT_REFUSAL),
-            )
-            .await;
-            let _ = tcp.shutdown().await;
+            refuse_plaintext(tcp).await;
             return None;
         }
         let acceptor = tokio_rustls::TlsAcceptor::from(self.config.load_full());
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => Some(tls),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "TLS handshake failed");
                 None
             }
             Err(_) => None,
+        }
+    }
+}
+
+/// Answers a plaintext request with the plain 400, then reads and drops
+/// what the client still sends (a second at most, 1 MiB at most) before
+/// closing, so the close does not reset the connection before the client
+/// has read the answer.
+async fn refuse_plaintext(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let second = std::time::Duration::from_secs(1);
+    let refusal = tcp.write_all(glance_link::tls::PLAINTEXT_REFUSAL);
+    if !matches!(tokio::time::timeout(second, refusal).await, Ok(Ok(()))) {
+        return;
+    }
+    let _ = tcp.shutdown().await;
+    let deadline = tokio::time::Instant::now() + second;
+    let mut scratch = vec![0u8; 16 << 10];
+    let mut drained = 0usize;
+    while drained < (1 << 20) {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => return,
         }
     }
 }

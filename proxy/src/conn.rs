@@ -253,6 +253,9 @@ impl Conn {
     /// Reads, routes and answers one request.
     async fn next_request(&mut self) -> std::io::Result<Next> {
         self.io.head_only = false;
+        if let Some(session) = &mut self.io.tls {
+            session.trim();
+        }
         let limits = self.io.shared.config.http.clone();
         let idle_deadline = Instant::now() + limits.idle_timeout;
         // The first request must start within the header timeout too: a

@@ -658,11 +658,14 @@ async fn send_cached(io: &mut Io, lease: &Lease, start: u64, len: u64) -> io::Re
     let end = start + len;
     let (mut at, mut since_yield) = (start, 0u64);
     while at < end {
-        readahead.ahead_of(at);
         let window = lease
             .map_present(at, MAP_WINDOW.min(end - at))
             .map_err(other)?;
-        for segment in window.chunks(crate::tls::SEGMENT) {
+        for (i, segment) in window.chunks(crate::tls::SEGMENT).enumerate() {
+            // Per segment, so the kernel reads ahead of the encryption,
+            // not of the window: a page touched before it is read would
+            // make this thread wait for the disk.
+            readahead.ahead_of(at + (i * crate::tls::SEGMENT) as u64);
             let Some(session) = io.tls.as_mut() else {
                 return Err(other("the TLS session is gone"));
             };

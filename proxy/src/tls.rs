@@ -28,9 +28,6 @@ const INCOMING_START: usize = 18 << 10;
 const INCOMING_MAX: usize = 64 << 10;
 /// Plaintext encrypted per socket write: sixteen full records.
 pub const SEGMENT: usize = 256 << 10;
-/// Room for the record overhead of one segment (header, tag, content type
-/// and padding allowance per 16 KiB record).
-const SEGMENT_OVERHEAD: usize = (SEGMENT / (16 << 10) + 1) * 64;
 
 /// A TLS role: rustls's unbuffered server or client connection.
 pub trait Role {
@@ -91,6 +88,22 @@ pub struct Session<C> {
     plain_at: usize,
     /// The peer sent close_notify: no more data will come.
     peer_closed: bool,
+    /// A socket read or write was abandoned half-way (its future dropped
+    /// by a timeout): the buffers no longer match the stream, and every
+    /// later call fails rather than send or read garbage.
+    broken: bool,
+    /// rustls reported an error: the session is over. Its alert (if any)
+    /// may still be sent; rustls is not asked anything more (reading on
+    /// could raise a second fatal alert).
+    failed: bool,
+}
+
+/// The error of a session whose socket I/O was abandoned half-way.
+fn broken_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "TLS: the session was interrupted",
+    )
 }
 
 /// Where the state machine stopped.
@@ -121,6 +134,25 @@ impl<C: Role> Session<C> {
             plain: Vec::new(),
             plain_at: 0,
             peer_closed: false,
+            broken: false,
+            failed: false,
+        }
+    }
+
+    /// Gives back buffer space a finished answer grew (a body's ciphertext
+    /// buffer, a long record's room), so an idle keep-alive connection
+    /// holds a few KiB, not a segment.
+    pub fn trim(&mut self) {
+        if self.out_len == 0 && self.outgoing.len() > INCOMING_START {
+            self.outgoing = Vec::new();
+        }
+        if self.in_len <= INCOMING_START && self.incoming.len() > INCOMING_START {
+            self.incoming.truncate(INCOMING_START);
+            self.incoming.shrink_to_fit();
+        }
+        if self.plain_at == self.plain.len() && self.plain.capacity() > INCOMING_START {
+            self.plain = Vec::new();
+            self.plain_at = 0;
         }
     }
 
@@ -139,6 +171,9 @@ impl<C: Role> Session<C> {
     /// goes to `plain`, handshake records to `outgoing`. On an error, the
     /// alert rustls queued (if any) is encoded into `outgoing` too.
     fn process(&mut self) -> Result<Progress, rustls::Error> {
+        if self.failed {
+            return Err(rustls::Error::General("the session has failed".into()));
+        }
         loop {
             let UnbufferedStatus { mut discard, state } =
                 self.conn.process(&mut self.incoming[..self.in_len]);
@@ -146,6 +181,7 @@ impl<C: Role> Session<C> {
                 Err(e) => {
                     self.discard(discard);
                     self.encode_alert();
+                    self.failed = true;
                     return Err(e);
                 }
                 Ok(ConnectionState::ReadTraffic(mut traffic)) => {
@@ -154,14 +190,23 @@ impl<C: Role> Session<C> {
                         self.plain_at = 0;
                     }
                     while let Some(record) = traffic.next_record() {
-                        let record = record?;
+                        let record = match record {
+                            Ok(r) => r,
+                            Err(e) => {
+                                self.failed = true;
+                                return Err(e);
+                            }
+                        };
                         discard += record.discard;
                         self.plain.extend_from_slice(record.payload);
                     }
                     None
                 }
                 Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    encode(&mut data, &mut self.outgoing, &mut self.out_len)?;
+                    if let Err(e) = encode(&mut data, &mut self.outgoing, &mut self.out_len) {
+                        self.failed = true;
+                        return Err(e);
+                    }
                     None
                 }
                 // Records already encoded go out, in order, with the next
@@ -180,6 +225,7 @@ impl<C: Role> Session<C> {
                 // Early data is never enabled, and later states are unknown.
                 Ok(_) => {
                     self.discard(discard);
+                    self.failed = true;
                     return Err(rustls::Error::General("unexpected TLS state".into()));
                 }
             };
@@ -224,24 +270,34 @@ impl<C: Role> Session<C> {
 
     /// Sends the ciphertext in `outgoing`.
     pub async fn flush(&mut self, stream: &mut TcpStream) -> io::Result<()> {
+        if self.broken {
+            return Err(broken_error());
+        }
         if self.out_len == 0 {
             return Ok(());
         }
+        let len = std::mem::take(&mut self.out_len);
         let out = std::mem::take(&mut self.outgoing);
-        let (res, out) = write_all(stream, out, self.out_len).await;
+        self.broken = true;
+        let (res, out) = write_all(stream, out, len).await;
+        self.broken = false;
         self.outgoing = out;
-        self.out_len = 0;
         res
     }
 
     /// Reads more ciphertext. `Ok(false)` when the peer closed the socket;
     /// `WouldBlock` when nothing is there yet (the caller waits, bounded).
     async fn read_more(&mut self, stream: &mut TcpStream) -> io::Result<bool> {
+        if self.broken {
+            return Err(broken_error());
+        }
         self.make_room()?;
         loop {
             let buf = std::mem::take(&mut self.incoming);
             let cap = buf.len();
+            self.broken = true;
             let (res, slice) = stream.read(buf.slice_mut(self.in_len..cap)).await;
+            self.broken = false;
             self.incoming = slice.into_inner();
             match res {
                 Ok(0) => return Ok(false),
@@ -271,6 +327,9 @@ impl<C: Role> Session<C> {
     /// machine over it (the fuzz target's way in); `Err` ends the session.
     #[doc(hidden)]
     pub fn absorb(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.broken {
+            return Err(broken_error());
+        }
         let mut rest = data;
         while !rest.is_empty() {
             self.make_room()?;
@@ -340,11 +399,11 @@ impl<C: Role> Session<C> {
             if self.peer_closed || !self.read_more(stream).await? {
                 return Ok(0);
             }
-            let progress = self.process();
-            // Handshake messages after the handshake (a key update) may need
-            // an answer.
-            self.flush(stream).await?;
-            match progress.map_err(tls_error)? {
+            // What this queued (an answer to a key update, an alert) goes
+            // out with the next write or the close, both bounded in time:
+            // flushing here could wait without limit on a client that
+            // stopped reading.
+            match self.process().map_err(tls_error)? {
                 Progress::Closed => return Ok(0),
                 _ if self.has_plaintext() => {}
                 _ if self.peer_closed => return Ok(0),
@@ -384,10 +443,23 @@ impl<C: Role> Session<C> {
 
     /// Encrypts `data` into `outgoing` (after anything already there).
     pub fn encrypt(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.broken {
+            return Err(broken_error());
+        }
+        if self.failed {
+            return Err(tls_error("the session has failed"));
+        }
         loop {
             let UnbufferedStatus { discard, state } =
                 self.conn.process(&mut self.incoming[..self.in_len]);
-            let done = match state.map_err(tls_error)? {
+            let state = match state {
+                Ok(state) => state,
+                Err(e) => {
+                    self.failed = true;
+                    return Err(tls_error(e));
+                }
+            };
+            let done = match state {
                 ConnectionState::WriteTraffic(mut traffic) => {
                     loop {
                         let out = &mut self.outgoing[self.out_len..];
@@ -399,9 +471,7 @@ impl<C: Role> Session<C> {
                             Err(EncryptError::InsufficientSize(InsufficientSizeError {
                                 required_size,
                             })) => {
-                                let want =
-                                    self.out_len + required_size.max(SEGMENT + SEGMENT_OVERHEAD);
-                                self.outgoing.resize(want, 0);
+                                self.outgoing.resize(self.out_len + required_size, 0);
                             }
                             Err(e) => return Err(tls_error(e)),
                         }
@@ -411,7 +481,10 @@ impl<C: Role> Session<C> {
                 ConnectionState::ReadTraffic(mut traffic) => {
                     let mut extra = 0;
                     while let Some(record) = traffic.next_record() {
-                        let record = record.map_err(tls_error)?;
+                        let Ok(record) = record else {
+                            self.failed = true;
+                            return Err(tls_error("a record cannot be decrypted"));
+                        };
                         extra += record.discard;
                         self.plain.extend_from_slice(record.payload);
                     }
@@ -419,7 +492,10 @@ impl<C: Role> Session<C> {
                     continue;
                 }
                 ConnectionState::EncodeTlsData(mut hs) => {
-                    encode(&mut hs, &mut self.outgoing, &mut self.out_len).map_err(tls_error)?;
+                    if let Err(e) = encode(&mut hs, &mut self.outgoing, &mut self.out_len) {
+                        self.failed = true;
+                        return Err(tls_error(e));
+                    }
                     false
                 }
                 ConnectionState::TransmitTlsData(hs) => {
@@ -442,6 +518,14 @@ impl<C: Role> Session<C> {
 
     /// Sends close_notify (best effort: the socket closes after it anyway).
     pub async fn close(&mut self, stream: &mut TcpStream) {
+        if self.broken {
+            return;
+        }
+        if self.failed {
+            // Only what is queued (the alert) goes out.
+            let _ = self.flush(stream).await;
+            return;
+        }
         let UnbufferedStatus { discard, state } =
             self.conn.process(&mut self.incoming[..self.in_len]);
         if let Ok(ConnectionState::WriteTraffic(mut traffic)) = state {

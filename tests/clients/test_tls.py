@@ -49,10 +49,14 @@ def test_the_openrc_names_https_urls_and_the_ca(quickstart_tls):
         time.sleep(0.2)
     assert [n["public_url"] for n in nodes] == [
         f"https://127.0.0.1:{quickstart_tls['stream_ports'][0]}"]
-    # The CA's key was never written anywhere.
-    for path in (quickstart_tls["work"] / "var").rglob("*"):
-        if path.is_file() and path.suffix == ".pem":
-            assert "PRIVATE KEY" not in path.read_text() or path.name.endswith("-key.pem"), path
+    # The CA's key was never written anywhere: the only private keys on disk
+    # are the API's and the node's, each of mode 0600.
+    var = quickstart_tls["work"] / "var"
+    keys = sorted(str(p.relative_to(var)) for p in var.rglob("*")
+                  if p.is_file() and b"PRIVATE KEY" in p.read_bytes())
+    assert keys == ["api-key.pem", "stream-1/tls-key.pem"], keys
+    for key in keys:
+        assert (var / key).stat().st_mode & 0o077 == 0, key
 
 
 def test_openstack_cli_over_https_with_os_cacert(quickstart_tls, tmp_path):
