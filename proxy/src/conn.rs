@@ -188,8 +188,7 @@ async fn accept_tls(
             metrics.handshake(Handshake::Failed);
             tracing::debug!(error = %e, "TLS handshake failed");
             // The alert rustls queued, if any: the client learns why.
-            let _ =
-                monoio::time::timeout(Duration::from_secs(1), session.send_pending(stream)).await;
+            let _ = monoio::time::timeout(Duration::from_secs(1), session.flush(stream)).await;
             None
         }
         Err(_) => {

@@ -171,6 +171,13 @@ impl<C: Role> Session<C> {
     /// goes to `plain`, handshake records to `outgoing`. On an error, the
     /// alert rustls queued (if any) is encoded into `outgoing` too.
     fn process(&mut self) -> Result<Progress, rustls::Error> {
+        self.step(Send::Nothing)
+    }
+
+    /// [`Session::process`], and once application data may be sent, what
+    /// `send` asks for is encrypted into `outgoing`: the one loop over
+    /// rustls's states that reading, writing and closing share.
+    fn step(&mut self, send: Send<'_>) -> Result<Progress, rustls::Error> {
         if self.failed {
             return Err(rustls::Error::General("the session has failed".into()));
         }
@@ -216,7 +223,20 @@ impl<C: Role> Session<C> {
                     None
                 }
                 Ok(ConnectionState::BlockedHandshake) => Some(Progress::NeedInput),
-                Ok(ConnectionState::WriteTraffic(_)) => Some(Progress::Ready),
+                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+                    let (out, len) = (&mut self.outgoing, &mut self.out_len);
+                    let sent = match send {
+                        Send::Nothing => Ok(()),
+                        Send::Data(data) => grow_into(out, len, |o| traffic.encrypt(data, o)),
+                        Send::CloseNotify => grow_into(out, len, |o| traffic.queue_close_notify(o)),
+                    };
+                    if let Err(e) = sent {
+                        self.discard(discard);
+                        self.failed = true;
+                        return Err(rustls::Error::General(e.to_string()));
+                    }
+                    Some(Progress::Ready)
+                }
                 Ok(ConnectionState::PeerClosed) => {
                     self.peer_closed = true;
                     None
@@ -446,111 +466,55 @@ impl<C: Role> Session<C> {
         if self.broken {
             return Err(broken_error());
         }
-        if self.failed {
-            return Err(tls_error("the session has failed"));
-        }
-        loop {
-            let UnbufferedStatus { discard, state } =
-                self.conn.process(&mut self.incoming[..self.in_len]);
-            let state = match state {
-                Ok(state) => state,
-                Err(e) => {
-                    self.failed = true;
-                    return Err(tls_error(e));
-                }
-            };
-            let done = match state {
-                ConnectionState::WriteTraffic(mut traffic) => {
-                    loop {
-                        let out = &mut self.outgoing[self.out_len..];
-                        match traffic.encrypt(data, out) {
-                            Ok(n) => {
-                                self.out_len += n;
-                                break;
-                            }
-                            Err(EncryptError::InsufficientSize(InsufficientSizeError {
-                                required_size,
-                            })) => {
-                                self.outgoing.resize(self.out_len + required_size, 0);
-                            }
-                            Err(e) => return Err(tls_error(e)),
-                        }
-                    }
-                    true
-                }
-                ConnectionState::ReadTraffic(mut traffic) => {
-                    let mut extra = 0;
-                    while let Some(record) = traffic.next_record() {
-                        let Ok(record) = record else {
-                            self.failed = true;
-                            return Err(tls_error("a record cannot be decrypted"));
-                        };
-                        extra += record.discard;
-                        self.plain.extend_from_slice(record.payload);
-                    }
-                    self.discard(discard + extra);
-                    continue;
-                }
-                ConnectionState::EncodeTlsData(mut hs) => {
-                    if let Err(e) = encode(&mut hs, &mut self.outgoing, &mut self.out_len) {
-                        self.failed = true;
-                        return Err(tls_error(e));
-                    }
-                    false
-                }
-                ConnectionState::TransmitTlsData(hs) => {
-                    hs.done();
-                    false
-                }
-                ConnectionState::PeerClosed => {
-                    self.peer_closed = true;
-                    false
-                }
-                ConnectionState::Closed => return Err(io::ErrorKind::BrokenPipe.into()),
-                _ => return Err(tls_error("cannot send: the handshake is not complete")),
-            };
-            self.discard(discard);
-            if done {
-                return Ok(());
-            }
+        match self.step(Send::Data(data)).map_err(tls_error)? {
+            Progress::Ready => Ok(()),
+            Progress::Closed => Err(io::ErrorKind::BrokenPipe.into()),
+            Progress::NeedInput => Err(tls_error("cannot send: the handshake is not complete")),
         }
     }
 
     /// Sends close_notify (best effort: the socket closes after it anyway).
+    /// A failed session sends only what is queued (its alert).
     pub async fn close(&mut self, stream: &mut TcpStream) {
         if self.broken {
             return;
         }
-        if self.failed {
-            // Only what is queued (the alert) goes out.
-            let _ = self.flush(stream).await;
-            return;
+        if !self.failed {
+            let _ = self.step(Send::CloseNotify);
         }
-        let UnbufferedStatus { discard, state } =
-            self.conn.process(&mut self.incoming[..self.in_len]);
-        if let Ok(ConnectionState::WriteTraffic(mut traffic)) = state {
-            loop {
-                match traffic.queue_close_notify(&mut self.outgoing[self.out_len..]) {
-                    Ok(n) => {
-                        self.out_len += n;
-                        break;
-                    }
-                    Err(EncryptError::InsufficientSize(s)) => {
-                        let want = self.out_len + s.required_size;
-                        self.outgoing.resize(want, 0);
-                    }
-                    Err(_) => return,
-                }
-            }
-        }
-        self.discard(discard);
         let _ = self.flush(stream).await;
     }
+}
 
-    /// Sends what the state machine queued (an alert after a failed
-    /// handshake), best effort.
-    pub async fn send_pending(&mut self, stream: &mut TcpStream) {
-        let _ = self.flush(stream).await;
+/// What [`Session::step`] encrypts once application data may be sent.
+#[derive(Clone, Copy)]
+enum Send<'d> {
+    /// Nothing: only run the state machine.
+    Nothing,
+    /// These bytes.
+    Data(&'d [u8]),
+    /// A close_notify alert.
+    CloseNotify,
+}
+
+/// Runs `write` (an encryption into `out[*len..]`), growing `out` to the
+/// size rustls asks for when it is short.
+fn grow_into(
+    out: &mut Vec<u8>,
+    len: &mut usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+) -> Result<(), EncryptError> {
+    loop {
+        match write(&mut out[*len..]) {
+            Ok(n) => {
+                *len += n;
+                return Ok(());
+            }
+            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                out.resize(*len + required_size, 0);
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

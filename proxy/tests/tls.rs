@@ -150,6 +150,14 @@ fn https_downloads_are_whole_and_right_from_a_store_and_from_the_cache() {
             "glance_stream_tls_mode{mode=\"userspace\"}",
         );
         assert_eq!(mode, 1);
+        // The start probed for kernel TLS and said what it found, in the
+        // log and the metrics alike.
+        let logs = node.logs();
+        match metric(node.addr, &client, "glance_stream_kernel_tls_available") {
+            0 => assert!(logs.contains("the kernel offers no TLS offload"), "{logs}"),
+            1 => assert!(logs.contains("this kernel offers TLS offload"), "{logs}"),
+            n => panic!("kernel_tls_available {n}"),
+        }
     }
 }
 
