@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project on a fresh machine: installs what
-# the tests need (curl, nginx, OpenStack Swift as a real S3 server, a Python
-# venv with the OpenStack clients), then
+# the tests need (curl, nginx, OpenStack Swift as a real S3 server, qemu and a
+# Debian kernel for the kernel-TLS tests, a Python venv with the OpenStack
+# clients), then
 # formatting, lints, docs, unit and end-to-end tests, the real-client tests and
 # a short run of each fuzz target. `.ci/run` calls exactly this.
 #
@@ -28,6 +29,9 @@ fi
 # OpenStack Swift with memcached: the S3 server of proxy/tests/s3.rs, which
 # starts it through `scripts/swift.sh serve`.
 scripts/swift.sh install
+# qemu, busybox and Debian's cloud kernel (which has TLS offload, unlike this
+# machine's): the VM in which proxy/tests/kernel_tls.rs runs.
+scripts/kernel-tls-vm.sh install
 
 step "format"
 cargo fmt --all --check
@@ -42,6 +46,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --profile ci --quiet
 step "tests"
 # One profile (ci: optimised, with overflow checks) builds everything the tests run.
 cargo test --workspace --profile ci
+
+step "kernel TLS: proxy/tests/kernel_tls.rs in a VM booting Debian's kernel (this one has no TLS offload)"
+scripts/kernel-tls-vm.sh run
 
 step "end-to-end, real OpenStack clients (python-openstackclient, python-glanceclient, openstacksdk) and a real Keystone"
 # A venv of the project's own, pinned by OpenStack's upper constraints.

@@ -66,6 +66,12 @@ struct RawConfig {
 struct RawTls {
     cert: PathBuf,
     key: PathBuf,
+    #[serde(default = "yes")]
+    kernel_offload: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -264,6 +270,9 @@ pub struct Config {
     pub admin_token: Option<AdminToken>,
     /// HTTPS: the certificate chain and key (`[tls]`); `None` for plain HTTP.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Hand TLS sessions to the kernel after the handshake where it offers
+    /// TLS offload (`[tls] kernel_offload`, on by default).
+    pub kernel_tls: bool,
 }
 
 impl Config {
@@ -349,6 +358,7 @@ impl Config {
                 Some(AdminToken(token.to_owned()))
             }
         };
+        let kernel_tls = raw.tls.as_ref().is_none_or(|t| t.kernel_offload);
         let tls = raw.tls.map(|t| crate::tls::TlsFiles {
             cert: base.join(t.cert),
             key: base.join(t.key),
@@ -375,6 +385,7 @@ impl Config {
             stores,
             admin_token,
             tls,
+            kernel_tls,
         })
     }
 }

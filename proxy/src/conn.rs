@@ -13,8 +13,10 @@ use monoio::net::TcpStream;
 
 use crate::admin::AdminRequest;
 use crate::http::{self, Body, HeadError, Parsed, ResponseHead};
+use crate::ktls::{HandOff, KernelSession};
 use crate::metrics::CoreMetrics;
 use crate::metrics::Handshake;
+use crate::metrics::KernelHandOff;
 use crate::server::Shared;
 use crate::tls::{self, ServerSession};
 use crate::{image, sys};
@@ -42,8 +44,11 @@ struct Conn {
 pub struct Io {
     /// The client socket (non-blocking).
     pub stream: TcpStream,
-    /// The TLS session, on an HTTPS listener.
+    /// The TLS session, on an HTTPS listener while rustls runs it.
     pub tls: Option<Box<ServerSession>>,
+    /// The TLS session once the kernel holds its keys (the socket then
+    /// reads and writes plaintext).
+    pub kernel: Option<KernelSession>,
     /// The peer address.
     pub peer: SocketAddr,
     /// The response head being built, reused between requests.
@@ -97,24 +102,44 @@ pub async fn serve(
     }
     let _ = stream.set_nodelay(true);
     let mut stream = stream;
-    let tls = match &shared.tls {
-        None => None,
+    let cap = shared.config.http.max_header_bytes;
+    let mut buf = Vec::with_capacity(cap);
+    let secured = match &shared.tls {
+        None => Secured::Plain,
         Some(config) => {
             let config = config.load_full();
-            match accept_tls(&mut stream, config, &shared, core).await {
-                Some(session) => Some(session),
-                None => return,
+            let Some(session) = accept_tls(&mut stream, config, &shared, core).await else {
+                return;
+            };
+            match &shared.offload {
+                None => Secured::Rustls(session),
+                Some(offload) => match to_kernel(&stream, session, offload, &shared, core) {
+                    Some(secured) => secured,
+                    None => return,
+                },
             }
         }
     };
-    let cap = shared.config.http.max_header_bytes;
+    let (tls, kernel) = match secured {
+        Secured::Plain => (None, None),
+        Secured::Rustls(session) => (Some(session), None),
+        Secured::Kernel(kernel, early) => {
+            // What the client sent with its last handshake flight (the
+            // first request, usually), decrypted by rustls: at most the
+            // session's bounded receive buffer. A head larger than the
+            // limit is refused by the parser as any other.
+            buf.extend_from_slice(&early);
+            (None, Some(kernel))
+        }
+    };
     let mut conn = Conn {
-        buf: Vec::with_capacity(cap),
+        buf,
         served: 0,
         body_in_buf: 0,
         io: Io {
             stream,
             tls,
+            kernel,
             peer,
             out: Vec::with_capacity(512),
             shared,
@@ -193,6 +218,46 @@ async fn accept_tls(
         }
         Err(_) => {
             metrics.handshake(Handshake::TimedOut);
+            None
+        }
+    }
+}
+
+/// How a connection's bytes are protected once it is accepted.
+enum Secured {
+    /// Plain HTTP.
+    Plain,
+    /// TLS run by rustls.
+    Rustls(Box<ServerSession>),
+    /// TLS run by the kernel, with the plaintext rustls had already
+    /// decrypted before the hand-off.
+    Kernel(KernelSession, Vec<u8>),
+}
+
+/// Offers a finished session to the kernel ([`crate::ktls::hand_off`]),
+/// counting the outcome. `None` when the kernel refused the keys after
+/// rustls let them go: the connection cannot go on.
+fn to_kernel(
+    stream: &TcpStream,
+    session: Box<ServerSession>,
+    offload: &crate::ktls::Offload,
+    shared: &Shared,
+    core: usize,
+) -> Option<Secured> {
+    let metrics = shared.metrics.core(core);
+    match crate::ktls::hand_off(session, stream.as_raw_fd(), offload) {
+        HandOff::Kernel(kernel, early) => {
+            metrics.hand_off(KernelHandOff::Kernel);
+            Some(Secured::Kernel(kernel, early))
+        }
+        HandOff::Kept(session, why) => {
+            metrics.hand_off(KernelHandOff::UserSpace);
+            tracing::debug!(reason = why, "TLS session kept in user space");
+            Some(Secured::Rustls(session))
+        }
+        HandOff::Failed(why) => {
+            metrics.hand_off(KernelHandOff::Failed);
+            tracing::warn!(error = %why, "the kernel refused a TLS session's keys; connection closed");
             None
         }
     }
@@ -573,6 +638,11 @@ impl Io {
                 }
             }
             None => {
+                if let Some(kernel) = &mut self.kernel
+                    && let Err(e) = kernel.charge(len)
+                {
+                    return (Err(e), data);
+                }
                 match monoio::time::timeout(timeout, tls::write_all(&mut self.stream, data, len))
                     .await
                 {
@@ -595,12 +665,18 @@ impl Io {
         buf.reserve(max);
         let (res, slice) = self.stream.read(buf.slice_mut(len..len + max)).await;
         *dst = slice.into_inner();
-        res
+        match (res, &mut self.kernel) {
+            (Err(e), Some(kernel)) => kernel.after_read_error(self.stream.as_raw_fd(), e, dst, max),
+            (res, _) => res,
+        }
     }
 
     /// Sends TLS close_notify before the connection closes (nothing on
     /// plain HTTP), within a second.
     pub async fn close_notify(&mut self) {
+        if let Some(kernel) = &mut self.kernel {
+            kernel.close(self.stream.as_raw_fd());
+        }
         if let Some(session) = &mut self.tls {
             let close = session.close(&mut self.stream);
             let _ = monoio::time::timeout(Duration::from_secs(1), close).await;

@@ -18,6 +18,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod image;
 pub mod isolate;
+pub mod ktls;
 pub mod metrics;
 pub mod mint;
 pub mod origin;

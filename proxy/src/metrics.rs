@@ -57,6 +57,35 @@ impl Handshake {
     }
 }
 
+/// What became of a TLS session offered to the kernel after its
+/// handshake, for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub enum KernelHandOff {
+    /// The kernel holds its keys.
+    Kernel,
+    /// It stayed in rustls (a record half received, a cipher the kernel lacks).
+    UserSpace,
+    /// The kernel refused the keys; the connection closed.
+    Failed,
+}
+
+impl KernelHandOff {
+    /// Every outcome, in counter order.
+    const ALL: [KernelHandOff; 3] = [
+        KernelHandOff::Kernel,
+        KernelHandOff::UserSpace,
+        KernelHandOff::Failed,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            KernelHandOff::Kernel => "kernel",
+            KernelHandOff::UserSpace => "user_space",
+            KernelHandOff::Failed => "failed",
+        }
+    }
+}
+
 /// One worker thread's counters.
 #[derive(Default)]
 #[repr(align(128))]
@@ -66,6 +95,7 @@ pub struct CoreMetrics {
     bytes_copy: AtomicU64,
     bytes_mapped: AtomicU64,
     handshakes: [AtomicU64; Handshake::ALL.len()],
+    hand_offs: [AtomicU64; KernelHandOff::ALL.len()],
     active_connections: AtomicU64,
     refused_connections: AtomicU64,
     rejections: [AtomicU64; Rejection::ALL.len()],
@@ -116,6 +146,11 @@ impl CoreMetrics {
     /// Counts a TLS handshake's outcome.
     pub fn handshake(&self, outcome: Handshake) {
         self.handshakes[outcome as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts what became of a session offered to the kernel.
+    pub fn hand_off(&self, outcome: KernelHandOff) {
+        self.hand_offs[outcome as usize].fetch_add(1, Relaxed);
     }
 
     /// A connection opened (`true`) or closed (`false`).
@@ -189,6 +224,8 @@ pub enum TlsMode {
     Off,
     /// rustls in user space; cached bodies encrypted from mapped files.
     Userspace,
+    /// rustls for the handshake, then the kernel (bodies sent with `sendfile`).
+    Kernel,
 }
 
 impl Metrics {
@@ -356,13 +393,33 @@ impl Metrics {
                 outcome.label()
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP glance_stream_tls_kernel_hand_offs_total TLS sessions offered to the kernel after their handshake, by outcome (kernel: it holds the keys; user_space: kept in rustls; failed: refused, connection closed)."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE glance_stream_tls_kernel_hand_offs_total counter"
+        );
+        for (i, outcome) in KernelHandOff::ALL.iter().enumerate() {
+            let n = sum(&|c| &c.hand_offs[i]);
+            let _ = writeln!(
+                out,
+                "glance_stream_tls_kernel_hand_offs_total{{outcome=\"{}\"}} {n}",
+                outcome.label()
+            );
+        }
         let mode = self.tls.get().copied().unwrap_or(TlsMode::Off);
         let _ = writeln!(
             out,
-            "# HELP glance_stream_tls_mode How TLS is served (off; userspace: rustls, cached bodies encrypted from mapped cache files), 1 for the one in use."
+            "# HELP glance_stream_tls_mode How TLS is served (off; userspace: rustls, cached bodies encrypted from mapped cache files; kernel: rustls handshakes, then the kernel encrypts and bodies leave with sendfile), 1 for the one in use."
         );
         let _ = writeln!(out, "# TYPE glance_stream_tls_mode gauge");
-        for (m, label) in [(TlsMode::Off, "off"), (TlsMode::Userspace, "userspace")] {
+        for (m, label) in [
+            (TlsMode::Off, "off"),
+            (TlsMode::Userspace, "userspace"),
+            (TlsMode::Kernel, "kernel"),
+        ] {
             let _ = writeln!(
                 out,
                 "glance_stream_tls_mode{{mode=\"{label}\"}} {}",

@@ -41,6 +41,9 @@ pub struct Shared {
     /// The TLS certificate and key in use (`None`: plain HTTP), swapped
     /// whole on reload; connections keep the one they started with.
     pub tls: Option<ArcSwap<rustls::ServerConfig>>,
+    /// What the kernel's TLS layer takes, when sessions are handed to it
+    /// after their handshake (`None`: TLS stays in rustls).
+    pub offload: Option<crate::ktls::Offload>,
     /// Set when the server starts draining.
     pub shutdown: AtomicBool,
     /// Duplicates of the workers' listening sockets: shutting them down wakes
@@ -65,7 +68,7 @@ impl Shared {
         let (Some(tls), Some(files)) = (&self.tls, &self.config.tls) else {
             return Ok(());
         };
-        tls.store(crate::tls::server_config(files)?);
+        tls.store(tls_config(files, self.offload.is_some())?);
         tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded");
         Ok(())
     }
@@ -157,8 +160,13 @@ impl Server {
     /// worker is accepting.
     pub fn start(config: Config) -> Result<Server, StartError> {
         let keyring = Keyring::load(&config.keyring)?;
+        let kernel = crate::ktls::Offload::probe();
+        let offload = match &kernel {
+            Ok(offload) if config.kernel_tls && config.tls.is_some() => Some(offload.clone()),
+            _ => None,
+        };
         let tls = match &config.tls {
-            Some(files) => Some(crate::tls::server_config(files).map_err(StartError::Tls)?),
+            Some(files) => Some(tls_config(files, offload.is_some()).map_err(StartError::Tls)?),
             None => None,
         };
         let mut stores = BTreeMap::new();
@@ -203,6 +211,7 @@ impl Server {
             cache,
             metrics,
             tls: tls.map(ArcSwap::new),
+            offload,
             shutdown: AtomicBool::new(false),
             listeners: duplicates,
         });
@@ -242,7 +251,7 @@ impl Server {
             }
         }
         shared.metrics.set_driver(driver);
-        report_tls(&shared);
+        report_tls(&shared, kernel);
         Ok(Server {
             addr,
             driver,
@@ -280,22 +289,44 @@ impl Server {
     }
 }
 
-/// Probes for kernel TLS and says, in the log and the metrics, how TLS is
-/// served.
-fn report_tls(shared: &Shared) {
-    let kernel = crate::tls::kernel_tls();
-    let mode = match shared.tls.is_some() {
-        true => crate::metrics::TlsMode::Userspace,
-        false => crate::metrics::TlsMode::Off,
+/// The TLS server config of a certificate and key; with `kernel`, rustls
+/// lets finished sessions' secrets go (to the kernel, and nowhere else).
+fn tls_config(
+    files: &crate::tls::TlsFiles,
+    kernel: bool,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let mut config = crate::tls::server_config(files)?;
+    if kernel {
+        Arc::make_mut(&mut config).enable_secret_extraction = true;
+    }
+    Ok(config)
+}
+
+/// Says, in the log and the metrics, how TLS is served and what the
+/// kernel probe at start found.
+fn report_tls(shared: &Shared, kernel: Result<crate::ktls::Offload, String>) {
+    use crate::metrics::TlsMode;
+    let mode = match (&shared.tls, &shared.offload) {
+        (None, _) => TlsMode::Off,
+        (Some(_), Some(_)) => TlsMode::Kernel,
+        (Some(_), None) => TlsMode::Userspace,
     };
     shared.metrics.set_tls(mode, kernel.is_ok());
-    match (&shared.tls, kernel) {
-        (None, _) => {}
-        (Some(_), Ok(())) => tracing::info!(
-            "TLS in user space (rustls): cached bodies are encrypted from mapped cache files; \
-             this kernel offers TLS offload, which this build does not use"
+    if shared.tls.is_none() {
+        return;
+    }
+    match (&shared.offload, kernel) {
+        (Some(offload), _) => tracing::info!(
+            ciphers = %offload.describe(),
+            "TLS: rustls runs each handshake, then hands the session to the kernel, which \
+             encrypts (cached bodies leave with sendfile)"
         ),
-        (Some(_), Err(why)) => tracing::info!(
+        (None, Ok(offload)) => tracing::info!(
+            ciphers = %offload.describe(),
+            "TLS in user space (rustls): kernel TLS is offered but turned off \
+             ([tls] kernel_offload = false); cached bodies are encrypted from mapped cache files"
+        ),
+        (None, Err(why)) => tracing::info!(
             kernel_tls = %why,
             "TLS in user space (rustls): the kernel offers no TLS offload, so cached bodies \
              are encrypted from mapped cache files instead of sent with sendfile"

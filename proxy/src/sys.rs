@@ -88,20 +88,16 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
-/// Tries kernel TLS on a loopback connection of its own: `setsockopt(
-/// TCP_ULP, "tls")` on a connected TCP socket, which loads the kernel's TLS
-/// layer where the kernel has one. `Ok` when it is there.
-pub fn probe_kernel_tls() -> io::Result<()> {
-    use std::os::fd::AsRawFd as _;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let client = std::net::TcpStream::connect(listener.local_addr()?)?;
-    let _server = listener.accept()?;
+/// `setsockopt(TCP_ULP, "tls")` on a connected TCP socket: puts the
+/// kernel's TLS layer on it (loading it where the kernel has it as a
+/// module). Bytes pass through unchanged until keys are set.
+pub fn set_tls_ulp(fd: RawFd) -> io::Result<()> {
     let name = b"tls";
     // SAFETY: setsockopt reads `name.len()` bytes from `name`, a live local
-    // array; the descriptor belongs to `client`, alive for the call.
+    // array; the descriptor belongs to the caller for the duration of the call.
     let ret = unsafe {
         libc::setsockopt(
-            client.as_raw_fd(),
+            fd,
             libc::IPPROTO_TCP,
             libc::TCP_ULP,
             name.as_ptr().cast(),
@@ -109,4 +105,145 @@ pub fn probe_kernel_tls() -> io::Result<()> {
         )
     };
     check(ret.into()).map(|_| ())
+}
+
+/// Which traffic a kernel TLS key protects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsDirection {
+    /// What the socket sends (`TLS_TX`).
+    Send,
+    /// What it receives (`TLS_RX`).
+    Receive,
+}
+
+/// The kernel's `tls12_crypto_info_*` key structures, the only types
+/// [`set_tls_key`] passes to the kernel: each is `repr(C)`, made of a
+/// header of two `u16` and byte arrays, so it has no padding and every
+/// byte of it is initialised.
+pub trait KernelKey: sealed::Sealed {}
+
+mod sealed {
+    /// Keeps [`super::KernelKey`] to the types listed here.
+    pub trait Sealed {}
+    impl Sealed for libc::tls12_crypto_info_aes_gcm_128 {}
+    impl Sealed for libc::tls12_crypto_info_aes_gcm_256 {}
+    impl Sealed for libc::tls12_crypto_info_chacha20_poly1305 {}
+}
+
+impl KernelKey for libc::tls12_crypto_info_aes_gcm_128 {}
+impl KernelKey for libc::tls12_crypto_info_aes_gcm_256 {}
+impl KernelKey for libc::tls12_crypto_info_chacha20_poly1305 {}
+
+/// Gives the kernel the key, IV and record sequence of one direction of a
+/// TLS session (`setsockopt(SOL_TLS, TLS_TX | TLS_RX)`), after
+/// [`set_tls_ulp`]. From then on the kernel encrypts what the socket sends
+/// or decrypts what it receives.
+pub fn set_tls_key<K: KernelKey>(fd: RawFd, direction: TlsDirection, key: &K) -> io::Result<()> {
+    let name = match direction {
+        TlsDirection::Send => libc::TLS_TX,
+        TlsDirection::Receive => libc::TLS_RX,
+    };
+    // SAFETY: setsockopt reads `size_of::<K>()` bytes from `key`, a live
+    // reference; `KernelKey` admits only the kernel's own padding-free
+    // structures, so every byte read is initialised and laid out as the
+    // kernel expects.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_TLS,
+            name,
+            std::ptr::from_ref(key).cast(),
+            std::mem::size_of::<K>() as libc::socklen_t,
+        )
+    };
+    check(ret.into()).map(|_| ())
+}
+
+/// Control-message room for one byte of data, aligned as `cmsghdr` wants.
+#[repr(C, align(8))]
+struct ControlRoom([u8; 32]);
+
+/// Reads one record (or the start of one) from a socket whose receive side
+/// the kernel decrypts, with its TLS content type (`recvmsg` with room for
+/// the `TLS_GET_RECORD_TYPE` control message the kernel adds to records
+/// that are not application data). Returns `(content type, bytes)`;
+/// `WouldBlock` when nothing is there. Never waits.
+pub fn recv_tls_record(fd: RawFd, buf: &mut [u8]) -> io::Result<(u8, usize)> {
+    let mut control = ControlRoom([0; 32]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid empty one (null pointers,
+    // zero lengths); the fields set below point at live locals.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = control.0.len() as _;
+    // SAFETY: recvmsg writes at most `iov_len` bytes into `buf` and at most
+    // `msg_controllen` bytes into `control`, both live for the call.
+    let n = check(unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) } as libc::c_long)?;
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "TLS: the record type did not fit its control message",
+        ));
+    }
+    // Application data comes without a control message.
+    let mut kind = 23;
+    // SAFETY: CMSG_FIRSTHDR and CMSG_NXTHDR walk the control buffer the
+    // kernel filled, within `msg_controllen`; CMSG_DATA of a header whose
+    // length covers one byte points at that byte, inside `control`.
+    unsafe {
+        let mut header = libc::CMSG_FIRSTHDR(&msg);
+        while !header.is_null() {
+            let h = &*header;
+            if h.cmsg_level == libc::SOL_TLS
+                && h.cmsg_type == libc::TLS_GET_RECORD_TYPE
+                && h.cmsg_len as usize >= libc::CMSG_LEN(1) as usize
+            {
+                kind = *libc::CMSG_DATA(header);
+            }
+            header = libc::CMSG_NXTHDR(&msg, header);
+        }
+    }
+    Ok((kind, n))
+}
+
+/// Sends `data` as one TLS record of content type `kind` (an alert, say)
+/// through a socket whose send side the kernel encrypts (`sendmsg` with a
+/// `TLS_SET_RECORD_TYPE` control message). Never waits: `WouldBlock` when
+/// the socket is full.
+pub fn send_tls_record(fd: RawFd, kind: u8, data: &[u8]) -> io::Result<usize> {
+    let mut control = ControlRoom([0; 32]);
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid empty one; the fields set below
+    // point at live locals.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is arithmetic on a constant.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(1) } as _;
+    // SAFETY: the control buffer (32 bytes, aligned for cmsghdr) holds one
+    // header with one byte of data (CMSG_SPACE(1) is 24 bytes on 64-bit
+    // Linux); CMSG_FIRSTHDR points at its start and CMSG_DATA inside it.
+    // sendmsg only reads `data` (the kernel never writes through iov_base
+    // on a send) and the control buffer, both live for the call.
+    let n = unsafe {
+        let header = libc::CMSG_FIRSTHDR(&msg);
+        if header.is_null() {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        (*header).cmsg_level = libc::SOL_TLS;
+        (*header).cmsg_type = libc::TLS_SET_RECORD_TYPE;
+        (*header).cmsg_len = libc::CMSG_LEN(1) as _;
+        *libc::CMSG_DATA(header) = kind;
+        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT)
+    };
+    check(n as libc::c_long)
 }

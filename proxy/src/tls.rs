@@ -486,6 +486,50 @@ impl<C: Role> Session<C> {
     }
 }
 
+impl ServerSession {
+    /// Whether the session may leave rustls for the kernel now: every
+    /// received byte processed (a record half received cannot be split
+    /// between the two) and every byte rustls wrote sent. `Err` says why not.
+    pub fn ready_for_kernel(&self) -> Result<(), &'static str> {
+        if self.broken || self.failed {
+            return Err("the session has failed");
+        }
+        if self.peer_closed {
+            return Err("the client has closed the session");
+        }
+        if self.in_len > 0 {
+            return Err("a record was half received");
+        }
+        if self.out_len > 0 {
+            return Err("records wait to be sent");
+        }
+        Ok(())
+    }
+
+    /// The cipher suite agreed on, once the handshake is done.
+    pub fn negotiated_cipher_suite(&self) -> Option<rustls::SupportedCipherSuite> {
+        self.conn.negotiated_cipher_suite()
+    }
+
+    /// Ends the session in user space: its traffic secrets with their
+    /// next sequence numbers (for the kernel), what rustls keeps for the
+    /// connection, and the plaintext already decrypted but not yet read.
+    pub fn into_kernel(
+        self,
+    ) -> Result<
+        (
+            rustls::ExtractedSecrets,
+            rustls::kernel::KernelConnection<ServerConnectionData>,
+            Vec<u8>,
+        ),
+        rustls::Error,
+    > {
+        let plain = self.plain[self.plain_at..].to_vec();
+        let (secrets, kernel) = self.conn.dangerous_into_kernel_connection()?;
+        Ok((secrets, kernel, plain))
+    }
+}
+
 /// What [`Session::step`] encrypts once application data may be sent.
 #[derive(Clone, Copy)]
 enum Send<'d> {
@@ -565,12 +609,6 @@ pub async fn write_all(
         }
     }
     (Ok(()), buf)
-}
-
-/// Whether this kernel offers TLS offload (`TCP_ULP "tls"`), found by
-/// trying it on a loopback connection. `Err` says why not.
-pub fn kernel_tls() -> Result<(), String> {
-    crate::sys::probe_kernel_tls().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

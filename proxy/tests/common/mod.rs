@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub mod fault_origin;
+pub mod https;
 pub mod nginx;
 pub mod pki;
 pub mod swift;
