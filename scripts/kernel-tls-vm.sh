@@ -38,12 +38,30 @@ install() {
     pkg=$(apt-cache depends linux-image-cloud-amd64 |
       awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
   fi
+  if [ -z "$pkg" ]; then
+    echo "kernel-tls-vm: no linux-image-*-cloud-amd64 package is known to apt" >&2
+    exit 1
+  fi
   mkdir -p "$work/deb"
   rm -f "$work"/deb/*.deb
-  (cd "$work/deb" && apt-get download -q "$pkg" 2>&1 | grep -v "_apt" || true)
+  # Lists that are there but stale can name a kernel the mirror no longer
+  # has: update them and try once more.
+  if ! (cd "$work/deb" && apt-get download -q "$pkg"); then
+    apt-get update -q
+    (cd "$work/deb" && apt-get download -q "$pkg")
+  fi
+  local deb
+  deb=$(ls "$work"/deb/"$pkg"_*.deb 2>/dev/null | head -n 1)
+  if [ -z "$deb" ]; then
+    echo "kernel-tls-vm: apt-get download $pkg left no .deb in $work/deb" >&2
+    exit 1
+  fi
   rm -rf "$work/kernel"
-  dpkg-deb -x "$work"/deb/"$pkg"_*.deb "$work/kernel"
-  ls "$work"/kernel/boot/vmlinuz-* >/dev/null
+  dpkg-deb -x "$deb" "$work/kernel"
+  if ! ls "$work"/kernel/boot/vmlinuz-* >/dev/null 2>&1; then
+    echo "kernel-tls-vm: $deb holds no kernel image" >&2
+    exit 1
+  fi
 }
 
 # Copies a file into the initramfs at its own absolute path.
@@ -63,16 +81,24 @@ place_with_libs() {
 run() {
   install
   echo "building the kernel-TLS tests (profile $PROFILE)"
-  local tests server
-  tests=$(cargo test --profile "$PROFILE" -p glance-stream --test kernel_tls --no-run \
-    --message-format=json 2>/dev/null |
+  local built tests server
+  # Compiler errors go to the terminal; the artifacts' paths come from the
+  # JSON messages (wherever CARGO_TARGET_DIR points).
+  built=$(cargo test --profile "$PROFILE" -p glance-stream --test kernel_tls --no-run \
+    --message-format=json-render-diagnostics |
     python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "kernel_tls":
-        print(m["executable"])')
-  server=$PWD/target/$PROFILE/glance-stream
-  [ -x "$tests" ] && [ -x "$server" ]
+    if m.get("reason") != "compiler-artifact" or not m.get("executable"):
+        continue
+    if m["target"]["name"] in ("kernel_tls", "glance-stream"):
+        print(m["target"]["name"], m["executable"])')
+  tests=$(echo "$built" | awk '$1 == "kernel_tls" { print $2 }')
+  server=$(echo "$built" | awk '$1 == "glance-stream" { print $2 }')
+  if [ ! -x "$tests" ] || [ ! -x "$server" ]; then
+    echo "kernel-tls-vm: the build gave no test binary or no glance-stream binary: $built" >&2
+    exit 1
+  fi
 
   local kernel_dir version
   kernel_dir=$(echo "$work"/kernel/lib/modules/*)
@@ -97,7 +123,10 @@ for line in sys.stdin:
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-mount -t tmpfs tmp /tmp
+# A scratch directory of its own: /tmp may hold the binaries themselves
+# (they sit at the paths they were built at).
+mkdir -p /scratch
+mount -t tmpfs scratch /scratch
 ln -s /bin/busybox /sbin/modprobe
 depmod
 for m in tls gcm ctr ghash-generic aesni-intel chacha20poly1305 chacha-x86_64 poly1305-x86_64; do
@@ -105,8 +134,8 @@ for m in tls gcm ctr ghash-generic aesni-intel chacha20poly1305 chacha-x86_64 po
 done
 ip link set lo up
 echo "kernel-tls-vm: kernel \$(uname -r), TCP upper-layer protocols: \$(cat /proc/sys/net/ipv4/tcp_available_ulp)"
-cd /tmp
-HOME=/tmp TMPDIR=/tmp RUST_BACKTRACE=1 $tests --include-ignored --test-threads=1
+cd /scratch
+HOME=/scratch TMPDIR=/scratch RUST_BACKTRACE=1 $tests --include-ignored --test-threads=1
 echo "kernel-tls-vm: tests exited \$?"
 poweroff -f
 EOF

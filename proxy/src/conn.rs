@@ -113,10 +113,28 @@ pub async fn serve(
             };
             match &shared.offload {
                 None => Secured::Rustls(session),
-                Some(offload) => match to_kernel(&stream, session, offload, &shared, core) {
-                    Some(secured) => secured,
-                    None => return,
-                },
+                Some(offload) => {
+                    // The kernel cannot take over a record half read: one
+                    // that arrived with the handshake's end is completed
+                    // first, within the header timeout, as a head would be.
+                    let mut session = session;
+                    let timeout = shared.config.http.header_timeout;
+                    match monoio::time::timeout(timeout, session.finish_record(&mut stream)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "connection closed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "a TLS record was not completed in time");
+                            return;
+                        }
+                    }
+                    match to_kernel(&stream, session, offload, &shared, core) {
+                        Some(secured) => secured,
+                        None => return,
+                    }
+                }
             }
         }
     };
@@ -159,6 +177,17 @@ pub async fn serve(
             }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "connection closed");
+                if conn
+                    .io
+                    .kernel
+                    .as_ref()
+                    .is_some_and(KernelSession::refused_key_update)
+                {
+                    // The client may have sent more under its new key:
+                    // close_notify, then linger, so the close is no reset.
+                    conn.io.close_notify().await;
+                    linger(&mut conn.io.stream).await;
+                }
                 return;
             }
         }
@@ -638,14 +667,14 @@ impl Io {
                 }
             }
             None => {
-                if let Some(kernel) = &mut self.kernel
-                    && let Err(e) = kernel.charge(len)
-                {
-                    return (Err(e), data);
-                }
-                match monoio::time::timeout(timeout, tls::write_all(&mut self.stream, data, len))
-                    .await
-                {
+                // Under kernel TLS each socket write ends its records:
+                // they are counted per write.
+                let kernel = &mut self.kernel;
+                let write = tls::write_all_counted(&mut self.stream, data, len, |n| match kernel {
+                    Some(k) => k.charge(n),
+                    None => Ok(()),
+                });
+                match monoio::time::timeout(timeout, write).await {
                     Ok(r) => r,
                     Err(_) => (Err(std::io::ErrorKind::TimedOut.into()), Vec::new()),
                 }
@@ -675,7 +704,18 @@ impl Io {
     /// plain HTTP), within a second.
     pub async fn close_notify(&mut self) {
         if let Some(kernel) = &mut self.kernel {
-            kernel.close(self.stream.as_raw_fd());
+            let stream = &self.stream;
+            let send = async {
+                loop {
+                    match kernel.close_notify(stream.as_raw_fd()) {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            stream.writable(false).await?;
+                        }
+                        res => return res,
+                    }
+                }
+            };
+            let _ = monoio::time::timeout(Duration::from_secs(1), send).await;
         }
         if let Some(session) = &mut self.tls {
             let close = session.close(&mut self.stream);

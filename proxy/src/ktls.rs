@@ -104,8 +104,16 @@ impl Cipher {
 /// What this kernel's TLS layer accepted when probed at start.
 #[derive(Debug, Clone)]
 pub struct Offload {
-    ciphers: Vec<Cipher>,
+    /// The (kernel protocol version, cipher) pairs it took keys for, both
+    /// ways.
+    taken: Vec<(u16, Cipher)>,
 }
+
+/// The protocol versions handed over, as the kernel numbers them.
+const VERSIONS: [(u16, &str); 2] = [
+    (libc::TLS_1_3_VERSION, "TLS 1.3"),
+    (libc::TLS_1_2_VERSION, "TLS 1.2"),
+];
 
 impl Offload {
     /// Probes the kernel on loopback connections of its own: `TCP_ULP
@@ -114,38 +122,57 @@ impl Offload {
     pub fn probe() -> Result<Offload, String> {
         let (a, _b) = loopback_pair().map_err(|e| format!("no loopback connection: {e}"))?;
         sys::set_tls_ulp(as_fd(&a)).map_err(|e| format!("TCP_ULP \"tls\": {e}"))?;
-        let mut ciphers = Vec::new();
+        let mut taken = Vec::new();
         let mut refused = Vec::new();
-        for cipher in Cipher::ALL {
-            let tried = loopback_pair().and_then(|(a, _b)| {
-                sys::set_tls_ulp(as_fd(&a))?;
-                // A throw-away all-zero key, never used for data.
-                let key = Key {
-                    cipher,
-                    key: &[0; 32][..cipher.key_len()],
-                    iv: &[0; 12],
-                };
-                set_key(as_fd(&a), libc::TLS_1_3_VERSION, TlsDirection::Send, 0, key)
-            });
-            match tried {
-                Ok(()) => ciphers.push(cipher),
-                Err(e) => refused.push(format!("{}: {e}", cipher.name())),
+        for (version, name) in VERSIONS {
+            for cipher in Cipher::ALL {
+                match probe_one(version, cipher) {
+                    Ok(()) => taken.push((version, cipher)),
+                    Err(e) => refused.push(format!("{name} {}: {e}", cipher.name())),
+                }
             }
         }
-        if ciphers.is_empty() {
+        if taken.is_empty() {
             return Err(format!(
                 "the kernel's TLS layer takes no cipher ({})",
                 refused.join("; ")
             ));
         }
-        Ok(Offload { ciphers })
+        Ok(Offload { taken })
     }
 
-    /// The ciphers the kernel takes, for the start log.
+    /// The versions and ciphers the kernel takes, for the start log.
     pub fn describe(&self) -> String {
-        let names: Vec<&str> = self.ciphers.iter().map(|c| c.name()).collect();
-        names.join(", ")
+        let mut out = Vec::new();
+        for (version, name) in VERSIONS {
+            let ciphers: Vec<&str> = self
+                .taken
+                .iter()
+                .filter(|(v, _)| *v == version)
+                .map(|(_, c)| c.name())
+                .collect();
+            if !ciphers.is_empty() {
+                out.push(format!("{name}: {}", ciphers.join(", ")));
+            }
+        }
+        out.join("; ")
     }
+}
+
+/// Gives a loopback connection of its own a throw-away all-zero key of
+/// `cipher` both ways, as `version`: whether the kernel takes it.
+fn probe_one(version: u16, cipher: Cipher) -> io::Result<()> {
+    let (a, _b) = loopback_pair()?;
+    sys::set_tls_ulp(as_fd(&a))?;
+    for direction in [TlsDirection::Send, TlsDirection::Receive] {
+        let key = Key {
+            cipher,
+            key: &[0; 32][..cipher.key_len()],
+            iv: &[0; 12],
+        };
+        set_key(as_fd(&a), version, direction, 0, key)?;
+    }
+    Ok(())
 }
 
 fn as_fd(s: &std::net::TcpStream) -> RawFd {
@@ -168,6 +195,10 @@ pub struct KernelSession {
     records_left: u64,
     /// The AEAD in use, for logs.
     cipher: Cipher,
+    /// The client asked for a key update, which ended the session: the
+    /// connection closes politely (close_notify, then a linger), since the
+    /// client may have sent more under its new key.
+    refused_key_update: bool,
 }
 
 /// What became of a session offered to the kernel.
@@ -175,8 +206,9 @@ pub enum HandOff {
     /// The kernel holds the keys; the plaintext rustls had already
     /// decrypted (the start of the first request) comes along.
     Kernel(KernelSession, Vec<u8>),
-    /// The session stays in user space, for the reason given (a record
-    /// half received, a cipher the kernel lacks): nothing was lost.
+    /// The session stays in user space, for the reason given (a version
+    /// or cipher the kernel lacks, a record half received): nothing was
+    /// lost.
     Kept(Box<ServerSession>, &'static str),
     /// The keys left rustls but the kernel refused them: the connection
     /// cannot go on.
@@ -197,8 +229,16 @@ pub fn hand_off(session: Box<ServerSession>, fd: RawFd, offload: &Offload) -> Ha
     let Some(cipher) = Cipher::of(suite.suite()) else {
         return HandOff::Kept(session, "the kernel has no such cipher");
     };
-    if !offload.ciphers.contains(&cipher) {
-        return HandOff::Kept(session, "the kernel took no key of this cipher at start");
+    let version = match session.protocol_version() {
+        Some(ProtocolVersion::TLSv1_3) => libc::TLS_1_3_VERSION,
+        Some(ProtocolVersion::TLSv1_2) => libc::TLS_1_2_VERSION,
+        _ => return HandOff::Kept(session, "the kernel has no such protocol version"),
+    };
+    if !offload.taken.contains(&(version, cipher)) {
+        return HandOff::Kept(
+            session,
+            "the kernel took no key of this version and cipher at start",
+        );
     }
     // Until keys are set the kernel's TLS layer passes bytes through, so a
     // refusal here leaves the session as it was.
@@ -208,11 +248,6 @@ pub fn hand_off(session: Box<ServerSession>, fd: RawFd, offload: &Offload) -> Ha
     let (secrets, kernel, plaintext) = match session.into_kernel() {
         Ok(parts) => parts,
         Err(e) => return HandOff::Failed(format!("rustls gave no keys: {e}")),
-    };
-    let version = match kernel.protocol_version() {
-        ProtocolVersion::TLSv1_3 => libc::TLS_1_3_VERSION,
-        ProtocolVersion::TLSv1_2 => libc::TLS_1_2_VERSION,
-        other => return HandOff::Failed(format!("no kernel TLS for {other:?}")),
     };
     let (tx_seq, tx) = secrets.tx;
     let (rx_seq, rx) = secrets.rx;
@@ -226,6 +261,7 @@ pub fn hand_off(session: Box<ServerSession>, fd: RawFd, offload: &Offload) -> Ha
     let session = KernelSession {
         records_left: limit.saturating_sub(tx_seq).saturating_sub(LIMIT_MARGIN),
         cipher,
+        refused_key_update: false,
     };
     HandOff::Kernel(session, plaintext)
 }
@@ -303,6 +339,15 @@ fn set_key(
     // For AES-GCM the kernel takes the 12-byte IV as a 4-byte salt and the
     // 8 bytes after it; ChaCha20-Poly1305 takes all 12 and no salt.
     let (salt, rest) = key.iv.split_at(4.min(key.iv.len()));
+    let gcm12_send = version == libc::TLS_1_2_VERSION && direction == TlsDirection::Send;
+    let next_nonce;
+    let rest = match key.cipher {
+        Cipher::Aes128Gcm | Cipher::Aes256Gcm if gcm12_send => {
+            next_nonce = tls12_gcm_next_nonce(rest, seq)?;
+            &next_nonce[..]
+        }
+        _ => rest,
+    };
     let (cipher_type, iv, salt): (u16, &[u8], &[u8]) = match key.cipher {
         Cipher::Aes128Gcm => (libc::TLS_CIPHER_AES_GCM_128, rest, salt),
         Cipher::Aes256Gcm => (libc::TLS_CIPHER_AES_GCM_256, rest, salt),
@@ -322,6 +367,23 @@ fn set_key(
             give_key::<libc::tls12_crypto_info_chacha20_poly1305>(fd, direction, parts)
         }
     }
+}
+
+/// The explicit nonce a TLS 1.2 AES-GCM sender in the kernel starts from.
+///
+/// TLS 1.3 and ChaCha20-Poly1305 make each record's nonce as the IV XOR
+/// the record's sequence number, in rustls and in the kernel alike, so the
+/// kernel carries on where rustls stopped. TLS 1.2 AES-GCM does not: the
+/// kernel sends the 8 bytes it is given as the first record's explicit
+/// nonce and adds one per record, while rustls made record `s`'s as
+/// `iv_tail XOR s`. Given `iv_tail` itself, the kernel's first record would
+/// reuse the nonce of rustls's first (the Finished message) under the same
+/// key, which gives away the key's authentication secret. Every nonce
+/// rustls used (`s < seq`) is at most `iv_tail + s`, below `iv_tail + seq`:
+/// counting from there repeats none of them (short of 2^64 records).
+fn tls12_gcm_next_nonce(iv_tail: &[u8], seq: u64) -> io::Result<[u8; 8]> {
+    let tail: [u8; 8] = bytes(iv_tail)?;
+    Ok(u64::from_be_bytes(tail).wrapping_add(seq).to_be_bytes())
 }
 
 /// The fields of a kernel key structure, before their sizes are checked.
@@ -425,31 +487,33 @@ impl KernelSession {
             }
             _ => return Err(error),
         }
-        // Control records are a few bytes; a record longer than this is
-        // not one the server expects.
+        // After EIO the next record is a control record, a few bytes long
+        // (a longer one is not one the server expects), read whole
+        // whatever `max` is; application data cannot come first.
         let mut record = [0u8; 64];
-        let room = record.len().min(max.max(1));
-        let (kind, n) = sys::recv_tls_record(fd, &mut record[..room])?;
+        let (kind, n) = sys::recv_tls_record(fd, &mut record)?;
         let body = &record[..n];
         match (kind, body) {
             (APPLICATION_DATA, _) if n <= max => {
                 dst.extend_from_slice(body);
                 Ok(n)
             }
-            (ALERT, [WARNING, CLOSE_NOTIFY]) => Ok(0),
+            // TLS 1.3 ignores an alert's level (RFC 8446 6).
+            (ALERT, [_, CLOSE_NOTIFY]) => Ok(0),
             (ALERT, [level, description]) => Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 format!("TLS: the client sent alert {description} (level {level})"),
             )),
             (HANDSHAKE, [KEY_UPDATE, ..]) => {
-                self.close(fd);
+                self.refused_key_update = true;
                 let why = "the client asked for a key update, which kernel TLS sessions here \
                            do not do; the connection closes (a new one starts with new keys)";
                 tracing::info!(cipher = self.cipher.name(), "{why}");
                 Err(io::Error::new(io::ErrorKind::ConnectionAborted, why))
             }
             (kind, _) => {
-                self.alert(fd, FATAL, UNEXPECTED_MESSAGE);
+                // Best effort: the connection ends either way.
+                let _ = self.alert(fd, FATAL, UNEXPECTED_MESSAGE);
                 Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("TLS: an unexpected record of type {kind} after the handshake"),
@@ -458,18 +522,26 @@ impl KernelSession {
         }
     }
 
-    /// Sends close_notify, best effort (the socket closes next anyway).
-    pub fn close(&mut self, fd: RawFd) {
-        self.alert(fd, WARNING, CLOSE_NOTIFY);
+    /// Whether the session ended on a key update it refused (the
+    /// connection then closes with close_notify and a linger).
+    pub fn refused_key_update(&self) -> bool {
+        self.refused_key_update
     }
 
-    /// Sends an alert through the kernel, best effort: never waits.
-    fn alert(&mut self, fd: RawFd, level: u8, description: u8) {
+    /// Sends close_notify through the kernel. Never waits: `WouldBlock`
+    /// when the socket is full (the caller waits for room, bounded).
+    pub fn close_notify(&mut self, fd: RawFd) -> io::Result<()> {
+        self.alert(fd, WARNING, CLOSE_NOTIFY)
+    }
+
+    /// Sends an alert through the kernel. Never waits.
+    fn alert(&mut self, fd: RawFd, level: u8, description: u8) -> io::Result<()> {
         if self.records_left == 0 {
-            return;
+            return Err(limit_reached());
         }
+        sys::send_tls_record(fd, ALERT, &[level, description])?;
         self.records_left -= 1;
-        let _ = sys::send_tls_record(fd, ALERT, &[level, description]);
+        Ok(())
     }
 }
 
@@ -482,6 +554,7 @@ mod tests {
         let mut session = KernelSession {
             records_left: 5,
             cipher: Cipher::Aes128Gcm,
+            refused_key_update: false,
         };
         // 16 KiB + 1 makes two records; 48 KiB three.
         session.charge(RECORD + 1).unwrap();
@@ -493,6 +566,28 @@ mod tests {
             err.to_string()
                 .contains("as many records as its cipher allows")
         );
+    }
+
+    #[test]
+    fn a_tls12_gcm_sender_in_the_kernel_never_repeats_a_nonce_rustls_used() {
+        for tail in [0u64, 1, 2, 0x0123_4567_89ab_cdef, u64::MAX - 1, u64::MAX] {
+            for seq in 0u64..6 {
+                // rustls: record s had explicit nonce tail XOR s.
+                let used: Vec<u64> = (0..seq).map(|s| tail ^ s).collect();
+                let start = tls12_gcm_next_nonce(&tail.to_be_bytes(), seq).unwrap();
+                let start = u64::from_be_bytes(start);
+                // The kernel: start, start + 1, ... one per record.
+                for k in 0..4096u64 {
+                    let nonce = start.wrapping_add(k);
+                    assert!(!used.contains(&nonce), "tail {tail:#x} seq {seq} k {k}");
+                }
+            }
+        }
+        // The nonce given for a server's first kernel record (rustls sent
+        // one, its Finished): never the IV's own tail.
+        let tail = 0x1111_2222_3333_4444u64;
+        let start = tls12_gcm_next_nonce(&tail.to_be_bytes(), 1).unwrap();
+        assert_ne!(u64::from_be_bytes(start), tail);
     }
 
     #[test]

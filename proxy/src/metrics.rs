@@ -63,7 +63,7 @@ impl Handshake {
 pub enum KernelHandOff {
     /// The kernel holds its keys.
     Kernel,
-    /// It stayed in rustls (a record half received, a cipher the kernel lacks).
+    /// It stayed in rustls (a version or cipher the kernel lacks).
     UserSpace,
     /// The kernel refused the keys; the connection closed.
     Failed,

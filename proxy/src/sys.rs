@@ -190,7 +190,7 @@ pub fn recv_tls_record(fd: RawFd, buf: &mut [u8]) -> io::Result<(u8, usize)> {
             "TLS: the record type did not fit its control message",
         ));
     }
-    // Application data comes without a control message.
+    // A record whose type the kernel did not report is application data.
     let mut kind = 23;
     // SAFETY: CMSG_FIRSTHDR and CMSG_NXTHDR walk the control buffer the
     // kernel filled, within `msg_controllen`; CMSG_DATA of a header whose

@@ -486,7 +486,29 @@ impl<C: Role> Session<C> {
     }
 }
 
+/// Reads [`ServerSession::finish_record`] makes at most: a record is at
+/// most 16 KiB and 256 bytes, which a few reads complete.
+const FINISH_READS: usize = 8;
+
 impl ServerSession {
+    /// Reads until the received bytes end on a record boundary (the client
+    /// may have sent its first request right behind the handshake, and the
+    /// read that finished the handshake may have taken part of it), each
+    /// complete record decrypted into the plaintext a reader takes. The
+    /// caller bounds the wait.
+    pub async fn finish_record(&mut self, stream: &mut TcpStream) -> io::Result<()> {
+        for _ in 0..FINISH_READS {
+            if self.in_len == 0 || self.peer_closed {
+                return Ok(());
+            }
+            if !self.read_more_waiting(stream).await? {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.process().map_err(tls_error)?;
+        }
+        Err(tls_error("the client keeps sending records half at a time"))
+    }
+
     /// Whether the session may leave rustls for the kernel now: every
     /// received byte processed (a record half received cannot be split
     /// between the two) and every byte rustls wrote sent. `Err` says why not.
@@ -509,6 +531,11 @@ impl ServerSession {
     /// The cipher suite agreed on, once the handshake is done.
     pub fn negotiated_cipher_suite(&self) -> Option<rustls::SupportedCipherSuite> {
         self.conn.negotiated_cipher_suite()
+    }
+
+    /// The protocol version agreed on, once the handshake is done.
+    pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
+        self.conn.protocol_version()
     }
 
     /// Ends the session in user space: its traffic secrets with their
@@ -591,6 +618,17 @@ pub async fn write_all(
     buf: Vec<u8>,
     len: usize,
 ) -> (io::Result<()>, Vec<u8>) {
+    write_all_counted(stream, buf, len, |_| Ok(())).await
+}
+
+/// [`write_all`], telling `wrote` what each socket write took (kernel TLS
+/// counts the records each one makes); an error from it ends the write.
+pub async fn write_all_counted(
+    stream: &mut TcpStream,
+    buf: Vec<u8>,
+    len: usize,
+    mut wrote: impl FnMut(usize) -> io::Result<()>,
+) -> (io::Result<()>, Vec<u8>) {
     let mut buf = buf;
     let mut at = 0;
     while at < len {
@@ -598,7 +636,12 @@ pub async fn write_all(
         buf = slice.into_inner();
         match res {
             Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
-            Ok(n) => at += n,
+            Ok(n) => {
+                at += n;
+                if let Err(e) = wrote(n) {
+                    return (Err(e), buf);
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if let Err(e) = stream.writable(false).await {
                     return (Err(e), buf);
