@@ -29,6 +29,9 @@ fi
 # OpenStack Swift with memcached: the S3 server of proxy/tests/s3.rs, which
 # starts it through `scripts/swift.sh serve`.
 scripts/swift.sh install
+# PostgreSQL and MariaDB: the SQL metadata databases of control/tests/sql.rs
+# and of the API tests run on each (started below, on loopback).
+scripts/sql.sh install
 # qemu, busybox and Debian's cloud kernel (which has TLS offload, unlike this
 # machine's): the VM in which proxy/tests/kernel_tls.rs runs.
 scripts/kernel-tls-vm.sh install
@@ -46,6 +49,15 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --profile ci --quiet
 step "tests"
 # One profile (ci: optimised, with overflow checks) builds everything the tests run.
 cargo test --workspace --profile ci
+
+step "SQL metadata: the API tests on PostgreSQL and on MariaDB, and control/tests/sql.rs"
+sqldir=$(mktemp -d)
+trap 'scripts/sql.sh stop "$sqldir"; rm -rf "$sqldir"' EXIT
+eval "$(scripts/sql.sh start "$sqldir")"
+for backend in postgres mariadb; do
+  GLANCE_TEST_METADATA=$backend cargo test -p glance-api --profile ci --test api
+done
+cargo test -p glance-api --profile ci --test sql -- --include-ignored
 
 step "kernel TLS: proxy/tests/kernel_tls.rs in a VM booting Debian's kernel (this one has no TLS offload)"
 scripts/kernel-tls-vm.sh run

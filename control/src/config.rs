@@ -50,8 +50,9 @@ pub struct RawConfig {
     /// Largest image accepted, in bytes.
     #[serde(default = "default_cap")]
     pub image_size_cap: u64,
-    /// The redb metadata file.
-    pub metadata: PathBuf,
+    /// Where metadata lives: a redb file's path, or a `[metadata]` table
+    /// with a database `url`.
+    pub metadata: RawMetadata,
     /// The store uploads go to.
     pub store: RawStore,
     /// Authentication.
@@ -309,6 +310,94 @@ pub enum AuthConfig {
     Keystone(crate::keystone::KeystoneConfig),
 }
 
+/// Where metadata lives, as written: `metadata = "glance.redb"` (the
+/// embedded file) or a `[metadata]` table naming a database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RawMetadata {
+    /// The redb file.
+    File(PathBuf),
+    /// A SQL database.
+    Sql(RawSqlMetadata),
+}
+
+impl From<&str> for RawMetadata {
+    fn from(path: &str) -> RawMetadata {
+        RawMetadata::File(path.into())
+    }
+}
+
+/// The `[metadata]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSqlMetadata {
+    /// `postgresql://USER:PASSWORD@HOST:PORT/DB` or `mysql://...` (also
+    /// `mariadb://...`); sqlx's options (`sslmode`, ...) as query parameters.
+    pub url: String,
+    /// Connections this glance-api keeps open to the database at most.
+    #[serde(default = "default_sql_connections")]
+    pub max_connections: u32,
+}
+
+fn default_sql_connections() -> u32 {
+    16
+}
+
+/// Where metadata lives, checked.
+#[derive(Clone)]
+pub enum MetadataConfig {
+    /// The embedded redb file.
+    Redb(PathBuf),
+    /// A PostgreSQL or MariaDB/MySQL database.
+    Sql {
+        /// Its URL (with credentials: never logged as is).
+        url: String,
+        /// The pool's size.
+        max_connections: u32,
+    },
+}
+
+impl std::fmt::Debug for MetadataConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetadataConfig::Redb(path) => write!(f, "Redb({})", path.display()),
+            MetadataConfig::Sql {
+                url,
+                max_connections,
+            } => write!(
+                f,
+                "Sql({}, max_connections = {max_connections})",
+                crate::metadata::redact(url)
+            ),
+        }
+    }
+}
+
+fn check_metadata(raw: RawMetadata, base: &Path) -> Result<MetadataConfig, String> {
+    match raw {
+        RawMetadata::File(path) => Ok(MetadataConfig::Redb(base.join(path))),
+        RawMetadata::Sql(sql) => {
+            let scheme = sql.url.split("://").next().unwrap_or("");
+            if !matches!(scheme, "postgres" | "postgresql" | "mysql" | "mariadb") {
+                return Err(format!(
+                    "[metadata] url: {} is not a postgresql://, mysql:// or mariadb:// URL",
+                    crate::metadata::redact(&sql.url)
+                ));
+            }
+            if !(1..=1024).contains(&sql.max_connections) {
+                return Err(format!(
+                    "[metadata] max_connections = {}: give 1 to 1024",
+                    sql.max_connections
+                ));
+            }
+            Ok(MetadataConfig::Sql {
+                url: sql.url,
+                max_connections: sql.max_connections,
+            })
+        }
+    }
+}
+
 /// The checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -326,8 +415,8 @@ pub struct Config {
     pub fleet: FleetConfig,
     /// Largest image accepted.
     pub image_size_cap: u64,
-    /// Metadata file.
-    pub metadata: PathBuf,
+    /// Where metadata lives.
+    pub metadata: MetadataConfig,
     /// Store id.
     pub store_id: glance_link::StoreId,
     /// The store uploads go to.
@@ -424,7 +513,7 @@ impl Config {
             stream_nodes,
             fleet,
             image_size_cap: raw.image_size_cap,
-            metadata: base.join(raw.metadata),
+            metadata: check_metadata(raw.metadata, base).map_err(bad)?,
             store_id,
             store,
             auth,

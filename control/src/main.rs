@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use glance_api::config::Config;
-use glance_api::{quickstart, server};
+use glance_api::{metadata, quickstart, server};
 
 /// glance-api: the Glance Image API v2, with downloads redirected to glance-stream.
 #[derive(Parser)]
@@ -22,6 +22,30 @@ struct Cli {
 enum Command {
     /// Create a working directory and run glance-api with one glance-stream node.
     Quickstart(quickstart::Args),
+    /// Manage the SQL metadata database.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Create or upgrade the tables of the `[metadata] url` database (as
+    /// `glance-manage db_sync`). Safe to run again, and from several hosts.
+    Sync {
+        /// The configuration file naming the database.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Copy an embedded (redb) metadata file into an empty SQL database,
+    /// all or nothing (the database is synced first).
+    Migrate {
+        /// The redb file: `redb:PATH`.
+        #[arg(long, value_name = "redb:PATH")]
+        from: String,
+        /// The database: `postgresql://...`, `mysql://...` or `mariadb://...`.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,6 +69,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match (cli.command, cli.config) {
             (Some(Command::Quickstart(args)), _) => quickstart::run(args).await,
+            (Some(Command::Db(command)), _) => db(command).await,
             (None, Some(path)) => run(path).await,
             (None, None) => {
                 Err("give --config FILE, or run `glance-api quickstart` (see --help)".into())
@@ -58,6 +83,65 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs a `db` command off the async threads (the metadata stores block).
+async fn db(command: DbCommand) -> Result<(), String> {
+    tokio::task::spawn_blocking(move || match command {
+        DbCommand::Sync { config } => db_sync(&config),
+        DbCommand::Migrate { from, to } => db_migrate(&from, &to),
+    })
+    .await
+    .map_err(|e| format!("db: {e}"))?
+}
+
+fn db_sync(config: &std::path::Path) -> Result<(), String> {
+    let config = Config::load(config).map_err(|e| e.to_string())?;
+    let glance_api::config::MetadataConfig::Sql { url, .. } = &config.metadata else {
+        return Err(
+            "db sync: the config keeps metadata in a redb file, which needs no sync; \
+             give a [metadata] url to use a SQL database"
+                .into(),
+        );
+    };
+    let applied = metadata::sync(url).map_err(|e| e.to_string())?;
+    let shown = metadata::redact(url);
+    if applied.is_empty() {
+        println!("{shown}: the schema is current");
+    } else {
+        let list: Vec<String> = applied.iter().map(i64::to_string).collect();
+        println!("{shown}: applied migration {}", list.join(", "));
+    }
+    Ok(())
+}
+
+fn db_migrate(from: &str, to: &str) -> Result<(), String> {
+    let Some(path) = from.strip_prefix("redb:") else {
+        return Err(format!("db migrate --from {from:?}: give redb:PATH"));
+    };
+    let path = std::path::Path::new(path);
+    if !path.is_file() {
+        return Err(format!(
+            "db migrate: no metadata file at {}",
+            path.display()
+        ));
+    }
+    let source = metadata::RedbStore::open(path).map_err(|e| e.to_string())?;
+    metadata::sync(to).map_err(|e| e.to_string())?;
+    let target = metadata::SqlStore::open(to, 2).map_err(|e| e.to_string())?;
+    let n = target
+        .import(&source)
+        .map_err(|e| format!("db migrate: {e}"))?;
+    println!(
+        "copied {} images, {} memberships, {} stream nodes and {} signing key records from {} to {}",
+        n.images,
+        n.members,
+        n.stream_nodes,
+        n.signing_keys,
+        path.display(),
+        metadata::redact(to)
+    );
+    Ok(())
 }
 
 async fn run(path: PathBuf) -> Result<(), String> {

@@ -53,6 +53,12 @@ pub struct Args {
     /// OS_CACERT in the openrc files).
     #[arg(long)]
     pub tls: bool,
+    /// Keep metadata in this PostgreSQL or MariaDB/MySQL database
+    /// (postgresql://USER:PASSWORD@HOST:PORT/DB, mysql://... or
+    /// mariadb://...) instead of DIR/glance.redb; its tables are created or
+    /// upgraded at start (`glance-api db sync`).
+    #[arg(long, value_name = "URL")]
+    pub metadata_url: Option<String>,
 }
 
 /// The URL scheme the command line asks for.
@@ -190,6 +196,12 @@ fn prepare(args: &Args, nodes: &[QuickNode]) -> Result<RawConfig, String> {
     // Ports, host, nodes and Keystone follow the command line on every run.
     if let Some(auth) = keystone_auth(args)? {
         raw.auth = auth;
+    }
+    if let Some(url) = &args.metadata_url {
+        raw.metadata = crate::config::RawMetadata::Sql(crate::config::RawSqlMetadata {
+            url: url.clone(),
+            max_connections: 16,
+        });
     }
     raw.listen = format!("{}:{}", args.host, args.port);
     raw.public_url = format!("{}://{}:{}", scheme(args), args.host, args.port);
@@ -400,6 +412,17 @@ pub async fn run(args: Args) -> Result<(), String> {
     let raw = prepare(&args, &nodes)?;
     let api_path = args.dir.join("glance-api.toml");
     let config = Config::load(&api_path).map_err(|e| e.to_string())?;
+    if let crate::config::MetadataConfig::Sql { url, .. } = &config.metadata {
+        let owned = url.clone();
+        let applied = tokio::task::spawn_blocking(move || crate::metadata::sync(&owned))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        if !applied.is_empty() {
+            let shown = crate::metadata::redact(url);
+            println!("created the metadata tables in {shown}");
+        }
+    }
     let listener = server::bind(&config).await.map_err(|e| e.to_string())?;
     let state = server::state(config.clone()).map_err(|e| e.to_string())?;
     // The quickstart's registry is its command line: nodes of an earlier

@@ -7,7 +7,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::fleet::Fleet;
 use crate::fleet::keys::SigningKeys;
-use crate::metadata::{MetadataStore, RedbStore};
+use crate::metadata::MetadataStore;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,7 @@ pub fn state(config: Config) -> Result<Arc<AppState>, StartError> {
             source,
         })?;
     }
-    let metadata: Arc<dyn MetadataStore> = Arc::new(RedbStore::open(&config.metadata)?);
+    let metadata: Arc<dyn MetadataStore> = crate::metadata::open(&config.metadata)?;
     let lifetime = config.link_ttl.saturating_add(config.fleet.key_grace);
     let keys = SigningKeys::load(
         config.keyring.clone(),

@@ -2,6 +2,8 @@
 //! error codes Glance answers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::sync::Arc;
 
@@ -74,7 +76,7 @@ impl App {
                 RawNode::Url("http://stream-b:9393".into()),
             ],
             image_size_cap: cap,
-            metadata: "glance.redb".into(),
+            metadata: common::metadata_for_test(),
             store: RawStore {
                 id: "local".into(),
                 kind: "file".into(),

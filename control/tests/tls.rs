@@ -3,56 +3,16 @@
 //! certificate, and the configurations it refuses to start on.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead as _, BufReader, Read as _};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::path::Path;
+
+use common::start;
 use glance_api::tls::{ThrowawayCa, Validity};
 
 const ADMIN: &str = "tls-admin-token-0123456789abcdef";
 const KEYRING: &str =
     "primary = \"k1\"\n[keys]\nk1 = \"AUpHxry2pHEpkVJGCYLJ-TpiLWITLVzhgiWlW1sGUv8\"\n";
-
-/// A glance-api process (killed by its pid when dropped) and its log.
-struct Api {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Api {
-    fn logged(&self, text: &str) -> usize {
-        self.log.lock().unwrap().matches(text).count()
-    }
-
-    fn hup(&self) {
-        let ok = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-
-    /// Waits until the log has said `text` `times` times.
-    fn wait_for(&self, text: &str, times: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.logged(text) < times {
-            assert!(Instant::now() < deadline, "never logged {text:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 /// Writes a config serving TLS from `server.pem` in `dir` (extra `[tls]`
 /// lines and the public URL's scheme as given).
@@ -75,43 +35,6 @@ fn write_config(dir: &Path, scheme: &str, tls: &str) -> std::path::PathBuf {
 }
 
 const SERVED: &str = "cert = \"server.pem\"\nkey = \"server-key.pem\"\nca_file = \"ca.pem\"\n";
-
-fn start(config: &Path) -> Result<Api, String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_glance-api"))
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let mut stderr = child.stderr.take().unwrap();
-    let sink = Arc::clone(&log);
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let Some(addr) = line.strip_prefix("glance-api listening on ") else {
-        let _ = child.wait();
-        std::thread::sleep(Duration::from_millis(100));
-        let text = log.lock().unwrap().clone();
-        return Err(text);
-    };
-    let addr = addr.trim().parse().unwrap();
-    Ok(Api { child, addr, log })
-}
 
 /// A client trusting only the test's CA, opening a new connection per call
 /// (so each call runs a handshake against the current certificate).

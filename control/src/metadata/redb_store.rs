@@ -1,6 +1,4 @@
-//! Image metadata storage: the `MetadataStore` trait, and its embedded redb
-//! implementation. A SQL implementation can sit beside it for several
-//! glance-api replicas.
+//! The embedded metadata store: one redb file.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,6 +6,7 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use uuid::Uuid;
 
+use super::{MetadataError, MetadataStore, db_err, decode, decode_member, encode};
 use crate::model::{Image, KeyRecord, Member, MemberStatus, StreamNode};
 
 /// Images by id (the 16 UUID bytes), each a JSON-encoded [`Image`].
@@ -24,84 +23,6 @@ const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("stream_nodes")
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("signing_keys");
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u64 = 1;
-
-/// Why a metadata operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum MetadataError {
-    /// The database failed.
-    #[error("metadata database: {0}")]
-    Db(String),
-    /// A record could not be decoded.
-    #[error("metadata record {id} is corrupt: {message}")]
-    Corrupt {
-        /// The record's key (an image id, a node name, a key id).
-        id: String,
-        /// What failed.
-        message: String,
-    },
-    /// The file was written by a newer glance-api.
-    #[error(
-        "metadata file has schema version {found}, this glance-api reads up to {SCHEMA_VERSION}: upgrade glance-api"
-    )]
-    NewerSchema {
-        /// The version in the file.
-        found: u64,
-    },
-    /// An image with that id already exists.
-    #[error("an image with id {0} already exists")]
-    Exists(Uuid),
-    /// No image with that id.
-    #[error("no image with id {0}")]
-    NotFound(Uuid),
-    /// The update function refused the change.
-    #[error("{0}")]
-    Refused(String),
-}
-
-fn db_err<E: std::fmt::Display>(e: E) -> MetadataError {
-    MetadataError::Db(e.to_string())
-}
-
-/// Where image records live.
-pub trait MetadataStore: Send + Sync + 'static {
-    /// Adds a new image; fails if the id is taken.
-    fn create(&self, image: &Image) -> Result<(), MetadataError>;
-    /// One image.
-    fn get(&self, id: &Uuid) -> Result<Option<Image>, MetadataError>;
-    /// Every image (callers filter, sort and page).
-    fn list(&self) -> Result<Vec<Image>, MetadataError>;
-    /// Reads, changes and writes one image atomically. `change` returns
-    /// `Err(message)` to leave the record untouched
-    /// ([`MetadataError::Refused`]).
-    fn update(
-        &self,
-        id: &Uuid,
-        change: &mut dyn FnMut(&mut Image) -> Result<(), String>,
-    ) -> Result<Image, MetadataError>;
-    /// Removes an image; `false` if there was none.
-    fn delete(&self, id: &Uuid) -> Result<bool, MetadataError>;
-    /// The projects an image is shared with.
-    fn members(&self, image: &Uuid) -> Result<Vec<Member>, MetadataError>;
-    /// Adds or replaces a member.
-    fn put_member(&self, member: &Member) -> Result<(), MetadataError>;
-    /// Removes a member; `false` if it was not one.
-    fn delete_member(&self, image: &Uuid, member: &str) -> Result<bool, MetadataError>;
-    /// Every image shared with `project`, with its answer.
-    fn memberships(&self, project: &str) -> Result<HashMap<Uuid, MemberStatus>, MetadataError>;
-    /// Every registered stream node, by name.
-    fn stream_nodes(&self) -> Result<Vec<StreamNode>, MetadataError>;
-    /// Adds or replaces a stream node.
-    fn put_stream_node(&self, node: &StreamNode) -> Result<(), MetadataError>;
-    /// Removes a stream node; `false` if there was none.
-    fn delete_stream_node(&self, name: &str) -> Result<bool, MetadataError>;
-    /// Every signing key record, by id.
-    fn key_records(&self) -> Result<Vec<KeyRecord>, MetadataError>;
-    /// Adds or replaces a signing key record.
-    fn put_key_record(&self, record: &KeyRecord) -> Result<(), MetadataError>;
-    /// Removes a signing key record; `false` if there was none.
-    fn delete_key_record(&self, id: &str) -> Result<bool, MetadataError>;
-}
 
 /// The embedded store: one redb file.
 pub struct RedbStore {
@@ -194,20 +115,6 @@ impl RedbStore {
     }
 }
 
-fn decode(id: Uuid, bytes: &[u8]) -> Result<Image, MetadataError> {
-    serde_json::from_slice(bytes).map_err(|e| MetadataError::Corrupt {
-        id: id.to_string(),
-        message: e.to_string(),
-    })
-}
-
-fn decode_member(id: Uuid, bytes: &[u8]) -> Result<Member, MetadataError> {
-    serde_json::from_slice(bytes).map_err(|e| MetadataError::Corrupt {
-        id: id.to_string(),
-        message: e.to_string(),
-    })
-}
-
 /// A member's key: the image id's 16 bytes, then the project id.
 fn member_key(image: &Uuid, member: &str) -> Vec<u8> {
     let mut key = image.as_bytes().to_vec();
@@ -222,10 +129,6 @@ fn member_range(image: &Uuid) -> (Vec<u8>, Vec<u8>) {
     let mut to = from.clone();
     to.push(0xFF);
     (from, to)
-}
-
-fn encode(image: &Image) -> Result<Vec<u8>, MetadataError> {
-    serde_json::to_vec(image).map_err(db_err)
 }
 
 impl MetadataStore for RedbStore {

@@ -1,0 +1,778 @@
+//! The SQL metadata store: PostgreSQL or MariaDB/MySQL through sqlx, for
+//! several glance-api replicas sharing one database.
+//!
+//! Each row holds the record glance-api reads and writes (JSON, as in the
+//! redb file) beside the columns queries select on. Updates are optimistic:
+//! an image row carries a version, a change is written only over the
+//! version it was computed from, and a writer that lost the race reads the
+//! new row and applies its change again (so two replicas' PATCHes both
+//! land, and of two uploads to a `queued` image one wins and the other sees
+//! `saving`). Uniqueness is the database's: image ids, and one membership
+//! per image and project.
+//!
+//! The trait is synchronous (callers run it off the async threads), and
+//! sqlx is async: the store owns a small runtime of its own and waits for
+//! each query on the calling thread, so it may be called from any thread.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Once;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::{Migrate as _, Migrator};
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection as _, Row as _};
+use uuid::Uuid;
+
+use super::{MetadataError, MetadataStore, decode, decode_member};
+use crate::model::{Image, KeyRecord, Member, MemberStatus, StreamNode};
+
+/// Attempts of an update that keeps losing to concurrent writers.
+const UPDATE_ATTEMPTS: u32 = 64;
+/// How long a query may wait for a pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `db sync` waits for another replica's sync to finish.
+const SYNC_LOCK_SECS: u32 = 600;
+
+/// The SQL the store speaks: its placeholders and upserts differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// PostgreSQL (`postgres://`, `postgresql://`).
+    Postgres,
+    /// MariaDB or MySQL (`mysql://`, `mariadb://`).
+    MySql,
+}
+
+impl Dialect {
+    /// The dialect of a database URL, and the URL as sqlx takes it.
+    fn of(url: &str) -> Result<(Dialect, String), MetadataError> {
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            MetadataError::Db(format!(
+                "metadata url {}: not a URL (postgresql://... or mysql://...)",
+                redact(url)
+            ))
+        })?;
+        match scheme {
+            "postgres" | "postgresql" => Ok((Dialect::Postgres, url.to_owned())),
+            "mysql" => Ok((Dialect::MySql, url.to_owned())),
+            "mariadb" => Ok((Dialect::MySql, format!("mysql://{rest}"))),
+            other => Err(MetadataError::Db(format!(
+                "metadata url: unknown database kind {other:?} (postgresql, mysql or mariadb)"
+            ))),
+        }
+    }
+
+    /// The migrations of this dialect, embedded at build time.
+    fn migrator(self) -> Migrator {
+        match self {
+            Dialect::Postgres => sqlx::migrate!("migrations/postgres"),
+            Dialect::MySql => sqlx::migrate!("migrations/mysql"),
+        }
+    }
+
+    /// `sql` with `?` placeholders made `$1`, `$2`... for PostgreSQL.
+    fn placeholders(self, sql: &str) -> String {
+        if self == Dialect::MySql {
+            return sql.to_owned();
+        }
+        let mut out = String::with_capacity(sql.len() + 8);
+        let mut n = 0;
+        for c in sql.chars() {
+            if c == '?' {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// An insert of `columns` into `table` that replaces the non-key
+    /// columns when the key (`key` columns) is taken.
+    fn upsert(self, table: &str, key: &[&str], columns: &[&str]) -> String {
+        let marks = vec!["?"; columns.len()].join(", ");
+        let insert = format!(
+            "INSERT INTO {table} ({}) VALUES ({marks})",
+            columns.join(", ")
+        );
+        let rest: Vec<&&str> = columns.iter().filter(|c| !key.contains(c)).collect();
+        let sql = match self {
+            Dialect::Postgres => {
+                let set: Vec<String> = rest.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+                format!(
+                    "{insert} ON CONFLICT ({}) DO UPDATE SET {}",
+                    key.join(", "),
+                    set.join(", ")
+                )
+            }
+            Dialect::MySql => {
+                let set: Vec<String> = rest.iter().map(|c| format!("{c} = VALUES({c})")).collect();
+                format!("{insert} ON DUPLICATE KEY UPDATE {}", set.join(", "))
+            }
+        };
+        self.placeholders(&sql)
+    }
+}
+
+/// Every statement the store runs, in its dialect. Built once from the
+/// constants below (table and column names, placeholders), never from
+/// data: every value is bound. That is the audit sqlx asks for before it
+/// takes a string that is not a literal (`AssertSqlSafe`).
+struct Queries {
+    insert_image: String,
+    get_image: String,
+    list_images: String,
+    update_image: String,
+    delete_image: String,
+    members: String,
+    put_member: String,
+    delete_member: String,
+    memberships: String,
+    nodes: String,
+    put_node: String,
+    delete_node: String,
+    keys: String,
+    put_key: String,
+    delete_key: String,
+}
+
+impl Queries {
+    fn new(d: Dialect) -> Queries {
+        let p = |sql: &str| d.placeholders(sql);
+        Queries {
+            insert_image: p("INSERT INTO images (id, owner, version, record) VALUES (?, ?, 0, ?)"),
+            get_image: p("SELECT version, record FROM images WHERE id = ?"),
+            list_images: p("SELECT id, record FROM images ORDER BY id"),
+            update_image: p(
+                "UPDATE images SET owner = ?, version = version + 1, record = ? \
+                 WHERE id = ? AND version = ?",
+            ),
+            delete_image: p("DELETE FROM images WHERE id = ?"),
+            members: p("SELECT record FROM image_members WHERE image_id = ? ORDER BY member_id"),
+            put_member: d.upsert(
+                "image_members",
+                &["image_id", "member_id"],
+                &["image_id", "member_id", "record"],
+            ),
+            delete_member: p("DELETE FROM image_members WHERE image_id = ? AND member_id = ?"),
+            memberships: p("SELECT image_id, record FROM image_members WHERE member_id = ?"),
+            nodes: p("SELECT name, record FROM stream_nodes ORDER BY name"),
+            put_node: d.upsert("stream_nodes", &["name"], &["name", "record"]),
+            delete_node: p("DELETE FROM stream_nodes WHERE name = ?"),
+            keys: p("SELECT id, record FROM signing_keys ORDER BY id"),
+            put_key: d.upsert("signing_keys", &["id"], &["id", "record"]),
+            delete_key: p("DELETE FROM signing_keys WHERE id = ?"),
+        }
+    }
+}
+
+/// A database URL with its password hidden, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("****"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "(not a URL)".to_owned(),
+    }
+}
+
+/// A sqlx error as a metadata error.
+fn sql_err(e: sqlx::Error) -> MetadataError {
+    MetadataError::Db(e.to_string())
+}
+
+fn install_drivers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(sqlx::any::install_default_drivers);
+}
+
+/// The SQL store: a connection pool and the runtime that drives it.
+pub struct SqlStore {
+    /// Drives the pool's connections; `None` only while dropping.
+    runtime: Option<tokio::runtime::Runtime>,
+    pool: AnyPool,
+    dialect: Dialect,
+    q: Queries,
+}
+
+impl Drop for SqlStore {
+    fn drop(&mut self) {
+        // Dropping a runtime waits for its threads, which an async thread
+        // may not do: let them wind down on their own.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A runtime for one store's queries (two threads: the work is waiting).
+fn runtime() -> Result<tokio::runtime::Runtime, MetadataError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("glance-sql")
+        .enable_all()
+        .build()
+        .map_err(|e| MetadataError::Db(format!("cannot start the SQL runtime: {e}")))
+}
+
+/// Runs `fut` on `runtime` and waits for it on this thread (any thread:
+/// the wait is a channel's, not a runtime's).
+fn wait<T: Send + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    fut: impl Future<Output = Result<T, sqlx::Error>> + Send + 'static,
+) -> Result<T, MetadataError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    match rx.recv() {
+        Ok(r) => r.map_err(sql_err),
+        Err(_) => Err(MetadataError::Db("the SQL task stopped".into())),
+    }
+}
+
+impl SqlStore {
+    /// Connects to the database at `url` (a pool of up to
+    /// `max_connections`) and checks that its schema is the one this build
+    /// knows: every migration applied (else `db sync` is needed), none
+    /// unknown (else glance-api is older than the database).
+    pub fn open(url: &str, max_connections: u32) -> Result<SqlStore, MetadataError> {
+        install_drivers();
+        let (dialect, url) = Dialect::of(url)?;
+        let runtime = runtime()?;
+        let options: AnyConnectOptions = url
+            .parse()
+            .map_err(|e| MetadataError::Db(format!("metadata url {}: {e}", redact(&url))))?;
+        let pool = wait(&runtime, async move {
+            AnyPoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options)
+                .await
+        })
+        .map_err(|e| MetadataError::Db(format!("cannot connect to {}: {e}", redact(&url))))?;
+        let store = SqlStore {
+            runtime: Some(runtime),
+            pool,
+            dialect,
+            q: Queries::new(dialect),
+        };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    /// Which database this is.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = Result<T, sqlx::Error>> + Send + 'static,
+    ) -> Result<T, MetadataError> {
+        match &self.runtime {
+            Some(rt) => wait(rt, fut),
+            None => Err(MetadataError::Db("the SQL store is closed".into())),
+        }
+    }
+
+    /// Compares the migrations applied to the database with this build's.
+    fn check_schema(&self) -> Result<(), MetadataError> {
+        let pool = self.pool.clone();
+        let applied = self.run(async move {
+            sqlx::query(
+                "SELECT version, CASE WHEN success THEN 1 ELSE 0 END AS ok FROM _sqlx_migrations",
+            )
+            .fetch_all(&pool)
+            .await
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)? == 1)))
+                    .collect::<Result<Vec<(i64, bool)>, sqlx::Error>>()
+            })
+        });
+        let applied = match applied {
+            Ok(rows) => rows.map_err(sql_err)?,
+            Err(MetadataError::Db(e)) if e.contains("_sqlx_migrations") => {
+                return Err(MetadataError::NotMigrated("it has no tables yet".into()));
+            }
+            Err(e) => return Err(e),
+        };
+        schema_state(&self.dialect.migrator(), &applied)
+    }
+
+    /// One image's row: its version and record.
+    fn versioned(&self, id: &Uuid) -> Result<Option<(i64, String)>, MetadataError> {
+        let (pool, sql, id) = (self.pool.clone(), self.q.get_image.clone(), id.to_string());
+        self.run(async move {
+            let row = sqlx::query(AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_optional(&pool)
+                .await?;
+            row.map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?)))
+                .transpose()
+        })
+    }
+
+    /// Runs a statement binding `args` (strings), returning the rows it changed.
+    fn execute(&self, sql: &str, args: Vec<Option<String>>) -> Result<u64, MetadataError> {
+        let (pool, sql) = (self.pool.clone(), sql.to_owned());
+        self.run(async move {
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for a in args {
+                query = query.bind(a);
+            }
+            Ok(query.execute(&pool).await?.rows_affected())
+        })
+    }
+
+    /// Every `(key, record)` a two-column query returns.
+    fn pairs(
+        &self,
+        sql: &str,
+        arg: Option<String>,
+    ) -> Result<Vec<(String, String)>, MetadataError> {
+        let (pool, sql) = (self.pool.clone(), sql.to_owned());
+        self.run(async move {
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            if let Some(a) = arg {
+                query = query.bind(a);
+            }
+            query
+                .fetch_all(&pool)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
+                .collect()
+        })
+    }
+
+    fn named_all<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+    ) -> Result<Vec<T>, MetadataError> {
+        self.pairs(sql, None)?
+            .into_iter()
+            .map(|(key, record)| {
+                serde_json::from_str(&record).map_err(|e| MetadataError::Corrupt {
+                    id: key,
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    fn named_put<T: serde::Serialize>(
+        &self,
+        sql: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<(), MetadataError> {
+        let record = serde_json::to_string(value).map_err(super::db_err)?;
+        self.execute(sql, vec![Some(key.to_owned()), Some(record)])
+            .map(|_| ())
+    }
+
+    /// Copies everything of another store into this one, in one
+    /// transaction: all of it lands or none. Refused when this database
+    /// already holds images.
+    pub fn import(&self, from: &dyn MetadataStore) -> Result<ImportCounts, MetadataError> {
+        if !self.list()?.is_empty() {
+            return Err(MetadataError::Refused(
+                "the target database already holds images: migrate into an empty one".into(),
+            ));
+        }
+        let images = from.list()?;
+        let mut members = Vec::new();
+        for image in &images {
+            members.extend(from.members(&image.id)?);
+        }
+        let nodes = from.stream_nodes()?;
+        let keys = from.key_records()?;
+        let counts = ImportCounts {
+            images: images.len(),
+            members: members.len(),
+            stream_nodes: nodes.len(),
+            signing_keys: keys.len(),
+        };
+        let mut rows: Vec<(String, Vec<Option<String>>)> = Vec::new();
+        for image in &images {
+            rows.push((
+                self.q.insert_image.clone(),
+                vec![
+                    Some(image.id.to_string()),
+                    image.owner.clone(),
+                    Some(serde_json::to_string(image).map_err(super::db_err)?),
+                ],
+            ));
+        }
+        for m in &members {
+            rows.push((
+                self.q.put_member.clone(),
+                vec![
+                    Some(m.image_id.to_string()),
+                    Some(m.member_id.clone()),
+                    Some(serde_json::to_string(m).map_err(super::db_err)?),
+                ],
+            ));
+        }
+        for n in &nodes {
+            let record = serde_json::to_string(n).map_err(super::db_err)?;
+            rows.push((
+                self.q.put_node.clone(),
+                vec![Some(n.name.clone()), Some(record)],
+            ));
+        }
+        for k in &keys {
+            let record = serde_json::to_string(k).map_err(super::db_err)?;
+            rows.push((
+                self.q.put_key.clone(),
+                vec![Some(k.id.clone()), Some(record)],
+            ));
+        }
+        let pool = self.pool.clone();
+        self.run(async move {
+            let mut tx = pool.begin().await?;
+            for (sql, args) in rows {
+                let mut query = sqlx::query(AssertSqlSafe(sql));
+                for a in args {
+                    query = query.bind(a);
+                }
+                query.execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })?;
+        Ok(counts)
+    }
+}
+
+/// What [`SqlStore::import`] copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportCounts {
+    /// Image records.
+    pub images: usize,
+    /// Memberships.
+    pub members: usize,
+    /// Registered stream nodes.
+    pub stream_nodes: usize,
+    /// Signing key records.
+    pub signing_keys: usize,
+}
+
+/// Whether the applied migrations (`(version, succeeded)`) are exactly
+/// this build's.
+fn schema_state(migrator: &Migrator, applied: &[(i64, bool)]) -> Result<(), MetadataError> {
+    let known: Vec<i64> = migrator.iter().map(|m| m.version).collect();
+    if let Some((v, _)) = applied.iter().find(|(v, _)| !known.contains(v)) {
+        return Err(MetadataError::NewerDatabase(*v));
+    }
+    if let Some((v, _)) = applied.iter().find(|(_, ok)| !ok) {
+        return Err(MetadataError::NotMigrated(format!(
+            "migration {v} failed half-way; repair the database by hand"
+        )));
+    }
+    for m in migrator.iter() {
+        if !applied.iter().any(|(v, _)| *v == m.version) {
+            return Err(MetadataError::NotMigrated(format!(
+                "migration {} ({}) is not applied",
+                m.version, m.description
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Applies this build's migrations to the database at `url` (what
+/// `glance-api db sync` runs): none when it is current. Safe to run from
+/// several replicas at once: each takes a database lock first. Returns the
+/// versions it applied.
+pub fn sync(url: &str) -> Result<Vec<i64>, MetadataError> {
+    install_drivers();
+    let (dialect, url) = Dialect::of(url)?;
+    let runtime = runtime()?;
+    let shown = redact(&url);
+    let result = wait(&runtime, async move {
+        let mut conn = AnyConnection::connect(&url).await?;
+        let mut migrator = dialect.migrator();
+        // sqlx's own lock on MariaDB asks GET_LOCK for no timeout, which
+        // MariaDB answers without taking the lock: take it here instead.
+        let lock = "glance_api_db_sync";
+        if dialect == Dialect::MySql {
+            let take = format!("SELECT GET_LOCK('{lock}', {SYNC_LOCK_SECS})");
+            let got: Option<i64> = sqlx::query_scalar(AssertSqlSafe(take))
+                .fetch_one(&mut conn)
+                .await?;
+            if got != Some(1) {
+                return Err(sqlx::Error::Protocol(format!(
+                    "another db sync held the lock for {SYNC_LOCK_SECS} s"
+                )));
+            }
+            migrator.set_locking(false);
+        }
+        let table = migrator.table_name.clone();
+        let before: Vec<i64> = conn
+            .list_applied_migrations(&table)
+            .await
+            .map(|v| v.iter().map(|m| m.version).collect())
+            .unwrap_or_default();
+        // `run_direct`: `run(&mut conn)` does not type-check inside a
+        // spawned task (sqlx's `Acquire` is "not general enough").
+        let run = migrator.run_direct(None, &mut conn, false).await;
+        if dialect == Dialect::MySql {
+            let _ = sqlx::query(AssertSqlSafe(format!("SELECT RELEASE_LOCK('{lock}')")))
+                .execute(&mut conn)
+                .await;
+        }
+        run.map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+        let _ = conn.close().await;
+        Ok(migrator
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !before.contains(v))
+            .collect())
+    });
+    runtime.shutdown_background();
+    result.map_err(|e| match e {
+        MetadataError::Db(message) => MetadataError::Db(format!("db sync of {shown}: {message}")),
+        other => other,
+    })
+}
+
+impl MetadataStore for SqlStore {
+    fn create(&self, image: &Image) -> Result<(), MetadataError> {
+        let record = serde_json::to_string(image).map_err(super::db_err)?;
+        let (pool, sql) = (self.pool.clone(), self.q.insert_image.clone());
+        let (id, owner) = (image.id.to_string(), image.owner.clone());
+        let res = self.run(async move {
+            match sqlx::query(AssertSqlSafe(sql))
+                .bind(id)
+                .bind(owner)
+                .bind(record)
+                .execute(&pool)
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+                Err(e) => Err(e),
+            }
+        })?;
+        if res {
+            Ok(())
+        } else {
+            Err(MetadataError::Exists(image.id))
+        }
+    }
+
+    fn get(&self, id: &Uuid) -> Result<Option<Image>, MetadataError> {
+        self.versioned(id)?
+            .map(|(_, record)| decode(*id, record.as_bytes()))
+            .transpose()
+    }
+
+    fn list(&self) -> Result<Vec<Image>, MetadataError> {
+        self.pairs(&self.q.list_images, None)?
+            .into_iter()
+            .map(|(id, record)| {
+                let id = Uuid::parse_str(&id).map_err(|e| MetadataError::Corrupt {
+                    id: id.clone(),
+                    message: e.to_string(),
+                })?;
+                decode(id, record.as_bytes())
+            })
+            .collect()
+    }
+
+    fn update(
+        &self,
+        id: &Uuid,
+        change: &mut dyn FnMut(&mut Image) -> Result<(), String>,
+    ) -> Result<Image, MetadataError> {
+        for attempt in 0..UPDATE_ATTEMPTS {
+            let Some((version, record)) = self.versioned(id)? else {
+                return Err(MetadataError::NotFound(*id));
+            };
+            let mut image = decode(*id, record.as_bytes())?;
+            change(&mut image).map_err(MetadataError::Refused)?;
+            let record = serde_json::to_string(&image).map_err(super::db_err)?;
+            let (pool, sql) = (self.pool.clone(), self.q.update_image.clone());
+            let (key, owner) = (id.to_string(), image.owner.clone());
+            let written = self.run(async move {
+                let done = sqlx::query(AssertSqlSafe(sql))
+                    .bind(owner)
+                    .bind(record)
+                    .bind(key)
+                    .bind(version)
+                    .execute(&pool)
+                    .await?;
+                Ok(done.rows_affected())
+            })?;
+            if written == 1 {
+                return Ok(image);
+            }
+            // Another replica wrote first: read its version and apply the
+            // change to that, after a pause that grows with the contention.
+            std::thread::sleep(Duration::from_millis(u64::from(attempt.min(20)) + 1));
+        }
+        Err(MetadataError::Db(format!(
+            "image {id}: {UPDATE_ATTEMPTS} concurrent writers won in a row; try again"
+        )))
+    }
+
+    fn delete(&self, id: &Uuid) -> Result<bool, MetadataError> {
+        // Its members go with it (ON DELETE CASCADE).
+        Ok(self.execute(&self.q.delete_image, vec![Some(id.to_string())])? > 0)
+    }
+
+    fn members(&self, image: &Uuid) -> Result<Vec<Member>, MetadataError> {
+        let (pool, sql, id) = (self.pool.clone(), self.q.members.clone(), image.to_string());
+        let records = self.run(async move {
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_all(&pool)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>(0))
+                .collect::<Result<Vec<String>, _>>()
+        })?;
+        records
+            .iter()
+            .map(|r| decode_member(*image, r.as_bytes()))
+            .collect()
+    }
+
+    fn put_member(&self, member: &Member) -> Result<(), MetadataError> {
+        let record = serde_json::to_string(member).map_err(super::db_err)?;
+        let args = vec![
+            Some(member.image_id.to_string()),
+            Some(member.member_id.clone()),
+            Some(record),
+        ];
+        let (pool, sql) = (self.pool.clone(), self.q.put_member.clone());
+        let landed = self.run(async move {
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for a in args {
+                query = query.bind(a);
+            }
+            match query.execute(&pool).await {
+                Ok(_) => Ok(true),
+                // The image was deleted meanwhile.
+                Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Ok(false),
+                Err(e) => Err(e),
+            }
+        })?;
+        if landed {
+            Ok(())
+        } else {
+            Err(MetadataError::NotFound(member.image_id))
+        }
+    }
+
+    fn delete_member(&self, image: &Uuid, member: &str) -> Result<bool, MetadataError> {
+        let args = vec![Some(image.to_string()), Some(member.to_owned())];
+        Ok(self.execute(&self.q.delete_member, args)? > 0)
+    }
+
+    fn memberships(&self, project: &str) -> Result<HashMap<Uuid, MemberStatus>, MetadataError> {
+        let mut out = HashMap::new();
+        for (image, record) in self.pairs(&self.q.memberships, Some(project.to_owned()))? {
+            let id = Uuid::parse_str(&image).map_err(|e| MetadataError::Corrupt {
+                id: image.clone(),
+                message: e.to_string(),
+            })?;
+            out.insert(id, decode_member(id, record.as_bytes())?.status);
+        }
+        Ok(out)
+    }
+
+    fn stream_nodes(&self) -> Result<Vec<StreamNode>, MetadataError> {
+        self.named_all(&self.q.nodes)
+    }
+
+    fn put_stream_node(&self, node: &StreamNode) -> Result<(), MetadataError> {
+        self.named_put(&self.q.put_node, &node.name, node)
+    }
+
+    fn delete_stream_node(&self, name: &str) -> Result<bool, MetadataError> {
+        Ok(self.execute(&self.q.delete_node, vec![Some(name.to_owned())])? > 0)
+    }
+
+    fn key_records(&self) -> Result<Vec<KeyRecord>, MetadataError> {
+        self.named_all(&self.q.keys)
+    }
+
+    fn put_key_record(&self, record: &KeyRecord) -> Result<(), MetadataError> {
+        self.named_put(&self.q.put_key, &record.id, record)
+    }
+
+    fn delete_key_record(&self, id: &str) -> Result<bool, MetadataError> {
+        Ok(self.execute(&self.q.delete_key, vec![Some(id.to_owned())])? > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_placeholders_are_numbered() {
+        let sql = Dialect::Postgres.placeholders("UPDATE t SET a = ? WHERE b = ? AND c = ?");
+        assert_eq!(sql, "UPDATE t SET a = $1 WHERE b = $2 AND c = $3");
+        let same = Dialect::MySql.placeholders("SELECT ? FROM t");
+        assert_eq!(same, "SELECT ? FROM t");
+    }
+
+    #[test]
+    fn upserts_replace_only_the_non_key_columns() {
+        let pg = Dialect::Postgres.upsert("m", &["a", "b"], &["a", "b", "r"]);
+        assert_eq!(
+            pg,
+            "INSERT INTO m (a, b, r) VALUES ($1, $2, $3) ON CONFLICT (a, b) DO UPDATE SET r = EXCLUDED.r"
+        );
+        let my = Dialect::MySql.upsert("m", &["a"], &["a", "r"]);
+        assert_eq!(
+            my,
+            "INSERT INTO m (a, r) VALUES (?, ?) ON DUPLICATE KEY UPDATE r = VALUES(r)"
+        );
+    }
+
+    #[test]
+    fn urls_pick_the_dialect_and_hide_the_password() {
+        let (d, url) = Dialect::of("mariadb://u:secret@127.0.0.1:3306/g").unwrap();
+        assert_eq!(d, Dialect::MySql);
+        assert_eq!(url, "mysql://u:secret@127.0.0.1:3306/g");
+        assert_eq!(
+            Dialect::of("postgresql://h/g").unwrap().0,
+            Dialect::Postgres
+        );
+        let err = Dialect::of("oracle://u:secret@h/g")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("oracle") && !err.contains("secret"), "{err}");
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/g"),
+            "postgres://u:****@h:5432/g"
+        );
+        assert!(!redact("not a url secret").contains("secret"));
+    }
+
+    #[test]
+    fn the_schema_check_names_what_is_missing_or_unknown() {
+        let migrator = Dialect::Postgres.migrator();
+        let first = migrator.iter().next().unwrap().version;
+        assert!(schema_state(&migrator, &[(first, true)]).is_ok());
+        let missing = schema_state(&migrator, &[]).unwrap_err().to_string();
+        assert!(missing.contains("db sync"), "{missing}");
+        let newer = schema_state(&migrator, &[(first, true), (99_999_999, true)])
+            .unwrap_err()
+            .to_string();
+        assert!(newer.contains("upgrade glance-api"), "{newer}");
+        let dirty = schema_state(&migrator, &[(first, false)])
+            .unwrap_err()
+            .to_string();
+        assert!(dirty.contains("half-way"), "{dirty}");
+    }
+}
