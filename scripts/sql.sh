@@ -10,9 +10,21 @@
 # The URLs printed: GLANCE_TEST_POSTGRES_URL and GLANCE_TEST_MARIADB_URL,
 # each naming the server's maintenance database, for tests that create a
 # database of their own per test.
+#
+# The servers skip flushing commits to disk (fsync=off,
+# innodb_flush_log_at_trx_commit=2): throw-away data, faster tests. With
+# SQL_DURABLE=1 they flush every commit, as production servers do (what
+# glance-bench metadata measures against).
 set -euo pipefail
 
 PASSWORD=glance-test-password
+if [ "${SQL_DURABLE:-0}" = 1 ]; then
+  PG_FLUSH="-c fsync=on -c synchronous_commit=on"
+  MARIADB_FLUSH="--innodb-flush-log-at-trx-commit=1 --sync-binlog=1"
+else
+  PG_FLUSH="-c fsync=off"
+  MARIADB_FLUSH="--innodb-flush-log-at-trx-commit=2"
+fi
 
 pg_bin() {
   local initdb
@@ -54,7 +66,7 @@ start_postgres() {
   runuser -u postgres -- "$bin/initdb" -D "$dir/data" -U postgres -E UTF8 --no-locale \
     --auth-local=trust --auth-host=scram-sha-256 --pwfile="$dir/pwfile" >"$dir/initdb.log"
   runuser -u postgres -- "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 -c fsync=off" \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 $PG_FLUSH" \
     start >/dev/null
   echo "$port" >"$1/postgres.port"
   echo "export GLANCE_TEST_POSTGRES_URL=postgresql://postgres:$PASSWORD@127.0.0.1:$port/postgres"
@@ -68,7 +80,7 @@ start_mariadb() {
     --auth-root-authentication-method=normal >"$dir/install.log" 2>&1
   mariadbd --no-defaults --datadir="$dir/data" --user=root --bind-address=127.0.0.1 \
     --port="$port" --socket="$dir/sock" --pid-file="$dir/pid" --log-error="$dir/error.log" \
-    --skip-name-resolve --max-connections=300 --innodb-flush-log-at-trx-commit=2 \
+    --skip-name-resolve --max-connections=300 $MARIADB_FLUSH \
     </dev/null >/dev/null 2>&1 &
   local i
   for i in $(seq 1 300); do

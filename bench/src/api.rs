@@ -41,7 +41,8 @@ pub struct ApiArgs {
     dir: Option<std::path::PathBuf>,
 }
 
-const COLUMNS: &[&Metric] = &[
+/// The figures both image-API scenarios report.
+pub const COLUMNS: &[&Metric] = &[
     &report::REQ_PER_S,
     &report::SERVER_CPU_PER_REQ,
     &report::LATENCY_P50,
@@ -144,7 +145,7 @@ pub fn run(run: &mut Run, args: &ApiArgs, command: String) {
                         image_api,
                         clients,
                         &args.load,
-                        &(kind.path)(id),
+                        ("GET", &(kind.path)(id), b""),
                         kind.status,
                         &node_url,
                     )
@@ -155,31 +156,35 @@ pub fn run(run: &mut Run, args: &ApiArgs, command: String) {
     }
 }
 
-/// One round of `GET target` from `clients` keep-alive clients, each answer
-/// checked to be `want` (and a redirect's `Location` a signed link on the
-/// stream node).
-fn round(
+/// One round of `method target` (with `body`) from `clients` keep-alive
+/// clients, each answer checked to be `want`, and a redirect's `Location`
+/// a signed link on the stream node at `node_url`.
+pub fn round(
     api: &ImageApi,
     clients: usize,
     load: &Load,
-    target: &str,
+    (method, target, body): (&str, &str, &[u8]),
     want: u16,
     node_url: &str,
 ) -> Round {
     let deadline = load.deadline();
+    let headers = match method {
+        "POST" => format!("{}Content-Type: application/json\r\n", api.headers),
+        _ => api.headers.clone(),
+    };
     load::round(api.server, clients, |_| {
         let mut conn = api.connect();
         let mut out = Vec::new();
         while out.len() < load.max_requests && Instant::now() < deadline {
             let t0 = Instant::now();
-            let (head, ttfb) = conn.request("GET", target, &api.headers, b"");
-            let body = conn.read_text(head.content_length);
+            let (head, ttfb) = conn.request(method, target, &headers, body);
+            let text = conn.read_text(head.content_length);
             out.push(Sample {
                 latency_us: crate::client::micros(t0.elapsed()),
                 ttfb_us: crate::client::micros(ttfb),
                 bytes: 0,
             });
-            assert_eq!(head.status, want, "{target}: {body}");
+            assert_eq!(head.status, want, "{method} {target}: {text}");
             if want == 307 {
                 let l = head.location.unwrap_or_default();
                 assert!(l.starts_with(node_url), "{l}");

@@ -11,6 +11,9 @@
 //! - `upload`: image uploads through glance-api vs the real Glance.
 //! - `api`: image shows and download redirects per second: glance-api vs
 //!   the real Glance.
+//! - `metadata`: image shows, lists and creates per second, glance-api on
+//!   its redb file vs on PostgreSQL vs on MariaDB (databases the caller
+//!   gives; not part of `all`).
 //! - `all`: every scenario in turn (`--quick`: a few minutes on 2 cores).
 //!
 //! Each reports aggregate and per-client throughput or requests per second,
@@ -26,6 +29,7 @@ mod html;
 mod imageapi;
 mod load;
 mod measure;
+mod metadata;
 mod object;
 mod peer;
 mod ranges;
@@ -66,6 +70,9 @@ enum Command {
     /// Image shows and download redirects per second: glance-api vs the
     /// real Glance.
     Api(api::ApiArgs),
+    /// Image shows, lists and creates per second on each metadata store:
+    /// redb vs PostgreSQL vs MariaDB.
+    Metadata(metadata::MetadataArgs),
     /// Every scenario in turn.
     All(AllArgs),
 }
@@ -140,6 +147,7 @@ fn main() {
         Command::Ranges(args) => ranges::run(&mut run, &args, typed),
         Command::Upload(args) => upload::run(&mut run, &args, typed),
         Command::Api(args) => api::run(&mut run, &args, typed),
+        Command::Metadata(args) => metadata::run(&mut run, &args, typed),
         Command::All(a) => {
             const SCENARIOS: [&str; 5] = ["hot", "storm", "ranges", "upload", "api"];
             if let Some(other) = a.only.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {

@@ -339,6 +339,19 @@ pub fn glance_api_with(
     keyring: &Path,
     auth: &Auth,
 ) -> Server {
+    glance_api_on(dir, node, keyring, auth, None, ("ours", "glance-api"))
+}
+
+/// [`glance_api()`] keeping its metadata in the SQL database at `sql`
+/// (`None`: the redb file), reported under `(key, name)`.
+pub fn glance_api_on(
+    dir: &Path,
+    node: Option<SocketAddr>,
+    keyring: &Path,
+    auth: &Auth,
+    sql: Option<&str>,
+    (key, name): (&str, &str),
+) -> Server {
     let exe = sibling("glance-api");
     std::fs::create_dir_all(dir).unwrap();
     // The keyring the stream node was started with (copied with its 0600 mode).
@@ -363,14 +376,18 @@ pub fn glance_api_with(
             )
         }
     };
+    let (file, table) = match sql {
+        None => ("metadata = \"glance.redb\"\n".to_owned(), String::new()),
+        Some(url) => (String::new(), format!("[metadata]\nurl = \"{url}\"\n")),
+    };
     let config = dir.join("glance-api.toml");
     std::fs::write(
         &config,
         format!(
             "listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
-             keyring = \"keyring.toml\"\nmetadata = \"glance.redb\"\n{nodes}\
+             keyring = \"keyring.toml\"\n{file}{nodes}\
              [store]\nid = \"local\"\nkind = \"file\"\npath = \"images\"\n\
-             {auth}"
+             {auth}{table}"
         ),
     )
     .unwrap();
@@ -383,7 +400,7 @@ pub fn glance_api_with(
         .unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_for(addr, "glance-api", 30);
-    Server::new("ours", "glance-api", addr, String::new(), child)
+    Server::new(key, name, addr, String::new(), child)
 }
 
 /// Waits until something accepts connections at `addr`.

@@ -117,4 +117,19 @@ pub fn config(data: &[u8]) {
     }
     assert!(!fleet.health_interval.is_zero() && !fleet.node_timeout.is_zero());
     assert!(!config.public_url.ends_with('/'), "{}", config.public_url);
+    if let crate::config::MetadataConfig::Sql {
+        url,
+        max_connections,
+    } = &config.metadata
+    {
+        assert!((1..=1024).contains(max_connections), "{max_connections}");
+        // The database password never shows where the config is printed.
+        if let Ok(parsed) = url::Url::parse(url)
+            && let Some(password) = parsed.password()
+            && password != "****"
+        {
+            let shown = format!("{:?}", config.metadata);
+            assert!(!shown.contains(&format!(":{password}@")), "{shown}");
+        }
+    }
 }
