@@ -107,7 +107,14 @@ stop() {
       >/dev/null 2>&1 || true
   fi
   if [ -f "$dir/mariadb/pid" ]; then
-    kill "$(cat "$dir/mariadb/pid")" 2>/dev/null || true
+    local pid i
+    pid=$(cat "$dir/mariadb/pid")
+    kill "$pid" 2>/dev/null || true
+    # Its data directory may be removed next: wait for it to exit.
+    for i in $(seq 1 300); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
   fi
 }
 

@@ -53,7 +53,8 @@ cargo test --workspace --profile ci
 step "SQL metadata: the API tests on PostgreSQL and on MariaDB, and control/tests/sql.rs"
 sqldir=$(mktemp -d)
 trap 'scripts/sql.sh stop "$sqldir"; rm -rf "$sqldir"' EXIT
-eval "$(scripts/sql.sh start "$sqldir")"
+scripts/sql.sh start "$sqldir" >"$sqldir/env"
+. "$sqldir/env"
 for backend in postgres mariadb; do
   GLANCE_TEST_METADATA=$backend cargo test -p glance-api --profile ci --test api
 done

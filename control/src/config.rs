@@ -373,6 +373,20 @@ impl std::fmt::Debug for MetadataConfig {
     }
 }
 
+/// A TOML error as its message and place, without the source line toml
+/// quotes (it may hold the database password).
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {}", e.message())
+        }
+        None => e.message().to_owned(),
+    }
+}
+
 fn check_metadata(raw: RawMetadata, base: &Path) -> Result<MetadataConfig, String> {
     match raw {
         RawMetadata::File(path) => Ok(MetadataConfig::Redb(base.join(path))),
@@ -445,7 +459,7 @@ impl Config {
     pub fn from_toml(text: &str, base: &Path, shown: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
             path: shown.to_owned(),
-            message: e.to_string(),
+            message: syntax_error(text, &e),
         })?;
         Config::check(raw, base, shown)
     }

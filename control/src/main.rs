@@ -42,8 +42,15 @@ enum DbCommand {
         /// The redb file: `redb:PATH`.
         #[arg(long, value_name = "redb:PATH")]
         from: String,
-        /// The database: `postgresql://...`, `mysql://...` or `mariadb://...`.
-        #[arg(long, value_name = "URL")]
+        /// The database: `postgresql://...`, `mysql://...` or `mariadb://...`
+        /// (from GLANCE_METADATA_URL when not given: a password on the
+        /// command line is visible to every local user).
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "GLANCE_METADATA_URL",
+            hide_env_values = true
+        )]
         to: String,
     },
 }
@@ -117,7 +124,8 @@ fn db_sync(config: &std::path::Path) -> Result<(), String> {
 
 fn db_migrate(from: &str, to: &str) -> Result<(), String> {
     let Some(path) = from.strip_prefix("redb:") else {
-        return Err(format!("db migrate --from {from:?}: give redb:PATH"));
+        // The value is not echoed: it may be a database URL given here by mistake.
+        return Err("db migrate --from: give redb:PATH (the embedded file)".into());
     };
     let path = std::path::Path::new(path);
     if !path.is_file() {

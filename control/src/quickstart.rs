@@ -56,8 +56,15 @@ pub struct Args {
     /// Keep metadata in this PostgreSQL or MariaDB/MySQL database
     /// (postgresql://USER:PASSWORD@HOST:PORT/DB, mysql://... or
     /// mariadb://...) instead of DIR/glance.redb; its tables are created or
-    /// upgraded at start (`glance-api db sync`).
-    #[arg(long, value_name = "URL")]
+    /// upgraded at start (`glance-api db sync`). Also read from
+    /// GLANCE_METADATA_URL (a password on the command line is visible to
+    /// every local user).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "GLANCE_METADATA_URL",
+        hide_env_values = true
+    )]
     pub metadata_url: Option<String>,
 }
 

@@ -199,7 +199,7 @@ fn of_two_uploads_to_one_image_exactly_one_wins() {
                 .map(|(addr, fill)| {
                     let id = id.clone();
                     std::thread::spawn(move || {
-                        let body = vec![fill; 1 << 20];
+                        let body = vec![fill; 64 << 10];
                         let r = client()
                             .put(format!("http://{addr}/v2/images/{id}/file"))
                             .header("X-Auth-Token", MEMBER)
@@ -222,7 +222,7 @@ fn of_two_uploads_to_one_image_exactly_one_wins() {
             // The record holds the winner's bytes, hashed.
             let (_, seen) = show(&b, &id);
             assert_eq!(seen["status"], "active");
-            let expected = hex::encode(md5::Md5::digest(vec![won[0]; 1 << 20]));
+            let expected = hex::encode(md5::Md5::digest(vec![won[0]; 64 << 10]));
             assert_eq!(seen["checksum"], expected.as_str(), "{server:?}");
         }
     }
@@ -256,6 +256,91 @@ fn an_image_id_is_taken_once_across_replicas() {
     }
 }
 
+#[test]
+#[ignore = "needs PostgreSQL and MariaDB: run by scripts/test-all.sh"]
+fn two_updates_that_read_the_same_version_both_land_and_a_refusal_sees_the_winner() {
+    use std::sync::Barrier;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for server in Server::ALL {
+        let store = Arc::new(SqlStore::open(&server.synced_database(), 4).unwrap());
+        let img = Image::new(
+            uuid::Uuid::new_v4(),
+            Some("p".into()),
+            "2026-01-01T00:00:00Z",
+        );
+        store.create(&img).unwrap();
+        // Both writers read the row before either writes (the barrier, on
+        // their first attempt): one write loses and is applied again.
+        let barrier = Arc::new(Barrier::new(2));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let writers: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|name| {
+                let (store, barrier, calls) =
+                    (Arc::clone(&store), Arc::clone(&barrier), Arc::clone(&calls));
+                std::thread::spawn(move || {
+                    let mut first = true;
+                    store
+                        .update(&img.id, &mut |i| {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            if std::mem::take(&mut first) {
+                                barrier.wait();
+                            }
+                            i.properties.insert(name.into(), "1".into());
+                            Ok(())
+                        })
+                        .unwrap();
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let seen = store.get(&img.id).unwrap().unwrap();
+        assert!(
+            seen.properties.contains_key("a") && seen.properties.contains_key("b"),
+            "{server:?}: {:?}",
+            seen.properties
+        );
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            3,
+            "{server:?}: one change applied twice"
+        );
+        // A change that refuses once it sees the other's write: of two
+        // "only if still free" transitions, one lands and one is refused.
+        let barrier = Arc::new(Barrier::new(2));
+        let racers: Vec<_> = ["x", "y"]
+            .into_iter()
+            .map(|name| {
+                let (store, barrier) = (Arc::clone(&store), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    let mut first = true;
+                    store.update(&img.id, &mut |i| {
+                        if std::mem::take(&mut first) {
+                            barrier.wait();
+                        }
+                        if i.properties.contains_key("winner") {
+                            return Err("taken".into());
+                        }
+                        i.properties.insert("winner".into(), name.into());
+                        Ok(())
+                    })
+                })
+            })
+            .collect();
+        let results: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{server:?}"
+        );
+        assert!(results.iter().any(
+            |r| matches!(r, Err(glance_api::metadata::MetadataError::Refused(m)) if m == "taken")
+        ));
+    }
+}
+
 fn glance_api(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_glance-api"))
         .args(args)
@@ -281,6 +366,7 @@ fn an_unmigrated_database_is_refused_until_db_sync_and_sync_runs_again_cleanly()
             refused.contains("glance-api db sync"),
             "{server:?}: {refused}"
         );
+        assert!(!refused.contains("glance-test-password"), "{refused}");
         let config = config.to_str().unwrap();
         let (ok, said) = glance_api(&["db", "sync", "--config", config]);
         assert!(

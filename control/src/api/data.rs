@@ -61,6 +61,7 @@ pub async fn upload(
     };
     let store = state.config.store_id.to_string();
     let stamp = now();
+    let ours = (data.md5.clone(), data.sha512.clone());
     let recorded = blocking(&state, move |m| {
         m.update(&id, &mut |img| {
             if img.status != Status::Saving {
@@ -89,6 +90,18 @@ pub async fn upload(
     .await;
     guard.state = None;
     if let Err(e) = recorded {
+        // A database error can hide a write that landed (a SQL connection
+        // lost before the commit's answer): read the record again before
+        // throwing the data away.
+        let again = blocking(&state, move |m| m.get(&id)).await;
+        if let Ok(Some(img)) = again
+            && img.status == Status::Active
+            && img.checksum.as_deref() == Some(ours.0.as_str())
+            && img.os_hash_value.as_deref() == Some(ours.1.as_str())
+        {
+            tracing::warn!(image = %id, error = %e.message, "the upload's record landed despite the error");
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
         // The image was deleted (or changed) meanwhile: its data goes too.
         if let Err(d) = state.config.store.delete(&id.to_string()).await {
             tracing::error!(image = %id, error = %d, "cannot remove the data of an upload that did not land");

@@ -33,6 +33,10 @@ const UPDATE_ATTEMPTS: u32 = 64;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `db sync` waits for another replica's sync to finish.
 const SYNC_LOCK_SECS: u32 = 600;
+/// The longest one store call may take (a database that stopped
+/// answering, a connection half-open after a failover): the caller gets an
+/// error instead of a thread held for the kernel's retransmission timeout.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The SQL the store speaks: its placeholders and upserts differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +146,7 @@ impl Queries {
     fn new(d: Dialect) -> Queries {
         let p = |sql: &str| d.placeholders(sql);
         Queries {
-            insert_image: p("INSERT INTO images (id, owner, version, record) VALUES (?, ?, 0, ?)"),
+            insert_image: p("INSERT INTO images (id, owner, version, record) VALUES (?, ?, ?, ?)"),
             get_image: p("SELECT version, record FROM images WHERE id = ?"),
             list_images: p("SELECT id, record FROM images ORDER BY id"),
             update_image: p(
@@ -225,12 +229,26 @@ fn wait<T: Send + 'static>(
     runtime: &tokio::runtime::Runtime,
     fut: impl Future<Output = Result<T, sqlx::Error>> + Send + 'static,
 ) -> Result<T, MetadataError> {
+    wait_up_to(runtime, CALL_TIMEOUT, fut)
+}
+
+/// [`wait`], giving up after `limit` (the query is dropped, which closes
+/// its connection).
+fn wait_up_to<T: Send + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    limit: Duration,
+    fut: impl Future<Output = Result<T, sqlx::Error>> + Send + 'static,
+) -> Result<T, MetadataError> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     runtime.spawn(async move {
-        let _ = tx.send(fut.await);
+        let _ = tx.send(tokio::time::timeout(limit, fut).await);
     });
     match rx.recv() {
-        Ok(r) => r.map_err(sql_err),
+        Ok(Ok(r)) => r.map_err(sql_err),
+        Ok(Err(_)) => Err(MetadataError::Db(format!(
+            "the database did not answer within {} s",
+            limit.as_secs()
+        ))),
         Err(_) => Err(MetadataError::Db("the SQL task stopped".into())),
     }
 }
@@ -284,23 +302,28 @@ impl SqlStore {
     fn check_schema(&self) -> Result<(), MetadataError> {
         let pool = self.pool.clone();
         let applied = self.run(async move {
-            sqlx::query(
+            let rows = sqlx::query(
                 "SELECT version, CASE WHEN success THEN 1 ELSE 0 END AS ok FROM _sqlx_migrations",
             )
             .fetch_all(&pool)
-            .await
-            .map(|rows| {
-                rows.iter()
-                    .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)? == 1)))
-                    .collect::<Result<Vec<(i64, bool)>, sqlx::Error>>()
-            })
-        });
-        let applied = match applied {
-            Ok(rows) => rows.map_err(sql_err)?,
-            Err(MetadataError::Db(e)) if e.contains("_sqlx_migrations") => {
-                return Err(MetadataError::NotMigrated("it has no tables yet".into()));
-            }
-            Err(e) => return Err(e),
+            .await;
+            let rows = match rows {
+                Ok(rows) => rows,
+                // No such table: PostgreSQL's SQLSTATE, MariaDB's.
+                Err(sqlx::Error::Database(e))
+                    if matches!(e.code().as_deref(), Some("42P01" | "42S02" | "1146")) =>
+                {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            rows.iter()
+                .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)? == 1)))
+                .collect::<Result<Vec<(i64, bool)>, sqlx::Error>>()
+                .map(Some)
+        })?;
+        let Some(applied) = applied else {
+            return Err(MetadataError::NotMigrated("it has no tables yet".into()));
         };
         schema_state(&self.dialect.migrator(), &applied)
     }
@@ -379,13 +402,8 @@ impl SqlStore {
 
     /// Copies everything of another store into this one, in one
     /// transaction: all of it lands or none. Refused when this database
-    /// already holds images.
+    /// already holds images (checked inside the transaction).
     pub fn import(&self, from: &dyn MetadataStore) -> Result<ImportCounts, MetadataError> {
-        if !self.list()?.is_empty() {
-            return Err(MetadataError::Refused(
-                "the target database already holds images: migrate into an empty one".into(),
-            ));
-        }
         let images = from.list()?;
         let mut members = Vec::new();
         for image in &images {
@@ -399,55 +417,93 @@ impl SqlStore {
             stream_nodes: nodes.len(),
             signing_keys: keys.len(),
         };
-        let mut rows: Vec<(String, Vec<Option<String>>)> = Vec::new();
+        let mut rows: Vec<(String, Vec<Arg>)> = Vec::new();
         for image in &images {
             rows.push((
                 self.q.insert_image.clone(),
                 vec![
-                    Some(image.id.to_string()),
-                    image.owner.clone(),
-                    Some(serde_json::to_string(image).map_err(super::db_err)?),
+                    Arg::Text(image.id.to_string()),
+                    Arg::Optional(image.owner.clone()),
+                    Arg::Int(first_version()?),
+                    json(image)?,
                 ],
             ));
         }
         for m in &members {
-            rows.push((
-                self.q.put_member.clone(),
-                vec![
-                    Some(m.image_id.to_string()),
-                    Some(m.member_id.clone()),
-                    Some(serde_json::to_string(m).map_err(super::db_err)?),
-                ],
-            ));
+            let args = vec![
+                Arg::Text(m.image_id.to_string()),
+                Arg::Text(m.member_id.clone()),
+                json(m)?,
+            ];
+            rows.push((self.q.put_member.clone(), args));
         }
         for n in &nodes {
-            let record = serde_json::to_string(n).map_err(super::db_err)?;
             rows.push((
                 self.q.put_node.clone(),
-                vec![Some(n.name.clone()), Some(record)],
+                vec![Arg::Text(n.name.clone()), json(n)?],
             ));
         }
         for k in &keys {
-            let record = serde_json::to_string(k).map_err(super::db_err)?;
             rows.push((
                 self.q.put_key.clone(),
-                vec![Some(k.id.clone()), Some(record)],
+                vec![Arg::Text(k.id.clone()), json(k)?],
             ));
         }
         let pool = self.pool.clone();
-        self.run(async move {
+        let landed = self.run(async move {
             let mut tx = pool.begin().await?;
+            let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM images")
+                .fetch_one(&mut *tx)
+                .await?;
+            if held > 0 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
             for (sql, args) in rows {
                 let mut query = sqlx::query(AssertSqlSafe(sql));
                 for a in args {
-                    query = query.bind(a);
+                    query = match a {
+                        Arg::Text(t) => query.bind(t),
+                        Arg::Optional(t) => query.bind(t),
+                        Arg::Int(i) => query.bind(i),
+                    };
                 }
                 query.execute(&mut *tx).await?;
             }
-            tx.commit().await
+            tx.commit().await?;
+            Ok(true)
         })?;
+        if !landed {
+            return Err(MetadataError::Refused(
+                "the target database already holds images: migrate into an empty one".into(),
+            ));
+        }
         Ok(counts)
     }
+}
+
+/// The version a new image row starts at: random, so that an update
+/// computed from a deleted image never lands on a new image created under
+/// the same id (both would otherwise start at 0). Positive, with room to
+/// count up.
+fn first_version() -> Result<i64, MetadataError> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| MetadataError::Db(format!("no randomness: {e}")))?;
+    Ok(i64::from_le_bytes(bytes) & 0x3fff_ffff_ffff_ffff)
+}
+
+/// A value bound to a statement of [`SqlStore::import`].
+enum Arg {
+    Text(String),
+    Optional(Option<String>),
+    Int(i64),
+}
+
+/// A record as a JSON text argument.
+fn json<T: serde::Serialize>(record: &T) -> Result<Arg, MetadataError> {
+    serde_json::to_string(record)
+        .map(Arg::Text)
+        .map_err(super::db_err)
 }
 
 /// What [`SqlStore::import`] copied.
@@ -495,14 +551,18 @@ pub fn sync(url: &str) -> Result<Vec<i64>, MetadataError> {
     let (dialect, url) = Dialect::of(url)?;
     let runtime = runtime()?;
     let shown = redact(&url);
-    let result = wait(&runtime, async move {
+    // It may wait for another replica's sync (the lock), then migrate.
+    let limit = Duration::from_secs(u64::from(SYNC_LOCK_SECS) * 2);
+    let result = wait_up_to(&runtime, limit, async move {
         let mut conn = AnyConnection::connect(&url).await?;
         let mut migrator = dialect.migrator();
         // sqlx's own lock on MariaDB asks GET_LOCK for no timeout, which
         // MariaDB answers without taking the lock: take it here instead.
-        let lock = "glance_api_db_sync";
+        // The lock is the server's: named for this database, so syncs of
+        // other databases on the server do not wait for it.
+        let lock = "CONCAT('glance_api_db_sync.', DATABASE())";
         if dialect == Dialect::MySql {
-            let take = format!("SELECT GET_LOCK('{lock}', {SYNC_LOCK_SECS})");
+            let take = format!("SELECT GET_LOCK({lock}, {SYNC_LOCK_SECS})");
             let got: Option<i64> = sqlx::query_scalar(AssertSqlSafe(take))
                 .fetch_one(&mut conn)
                 .await?;
@@ -523,7 +583,7 @@ pub fn sync(url: &str) -> Result<Vec<i64>, MetadataError> {
         // spawned task (sqlx's `Acquire` is "not general enough").
         let run = migrator.run_direct(None, &mut conn, false).await;
         if dialect == Dialect::MySql {
-            let _ = sqlx::query(AssertSqlSafe(format!("SELECT RELEASE_LOCK('{lock}')")))
+            let _ = sqlx::query(AssertSqlSafe(format!("SELECT RELEASE_LOCK({lock})")))
                 .execute(&mut conn)
                 .await;
         }
@@ -547,10 +607,12 @@ impl MetadataStore for SqlStore {
         let record = serde_json::to_string(image).map_err(super::db_err)?;
         let (pool, sql) = (self.pool.clone(), self.q.insert_image.clone());
         let (id, owner) = (image.id.to_string(), image.owner.clone());
+        let version = first_version()?;
         let res = self.run(async move {
             match sqlx::query(AssertSqlSafe(sql))
                 .bind(id)
                 .bind(owner)
+                .bind(version)
                 .bind(record)
                 .execute(&pool)
                 .await
