@@ -83,8 +83,9 @@ run() {
   echo "building the kernel-TLS tests (profile $PROFILE)"
   local built tests server
   # Compiler errors go to the terminal; the artifacts' paths come from the
-  # JSON messages (wherever CARGO_TARGET_DIR points).
-  built=$(cargo test --profile "$PROFILE" -p glance-stream --test kernel_tls --no-run \
+  # JSON messages (wherever CARGO_TARGET_DIR points). --workspace: the
+  # features of scripts/test-all.sh's build, so nothing is built again.
+  built=$(cargo test --workspace --profile "$PROFILE" --test kernel_tls --no-run \
     --message-format=json-render-diagnostics |
     python3 -c 'import json, sys
 for line in sys.stdin:

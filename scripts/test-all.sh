@@ -55,10 +55,12 @@ sqldir=$(mktemp -d)
 trap 'scripts/sql.sh stop "$sqldir"; rm -rf "$sqldir"' EXIT
 scripts/sql.sh start "$sqldir" >"$sqldir/env"
 . "$sqldir/env"
+# --workspace throughout: the same features as the run above, so nothing
+# is built again.
 for backend in postgres mariadb; do
-  GLANCE_TEST_METADATA=$backend cargo test -p glance-api --profile ci --test api
+  GLANCE_TEST_METADATA=$backend cargo test --workspace --profile ci --test api
 done
-cargo test -p glance-api --profile ci --test sql -- --include-ignored
+cargo test --workspace --profile ci --test sql -- --include-ignored
 
 step "kernel TLS: proxy/tests/kernel_tls.rs in a VM booting Debian's kernel (this one has no TLS offload)"
 scripts/kernel-tls-vm.sh run
