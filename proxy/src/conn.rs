@@ -114,23 +114,7 @@ pub async fn serve(
             match &shared.offload {
                 None => Secured::Rustls(session),
                 Some(offload) => {
-                    // The kernel cannot take over a record half read: one
-                    // that arrived with the handshake's end is completed
-                    // first, within the header timeout, as a head would be.
-                    let mut session = session;
-                    let timeout = shared.config.http.header_timeout;
-                    match monoio::time::timeout(timeout, session.finish_record(&mut stream)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "connection closed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "a TLS record was not completed in time");
-                            return;
-                        }
-                    }
-                    match to_kernel(&stream, session, offload, &shared, core) {
+                    match to_kernel(&mut stream, session, offload, &shared, core).await {
                         Some(secured) => secured,
                         None => return,
                     }
@@ -264,15 +248,30 @@ enum Secured {
 }
 
 /// Offers a finished session to the kernel ([`crate::ktls::hand_off`]),
-/// counting the outcome. `None` when the kernel refused the keys after
-/// rustls let them go: the connection cannot go on.
-fn to_kernel(
-    stream: &TcpStream,
-    session: Box<ServerSession>,
+/// counting the outcome. The kernel cannot take over a record half read:
+/// one that arrived with the handshake's end is completed first, within
+/// the header timeout, as a head would be. `None` when the connection
+/// cannot go on (that record never came whole, or the kernel refused the
+/// keys after rustls let them go).
+async fn to_kernel(
+    stream: &mut TcpStream,
+    mut session: Box<ServerSession>,
     offload: &crate::ktls::Offload,
     shared: &Shared,
     core: usize,
 ) -> Option<Secured> {
+    let timeout = shared.config.http.header_timeout;
+    match monoio::time::timeout(timeout, session.finish_record(stream)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "connection closed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!("a TLS record was not completed in time");
+            return None;
+        }
+    }
     let metrics = shared.metrics.core(core);
     match crate::ktls::hand_off(session, stream.as_raw_fd(), offload) {
         HandOff::Kernel(kernel, early) => {

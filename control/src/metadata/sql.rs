@@ -341,16 +341,32 @@ impl SqlStore {
         })
     }
 
-    /// Runs a statement binding `args` (strings), returning the rows it changed.
-    fn execute(&self, sql: &str, args: Vec<Option<String>>) -> Result<u64, MetadataError> {
+    /// Runs one writing statement binding `args`: the rows it changed,
+    /// or the constraint it broke.
+    fn write(&self, sql: &str, args: Vec<Arg>) -> Result<Written, MetadataError> {
         let (pool, sql) = (self.pool.clone(), sql.to_owned());
         self.run(async move {
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for a in args {
-                query = query.bind(a);
+            match bind_all(sqlx::query(AssertSqlSafe(sql)), args)
+                .execute(&pool)
+                .await
+            {
+                Ok(done) => Ok(Written::Rows(done.rows_affected())),
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(Written::Duplicate),
+                Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                    Ok(Written::NoParent)
+                }
+                Err(e) => Err(e),
             }
-            Ok(query.execute(&pool).await?.rows_affected())
         })
+    }
+
+    /// [`SqlStore::write`] of a statement that breaks no constraint here
+    /// (a delete, an upsert): the rows it changed.
+    fn rows(&self, sql: &str, args: Vec<Arg>) -> Result<u64, MetadataError> {
+        match self.write(sql, args)? {
+            Written::Rows(n) => Ok(n),
+            other => Err(MetadataError::Db(format!("unexpected {other:?}"))),
+        }
     }
 
     /// Every `(key, record)` a two-column query returns.
@@ -395,8 +411,7 @@ impl SqlStore {
         key: &str,
         value: &T,
     ) -> Result<(), MetadataError> {
-        let record = serde_json::to_string(value).map_err(super::db_err)?;
-        self.execute(sql, vec![Some(key.to_owned()), Some(record)])
+        self.rows(sql, vec![Arg::Text(key.to_owned()), json(value)?])
             .map(|_| ())
     }
 
@@ -460,15 +475,9 @@ impl SqlStore {
                 return Ok(false);
             }
             for (sql, args) in rows {
-                let mut query = sqlx::query(AssertSqlSafe(sql));
-                for a in args {
-                    query = match a {
-                        Arg::Text(t) => query.bind(t),
-                        Arg::Optional(t) => query.bind(t),
-                        Arg::Int(i) => query.bind(i),
-                    };
-                }
-                query.execute(&mut *tx).await?;
+                bind_all(sqlx::query(AssertSqlSafe(sql)), args)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             Ok(true)
@@ -492,11 +501,37 @@ fn first_version() -> Result<i64, MetadataError> {
     Ok(i64::from_le_bytes(bytes) & 0x3fff_ffff_ffff_ffff)
 }
 
-/// A value bound to a statement of [`SqlStore::import`].
+/// A value bound to a statement.
 enum Arg {
     Text(String),
     Optional(Option<String>),
     Int(i64),
+}
+
+/// Binds `args` to `query`, in order.
+fn bind_all(
+    mut query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    args: Vec<Arg>,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments> {
+    for a in args {
+        query = match a {
+            Arg::Text(t) => query.bind(t),
+            Arg::Optional(t) => query.bind(t),
+            Arg::Int(i) => query.bind(i),
+        };
+    }
+    query
+}
+
+/// What a writing statement did.
+#[derive(Debug)]
+enum Written {
+    /// It changed this many rows.
+    Rows(u64),
+    /// It would have repeated a unique key.
+    Duplicate,
+    /// It named a row (an image) that is not there.
+    NoParent,
 }
 
 /// A record as a JSON text argument.
@@ -604,28 +639,15 @@ pub fn sync(url: &str) -> Result<Vec<i64>, MetadataError> {
 
 impl MetadataStore for SqlStore {
     fn create(&self, image: &Image) -> Result<(), MetadataError> {
-        let record = serde_json::to_string(image).map_err(super::db_err)?;
-        let (pool, sql) = (self.pool.clone(), self.q.insert_image.clone());
-        let (id, owner) = (image.id.to_string(), image.owner.clone());
-        let version = first_version()?;
-        let res = self.run(async move {
-            match sqlx::query(AssertSqlSafe(sql))
-                .bind(id)
-                .bind(owner)
-                .bind(version)
-                .bind(record)
-                .execute(&pool)
-                .await
-            {
-                Ok(_) => Ok(true),
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
-                Err(e) => Err(e),
-            }
-        })?;
-        if res {
-            Ok(())
-        } else {
-            Err(MetadataError::Exists(image.id))
+        let args = vec![
+            Arg::Text(image.id.to_string()),
+            Arg::Optional(image.owner.clone()),
+            Arg::Int(first_version()?),
+            json(image)?,
+        ];
+        match self.write(&self.q.insert_image, args)? {
+            Written::Duplicate => Err(MetadataError::Exists(image.id)),
+            _ => Ok(()),
         }
     }
 
@@ -659,20 +681,13 @@ impl MetadataStore for SqlStore {
             };
             let mut image = decode(*id, record.as_bytes())?;
             change(&mut image).map_err(MetadataError::Refused)?;
-            let record = serde_json::to_string(&image).map_err(super::db_err)?;
-            let (pool, sql) = (self.pool.clone(), self.q.update_image.clone());
-            let (key, owner) = (id.to_string(), image.owner.clone());
-            let written = self.run(async move {
-                let done = sqlx::query(AssertSqlSafe(sql))
-                    .bind(owner)
-                    .bind(record)
-                    .bind(key)
-                    .bind(version)
-                    .execute(&pool)
-                    .await?;
-                Ok(done.rows_affected())
-            })?;
-            if written == 1 {
+            let args = vec![
+                Arg::Optional(image.owner.clone()),
+                json(&image)?,
+                Arg::Text(id.to_string()),
+                Arg::Int(version),
+            ];
+            if self.rows(&self.q.update_image, args)? == 1 {
                 return Ok(image);
             }
             // Another replica wrote first: read its version and apply the
@@ -686,7 +701,7 @@ impl MetadataStore for SqlStore {
 
     fn delete(&self, id: &Uuid) -> Result<bool, MetadataError> {
         // Its members go with it (ON DELETE CASCADE).
-        Ok(self.execute(&self.q.delete_image, vec![Some(id.to_string())])? > 0)
+        Ok(self.rows(&self.q.delete_image, vec![Arg::Text(id.to_string())])? > 0)
     }
 
     fn members(&self, image: &Uuid) -> Result<Vec<Member>, MetadataError> {
@@ -707,35 +722,21 @@ impl MetadataStore for SqlStore {
     }
 
     fn put_member(&self, member: &Member) -> Result<(), MetadataError> {
-        let record = serde_json::to_string(member).map_err(super::db_err)?;
         let args = vec![
-            Some(member.image_id.to_string()),
-            Some(member.member_id.clone()),
-            Some(record),
+            Arg::Text(member.image_id.to_string()),
+            Arg::Text(member.member_id.clone()),
+            json(member)?,
         ];
-        let (pool, sql) = (self.pool.clone(), self.q.put_member.clone());
-        let landed = self.run(async move {
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for a in args {
-                query = query.bind(a);
-            }
-            match query.execute(&pool).await {
-                Ok(_) => Ok(true),
-                // The image was deleted meanwhile.
-                Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Ok(false),
-                Err(e) => Err(e),
-            }
-        })?;
-        if landed {
-            Ok(())
-        } else {
-            Err(MetadataError::NotFound(member.image_id))
+        match self.write(&self.q.put_member, args)? {
+            // The image was deleted meanwhile.
+            Written::NoParent => Err(MetadataError::NotFound(member.image_id)),
+            _ => Ok(()),
         }
     }
 
     fn delete_member(&self, image: &Uuid, member: &str) -> Result<bool, MetadataError> {
-        let args = vec![Some(image.to_string()), Some(member.to_owned())];
-        Ok(self.execute(&self.q.delete_member, args)? > 0)
+        let args = vec![Arg::Text(image.to_string()), Arg::Text(member.to_owned())];
+        Ok(self.rows(&self.q.delete_member, args)? > 0)
     }
 
     fn memberships(&self, project: &str) -> Result<HashMap<Uuid, MemberStatus>, MetadataError> {
@@ -759,7 +760,7 @@ impl MetadataStore for SqlStore {
     }
 
     fn delete_stream_node(&self, name: &str) -> Result<bool, MetadataError> {
-        Ok(self.execute(&self.q.delete_node, vec![Some(name.to_owned())])? > 0)
+        Ok(self.rows(&self.q.delete_node, vec![Arg::Text(name.to_owned())])? > 0)
     }
 
     fn key_records(&self) -> Result<Vec<KeyRecord>, MetadataError> {
@@ -771,7 +772,7 @@ impl MetadataStore for SqlStore {
     }
 
     fn delete_key_record(&self, id: &str) -> Result<bool, MetadataError> {
-        Ok(self.execute(&self.q.delete_key, vec![Some(id.to_owned())])? > 0)
+        Ok(self.rows(&self.q.delete_key, vec![Arg::Text(id.to_owned())])? > 0)
     }
 }
 
