@@ -212,7 +212,7 @@ fn default_cap() -> u64 {
 pub struct RawStore {
     /// Store id: the same id names the store in the stream nodes' config.
     pub id: String,
-    /// `file` or `s3`.
+    /// `file`, `s3` or `swift`.
     pub kind: String,
     /// Directory of a file store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -232,9 +232,49 @@ pub struct RawStore {
     /// File holding an S3 store's secret access key alone (mode 0600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_access_key_file: Option<PathBuf>,
-    /// Prepended to the image id to make an S3 object key.
+    /// Prepended to the image id to make an S3 object key or a Swift
+    /// object name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
+    /// A Swift store's auth endpoint: tempauth's `.../auth/v1.0` or
+    /// Keystone's `.../v3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_url: Option<String>,
+    /// `"1"` (tempauth) or `"3"` (Keystone); by default from the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_version: Option<String>,
+    /// A Swift store's user (`account:user` for tempauth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// File holding a Swift store's key or password alone (mode 0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// Keystone: the project a Swift store's token is scoped to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Keystone: the Swift user's domain (default `Default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_domain: Option<String>,
+    /// Keystone: the project's domain (default `Default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_domain: Option<String>,
+    /// Keystone: the catalog interface of the object-store endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// A Swift storage URL to use instead of the one authentication names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_url: Option<String>,
+    /// A Swift store's container (default `glance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// File holding the key Swift TempURLs are signed with (mode 0600):
+    /// direct links for a Swift store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temp_url_key_file: Option<PathBuf>,
+    /// Size of a Swift large object's first segments (they double every
+    /// 200 segments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_bytes: Option<u64>,
 }
 
 /// `[auth]`.
@@ -509,13 +549,19 @@ impl Config {
             .map_err(|e| bad(format!("[store] id: {e}")))?;
         let store =
             check_store(&raw.store, base, &roots).map_err(|m| bad(format!("[store] {m}")))?;
-        if matches!(store, crate::store::Store::S3(_))
-            && raw.image_size_cap > crate::store::MAX_S3_OBJECT
+        let most = match &store {
+            crate::store::Store::File(_) => None,
+            crate::store::Store::S3(_) => Some(("an S3 upload", crate::store::MAX_S3_OBJECT)),
+            crate::store::Store::Swift(swift) => {
+                Some(("a Swift large object of 1000 segments", swift.max_object()))
+            }
+        };
+        if let Some((what, most)) = most
+            && raw.image_size_cap > most
         {
             return Err(bad(format!(
-                "image_size_cap = {} is more than an S3 upload can hold ({} bytes)",
+                "image_size_cap = {} is more than {what} can hold ({most} bytes)",
                 raw.image_size_cap,
-                crate::store::MAX_S3_OBJECT
             )));
         }
         let auth = check_auth(raw.auth, base, &roots).map_err(bad)?;
@@ -681,7 +727,8 @@ fn check_store(
     base: &Path,
     roots: &crate::tls::Roots,
 ) -> Result<crate::store::Store, String> {
-    let s3_keys = [
+    let set = [
+        ("path", raw.path.is_some()),
         ("endpoint", raw.endpoint.is_some()),
         ("bucket", raw.bucket.is_some()),
         ("region", raw.region.is_some()),
@@ -691,19 +738,60 @@ fn check_store(
             raw.secret_access_key_file.is_some(),
         ),
         ("prefix", raw.prefix.is_some()),
+        ("auth_url", raw.auth_url.is_some()),
+        ("auth_version", raw.auth_version.is_some()),
+        ("user", raw.user.is_some()),
+        ("key_file", raw.key_file.is_some()),
+        ("project", raw.project.is_some()),
+        ("user_domain", raw.user_domain.is_some()),
+        ("project_domain", raw.project_domain.is_some()),
+        ("interface", raw.interface.is_some()),
+        ("storage_url", raw.storage_url.is_some()),
+        ("container", raw.container.is_some()),
+        ("temp_url_key_file", raw.temp_url_key_file.is_some()),
+        ("segment_bytes", raw.segment_bytes.is_some()),
     ];
+    let allowed: &[&str] = match raw.kind.as_str() {
+        "file" => &["path"],
+        "s3" => &[
+            "endpoint",
+            "bucket",
+            "region",
+            "access_key_id",
+            "secret_access_key_file",
+            "prefix",
+        ],
+        "swift" => &[
+            "auth_url",
+            "auth_version",
+            "user",
+            "key_file",
+            "project",
+            "user_domain",
+            "project_domain",
+            "region",
+            "interface",
+            "storage_url",
+            "container",
+            "prefix",
+            "temp_url_key_file",
+            "segment_bytes",
+        ],
+        other => {
+            return Err(format!(
+                "kind = {other:?}: use \"file\", \"s3\" or \"swift\""
+            ));
+        }
+    };
+    if let Some((key, _)) = set.iter().find(|(k, on)| *on && !allowed.contains(k)) {
+        return Err(format!("`{key}` does not apply to kind = {:?}", raw.kind));
+    }
     match raw.kind.as_str() {
         "file" => {
-            if let Some((key, _)) = s3_keys.iter().find(|(_, set)| *set) {
-                return Err(format!("`{key}` applies to kind = \"s3\" only"));
-            }
             let path = raw.path.as_ref().ok_or("a file store needs `path`")?;
             Ok(crate::store::Store::File(base.join(path)))
         }
         "s3" => {
-            if raw.path.is_some() {
-                return Err("`path` applies to kind = \"file\" only".into());
-            }
             let bucket = glance_link::s3::S3Bucket::from_settings(
                 &glance_link::s3::S3Settings {
                     endpoint: raw.endpoint.as_deref(),
@@ -718,7 +806,39 @@ fn check_store(
             let s3 = crate::store::S3Store::new(bucket, roots)?;
             Ok(crate::store::Store::S3(std::sync::Arc::new(s3)))
         }
-        other => Err(format!("kind = {other:?}: use \"file\" or \"s3\"")),
+        _ => {
+            let account = glance_link::swift::SwiftAccount::from_settings(
+                &glance_link::swift::SwiftSettings {
+                    auth_url: raw.auth_url.as_deref(),
+                    auth_version: raw.auth_version.as_deref(),
+                    user: raw.user.as_deref(),
+                    key_file: raw.key_file.as_deref(),
+                    project: raw.project.as_deref(),
+                    user_domain: raw.user_domain.as_deref(),
+                    project_domain: raw.project_domain.as_deref(),
+                    region: raw.region.as_deref(),
+                    interface: raw.interface.as_deref(),
+                    storage_url: raw.storage_url.as_deref(),
+                    container: raw.container.as_deref(),
+                    prefix: raw.prefix.as_deref(),
+                },
+                base,
+            )?;
+            let temp_url_key = raw
+                .temp_url_key_file
+                .as_ref()
+                .map(|f| {
+                    glance_link::read_private_file(&base.join(f))
+                        .map(|k| k.trim().to_owned())
+                        .map_err(|e| format!("temp_url_key_file: {e}"))
+                })
+                .transpose()?;
+            let segment_bytes = raw
+                .segment_bytes
+                .unwrap_or(crate::store::DEFAULT_SEGMENT_BYTES);
+            let swift = crate::store::SwiftStore::new(account, temp_url_key, segment_bytes, roots)?;
+            Ok(crate::store::Store::Swift(std::sync::Arc::new(swift)))
+        }
     }
 }
 

@@ -78,25 +78,48 @@ pub fn sign(state: &AppState, image: &Image) -> Download {
 }
 
 /// A direct link to the image's object in the backend store, valid for the
-/// link TTL: an S3 presigned GET. Only images in an S3 store have one.
-pub fn direct(state: &AppState, image: &Image) -> Result<(String, u64), crate::error::ApiError> {
+/// link TTL: an S3 presigned GET, or a Swift TempURL (when the store has a
+/// TempURL key). Other stores have none.
+pub async fn direct(
+    state: &AppState,
+    image: &Image,
+) -> Result<(String, u64), crate::error::ApiError> {
+    use crate::error::ApiError;
     let expires = expiry(state);
     let (Some(_), Some(location)) = (params(image, expires), image.location.as_ref()) else {
-        return Err(crate::error::ApiError::conflict(format!(
+        return Err(ApiError::conflict(format!(
             "Image {} has no data to link to",
             image.id
         )));
     };
-    match &state.config.store {
-        crate::store::Store::S3(s3) if location.store == state.config.store_id.as_str() => Ok((
-            s3.presigned_get(&location.key, state.config.link_ttl),
-            expires,
-        )),
-        store => Err(crate::error::ApiError::conflict(format!(
+    let store = &state.config.store;
+    let none = || {
+        ApiError::conflict(format!(
             "Image {} is in store {} (kind {}), which has no direct links",
             image.id,
             location.store,
             store.kind()
-        ))),
+        ))
+    };
+    if location.store != state.config.store_id.as_str() {
+        return Err(none());
+    }
+    match store {
+        crate::store::Store::S3(s3) => Ok((
+            s3.presigned_get(&location.key, state.config.link_ttl),
+            expires,
+        )),
+        crate::store::Store::Swift(swift) => match swift.temp_url(&location.key, expires).await {
+            Ok(Some(url)) => Ok((url, expires)),
+            Ok(None) => Err(none()),
+            Err(e) => {
+                tracing::error!(image = %image.id, error = %e, "cannot sign a TempURL");
+                Err(ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "the Swift store cannot be reached to sign a direct link",
+                ))
+            }
+        },
+        crate::store::Store::File(_) => Err(none()),
     }
 }

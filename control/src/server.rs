@@ -84,8 +84,19 @@ pub fn state(config: Config) -> Result<Arc<AppState>, StartError> {
     }))
 }
 
-/// Starts the fleet's health checks and keyring pushes in the background.
+/// Starts the fleet's health checks and keyring pushes in the background,
+/// and readies a Swift store's container.
 pub fn start_fleet(state: &AppState) -> tokio::task::JoinHandle<()> {
+    if let crate::store::Store::Swift(swift) = &state.config.store {
+        // Ready before the first upload, or a clear log line now; an upload
+        // tries again.
+        let swift = Arc::clone(swift);
+        tokio::spawn(async move {
+            if let Err(e) = swift.prepare().await {
+                tracing::warn!(error = %e, "the Swift store is not ready yet");
+            }
+        });
+    }
     tokio::spawn(crate::fleet::run(Arc::clone(&state.fleet)))
 }
 

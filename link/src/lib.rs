@@ -7,7 +7,9 @@
 //! tests check).
 //!
 //! The [`s3`] module addresses backend objects the same way on both planes
-//! and presigns S3 requests: the direct links trusted callers may get.
+//! and presigns S3 requests: the direct links trusted callers may get. The
+//! [`swift`] module does the same for OpenStack Swift: store settings, the
+//! authentication request and its answer, object URLs and TempURLs.
 //!
 //! Boundaries: no network, no clock reads (the time is always a parameter), no
 //! other project crate. The only I/O reads and writes private files (the
@@ -23,6 +25,7 @@ mod link;
 mod query;
 mod rejection;
 pub mod s3;
+pub mod swift;
 pub mod tls;
 
 #[doc(hidden)]

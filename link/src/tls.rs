@@ -57,27 +57,35 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, Stri
     Ok(Arc::new(config))
 }
 
+/// The CA certificates of `ca` (a PEM file), or the system's roots when
+/// `ca` is `None`.
+pub fn root_certs(ca: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, String> {
+    match ca {
+        Some(path) => read_certs(path),
+        None => {
+            let certs = rustls_native_certs::load_native_certs().certs;
+            if certs.is_empty() {
+                return Err("no system CA certificates found; set `ca_file`".into());
+            }
+            Ok(certs)
+        }
+    }
+}
+
 /// A client config that verifies servers against `ca` (a PEM file), or the
 /// system's roots when `ca` is `None`.
 pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        Some(path) => {
-            for cert in read_certs(path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-            }
+    for cert in root_certs(ca)? {
+        // A system root rustls cannot use is skipped; a CA file's must load.
+        if let Err(e) = roots.add(cert)
+            && let Some(path) = ca
+        {
+            return Err(format!("{}: {e}", path.display()));
         }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                return Err("no system CA certificates found; set `ca_file`".into());
-            }
-        }
+    }
+    if roots.is_empty() {
+        return Err("no usable CA certificate; set `ca_file`".into());
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)

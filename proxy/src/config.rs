@@ -163,6 +163,16 @@ struct RawStore {
     access_key_id: Option<String>,
     secret_access_key_file: Option<PathBuf>,
     prefix: Option<String>,
+    auth_url: Option<String>,
+    auth_version: Option<String>,
+    user: Option<String>,
+    key_file: Option<PathBuf>,
+    project: Option<String>,
+    user_domain: Option<String>,
+    project_domain: Option<String>,
+    interface: Option<String>,
+    storage_url: Option<String>,
+    container: Option<String>,
     connect_timeout_secs: Option<u64>,
     first_byte_timeout_secs: Option<u64>,
     idle_timeout_secs: Option<u64>,
@@ -232,6 +242,13 @@ pub enum StoreConfig {
     /// An S3 bucket: the object of an image is the key prefix plus its id,
     /// read with SigV4-presigned ranged GETs; always served through the cache.
     S3 {
+        /// Where and how to fetch.
+        origin: crate::origin::OriginConfig,
+    },
+    /// A Swift container: the object of an image is the prefix plus its id,
+    /// read with ranged GETs carrying a tempauth or Keystone token; always
+    /// served through the cache.
+    Swift {
         /// Where and how to fetch.
         origin: crate::origin::OriginConfig,
     },
@@ -392,17 +409,39 @@ impl Config {
 
 /// Checks one `[stores.X]` table: the keys its kind needs, and no others.
 fn check_store(raw: RawStore, base: &Path) -> Result<StoreConfig, String> {
-    let remote_keys = [
-        ("connect_timeout_secs", raw.connect_timeout_secs.is_some()),
-        (
-            "first_byte_timeout_secs",
-            raw.first_byte_timeout_secs.is_some(),
-        ),
-        ("idle_timeout_secs", raw.idle_timeout_secs.is_some()),
-        ("max_idle_connections", raw.max_idle_connections.is_some()),
-        ("ca_file", raw.ca_file.is_some()),
+    const REMOTE: &[&str] = &[
+        "connect_timeout_secs",
+        "first_byte_timeout_secs",
+        "idle_timeout_secs",
+        "max_idle_connections",
+        "ca_file",
     ];
-    let s3_keys = [
+    const S3: &[&str] = &[
+        "endpoint",
+        "bucket",
+        "region",
+        "access_key_id",
+        "secret_access_key_file",
+        "prefix",
+    ];
+    const SWIFT: &[&str] = &[
+        "auth_url",
+        "auth_version",
+        "user",
+        "key_file",
+        "project",
+        "user_domain",
+        "project_domain",
+        "region",
+        "interface",
+        "storage_url",
+        "container",
+        "prefix",
+    ];
+    let set = [
+        ("path", raw.path.is_some()),
+        ("url", raw.url.is_some()),
+        ("cache", raw.cache.is_some()),
         ("endpoint", raw.endpoint.is_some()),
         ("bucket", raw.bucket.is_some()),
         ("region", raw.region.is_some()),
@@ -412,19 +451,44 @@ fn check_store(raw: RawStore, base: &Path) -> Result<StoreConfig, String> {
             raw.secret_access_key_file.is_some(),
         ),
         ("prefix", raw.prefix.is_some()),
+        ("auth_url", raw.auth_url.is_some()),
+        ("auth_version", raw.auth_version.is_some()),
+        ("user", raw.user.is_some()),
+        ("key_file", raw.key_file.is_some()),
+        ("project", raw.project.is_some()),
+        ("user_domain", raw.user_domain.is_some()),
+        ("project_domain", raw.project_domain.is_some()),
+        ("interface", raw.interface.is_some()),
+        ("storage_url", raw.storage_url.is_some()),
+        ("container", raw.container.is_some()),
+        ("connect_timeout_secs", raw.connect_timeout_secs.is_some()),
+        (
+            "first_byte_timeout_secs",
+            raw.first_byte_timeout_secs.is_some(),
+        ),
+        ("idle_timeout_secs", raw.idle_timeout_secs.is_some()),
+        ("max_idle_connections", raw.max_idle_connections.is_some()),
+        ("ca_file", raw.ca_file.is_some()),
     ];
-    let refuse = |kind: &str, keys: &[(&str, bool)]| -> Result<(), String> {
-        match keys.iter().find(|(_, set)| *set) {
-            Some((key, _)) => Err(format!("`{key}` does not apply to a {kind} store")),
-            None => Ok(()),
-        }
+    let (kind, allowed): (&str, &[&[&str]]) = match raw.kind {
+        StoreKind::File => ("file", &[&["path", "cache"]]),
+        StoreKind::Http => ("http", &[&["url", "cache"], REMOTE]),
+        StoreKind::S3 => ("s3", &[&["cache"], S3, REMOTE]),
+        StoreKind::Swift => ("swift", &[&["cache"], SWIFT, REMOTE]),
     };
-    let path_url = [("path", raw.path.is_some()), ("url", raw.url.is_some())];
+    if let Some((key, _)) = set
+        .iter()
+        .find(|(k, on)| *on && !allowed.iter().any(|keys| keys.contains(k)))
+    {
+        return Err(format!("`{key}` does not apply to a {kind} store"));
+    }
+    if !matches!(raw.kind, StoreKind::File) && raw.cache == Some(false) {
+        return Err(format!(
+            "an {kind} store is always served through the cache"
+        ));
+    }
     match raw.kind {
         StoreKind::File => {
-            refuse("file", &remote_keys)?;
-            refuse("file", &s3_keys)?;
-            refuse("file", &path_url[1..])?;
             let path = raw.path.ok_or("a file store needs `path`")?;
             Ok(StoreConfig::File {
                 path: base.join(path),
@@ -432,21 +496,12 @@ fn check_store(raw: RawStore, base: &Path) -> Result<StoreConfig, String> {
             })
         }
         StoreKind::Http => {
-            refuse("http", &s3_keys)?;
-            refuse("http", &path_url[..1])?;
-            if raw.cache == Some(false) {
-                return Err("an http store is always served through the cache".into());
-            }
             let url = raw.url.as_deref().ok_or("an http store needs `url`")?;
             let mut origin = crate::origin::OriginConfig::from_url(url)?;
             remote_settings(&raw, base, &mut origin)?;
             Ok(StoreConfig::Http { origin })
         }
         StoreKind::S3 => {
-            refuse("s3", &path_url)?;
-            if raw.cache == Some(false) {
-                return Err("an s3 store is always served through the cache".into());
-            }
             let bucket = glance_link::s3::S3Bucket::from_settings(
                 &glance_link::s3::S3Settings {
                     endpoint: raw.endpoint.as_deref(),
@@ -462,9 +517,32 @@ fn check_store(raw: RawStore, base: &Path) -> Result<StoreConfig, String> {
             remote_settings(&raw, base, &mut origin)?;
             Ok(StoreConfig::S3 { origin })
         }
-        StoreKind::Swift => Err("kind = \"swift\" is not served by this build; \
-             use its S3 API (kind = \"s3\")"
-            .into()),
+        StoreKind::Swift => {
+            let account = glance_link::swift::SwiftAccount::from_settings(
+                &glance_link::swift::SwiftSettings {
+                    auth_url: raw.auth_url.as_deref(),
+                    auth_version: raw.auth_version.as_deref(),
+                    user: raw.user.as_deref(),
+                    key_file: raw.key_file.as_deref(),
+                    project: raw.project.as_deref(),
+                    user_domain: raw.user_domain.as_deref(),
+                    project_domain: raw.project_domain.as_deref(),
+                    region: raw.region.as_deref(),
+                    interface: raw.interface.as_deref(),
+                    storage_url: raw.storage_url.as_deref(),
+                    container: raw.container.as_deref(),
+                    prefix: raw.prefix.as_deref(),
+                },
+                base,
+            )?;
+            let ca = raw.ca_file.as_ref().map(|f| base.join(f));
+            let auth = crate::swift_auth::SwiftAuth::new(account, ca.as_deref())
+                .map_err(|e| format!("`ca_file`: {e}"))?;
+            let auth_url = raw.auth_url.as_deref().unwrap_or_default();
+            let mut origin = crate::origin::OriginConfig::swift(auth, auth_url)?;
+            remote_settings(&raw, base, &mut origin)?;
+            Ok(StoreConfig::Swift { origin })
+        }
     }
 }
 
@@ -481,7 +559,8 @@ fn remote_settings(
     base: &Path,
     origin: &mut crate::origin::OriginConfig,
 ) -> Result<(), String> {
-    if let Some(ca) = &raw.ca_file {
+    // A Swift store's CA file went to its authentication and storage URLs.
+    if let Some(ca) = raw.ca_file.as_ref().filter(|_| !origin.is_swift()) {
         if origin.tls.is_none() {
             return Err("`ca_file` applies to an https:// backend only".into());
         }

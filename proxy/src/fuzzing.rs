@@ -62,7 +62,10 @@ pub fn config(data: &[u8]) {
         h.drain_timeout,
     ];
     for store in config.stores.values() {
-        if let StoreConfig::Http { origin } | StoreConfig::S3 { origin } = store {
+        if let StoreConfig::Http { origin }
+        | StoreConfig::S3 { origin }
+        | StoreConfig::Swift { origin } = store
+        {
             let t = &origin.timeouts;
             timeouts.extend([t.connect, t.first_byte, t.idle]);
         }

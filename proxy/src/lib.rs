@@ -26,5 +26,6 @@ pub mod range;
 pub mod server;
 pub mod signals;
 pub mod store;
+pub mod swift_auth;
 pub mod sys;
 pub mod tls;

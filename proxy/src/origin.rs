@@ -1,10 +1,11 @@
-//! Byte ranges of an object from an HTTP origin (the `http` store kind):
-//! ranged GETs over keep-alive connections, pooled per worker thread (monoio
+//! Byte ranges of an object from a remote store (the `http`, `s3` and
+//! `swift` kinds): ranged GETs over keep-alive connections, pooled per worker thread (monoio
 //! sockets never leave their thread), with connect, first-byte and idle
 //! timeouts, over plain HTTP or HTTPS (rustls, verified against the system's
 //! roots or the store's CA file). Responses are checked strictly: the status,
 //! `Content-Range` and `Content-Length` must describe exactly the bytes
-//! asked for.
+//! asked for. A Swift GET carries the store's token, renewed and sent again
+//! once when Swift answers `401`.
 
 use std::cell::RefCell;
 use std::io;
@@ -131,6 +132,9 @@ pub enum Target {
     Prefix(String),
     /// An S3 bucket: every GET is presigned with AWS Signature Version 4.
     S3(Box<S3Target>),
+    /// A Swift container: GETs at the storage URL authentication names,
+    /// with its token.
+    Swift(Arc<crate::swift_auth::SwiftAuth>),
 }
 
 /// An S3 bucket and the credentials that read it.
@@ -206,6 +210,41 @@ impl OriginConfig {
         Ok(config)
     }
 
+    /// A Swift container. Host, port and TLS come from the storage URL of
+    /// each session; the fields hold the auth URL's until then.
+    pub fn swift(
+        auth: crate::swift_auth::SwiftAuth,
+        auth_url: &str,
+    ) -> Result<OriginConfig, String> {
+        let (_, host, port, _) = split_http_url(auth_url)?;
+        Ok(OriginConfig {
+            host,
+            port,
+            target: Target::Swift(Arc::new(auth)),
+            timeouts: Timeouts::default(),
+            max_idle: 16,
+            tls: None,
+        })
+    }
+
+    /// Whether this is a Swift store.
+    pub fn is_swift(&self) -> bool {
+        matches!(self.target, Target::Swift(_))
+    }
+
+    /// Where a GET of `object` goes, for the stores whose endpoint is fixed.
+    fn fixed_route(&self, object: &str) -> Option<Route<'_>> {
+        let (target, host_header) = self.request_target(object)?;
+        Some(Route {
+            host: &self.host,
+            port: self.port,
+            tls: self.tls.as_ref(),
+            target,
+            host_header,
+            token: None,
+        })
+    }
+
     /// The request target and `Host` header of a GET of `object`.
     fn request_target(&self, object: &str) -> Option<(String, String)> {
         match &self.target {
@@ -219,7 +258,27 @@ impl OriginConfig {
                 Some((format!("{prefix}{object}"), host))
             }
             Target::S3(s3) => s3.presigned(object),
+            Target::Swift(_) => None,
         }
+    }
+}
+
+/// Where one GET goes and what it carries.
+struct Route<'a> {
+    host: &'a str,
+    port: u16,
+    tls: Option<&'a OriginTls>,
+    /// Path and query.
+    target: String,
+    host_header: String,
+    /// A Swift token (printable ASCII: checked when the session was read).
+    token: Option<&'a str>,
+}
+
+impl Route<'_> {
+    /// Which pooled connections can carry this route.
+    fn pool_key(&self) -> String {
+        format!("{}:{}:{}", self.host, self.port, self.tls.is_some())
     }
 }
 
@@ -269,6 +328,9 @@ pub enum FetchError {
     /// The connection failed mid-answer.
     #[error("origin connection failed: {0}")]
     Io(io::Error),
+    /// The store's authentication failed.
+    #[error("{0}")]
+    Auth(glance_link::swift::AuthError),
 }
 
 impl FetchError {
@@ -278,6 +340,7 @@ impl FetchError {
             FetchError::Connect(_) | FetchError::Timeout(_) | FetchError::Io(_) => true,
             FetchError::Status(s) => *s >= 500 || *s == 429,
             FetchError::Protocol(_) => false,
+            FetchError::Auth(e) => e.retryable(),
         }
     }
 }
@@ -285,7 +348,8 @@ impl FetchError {
 /// An origin and this thread's idle connections to it.
 pub struct Origin {
     config: OriginConfig,
-    idle: RefCell<Vec<(Conn, Instant)>>,
+    /// Idle connections, by [`Route::pool_key`], and since when.
+    idle: RefCell<Vec<(String, Conn, Instant)>>,
 }
 
 /// Pooled connections older than this are closed rather than reused: an
@@ -332,24 +396,95 @@ impl Origin {
                 buf,
             );
         }
+        if let Target::Swift(auth) = &self.config.target {
+            return self.fetch_swift(auth, object, start, end, total, buf).await;
+        }
+        let Some(route) = self.config.fixed_route(object) else {
+            return (
+                Err(FetchError::Protocol("cannot build the request".into())),
+                buf,
+            );
+        };
+        self.fetch_on(&route, start, end, total, buf).await
+    }
+
+    /// A Swift GET with the session held (or a new one); after a `401`,
+    /// once more with a renewed session.
+    async fn fetch_swift(
+        &self,
+        auth: &Arc<crate::swift_auth::SwiftAuth>,
+        object: &str,
+        start: u64,
+        end: u64,
+        total: u64,
+        buf: Vec<u8>,
+    ) -> (Result<(), FetchError>, Vec<u8>) {
+        let mut session = match auth.current() {
+            Some(s) => s,
+            None => match renew(auth, None).await {
+                Ok(s) => s,
+                Err(e) => return (Err(e), buf),
+            },
+        };
+        let name = auth.account().object_name(object);
+        let mut buf = buf;
+        for attempt in 0..2 {
+            let storage = &session.session.storage_url;
+            let route = Route {
+                host: storage.host(),
+                port: storage.port(),
+                tls: session.tls.as_ref(),
+                target: auth.account().object_path(storage, &name),
+                host_header: storage.host_header(),
+                token: Some(&session.session.token),
+            };
+            let (result, b) = self.fetch_on(&route, start, end, total, buf).await;
+            buf = b;
+            match result {
+                Err(FetchError::Status(401)) if attempt == 0 => {
+                    tracing::info!("Swift refused the token: authenticating again");
+                    match renew(auth, Some(Arc::clone(&session))).await {
+                        Ok(s) => session = s,
+                        Err(e) => return (Err(e), buf),
+                    }
+                }
+                other => return (other, buf),
+            }
+        }
+        (Err(FetchError::Status(401)), buf)
+    }
+
+    /// One GET on `route`: on a pooled connection (and, if that one turns
+    /// out stale, a fresh one) or a new connection.
+    async fn fetch_on(
+        &self,
+        route: &Route<'_>,
+        start: u64,
+        end: u64,
+        total: u64,
+        buf: Vec<u8>,
+    ) -> (Result<(), FetchError>, Vec<u8>) {
+        let key = route.pool_key();
         let pooled = {
             let mut idle = self.idle.borrow_mut();
-            idle.retain(|(_, since)| since.elapsed() < MAX_IDLE_AGE);
-            idle.pop().map(|(conn, _)| conn)
+            idle.retain(|(_, _, since)| since.elapsed() < MAX_IDLE_AGE);
+            idle.iter()
+                .rposition(|(k, _, _)| *k == key)
+                .map(|i| idle.remove(i).1)
         };
         let (result, buf) = match pooled {
             Some(conn) => {
-                let (r, buf) = self.attempt(conn, object, start, end, total, buf).await;
+                let (r, buf) = self.attempt(conn, route, start, end, total, buf).await;
                 match r {
-                    Err(Attempt::Stale(_)) => match self.connect().await {
-                        Ok(conn) => self.attempt(conn, object, start, end, total, buf).await,
+                    Err(Attempt::Stale(_)) => match self.connect(route).await {
+                        Ok(conn) => self.attempt(conn, route, start, end, total, buf).await,
                         Err(e) => (Err(Attempt::Failed(e)), buf),
                     },
                     other => (other, buf),
                 }
             }
-            None => match self.connect().await {
-                Ok(conn) => self.attempt(conn, object, start, end, total, buf).await,
+            None => match self.connect(route).await {
+                Ok(conn) => self.attempt(conn, route, start, end, total, buf).await,
                 Err(e) => (Err(Attempt::Failed(e)), buf),
             },
         };
@@ -361,8 +496,8 @@ impl Origin {
 
     /// Resolves the host off the event loop (getaddrinfo blocks) and
     /// connects to the first address that answers.
-    async fn connect(&self) -> Result<Conn, FetchError> {
-        let (host, port) = (self.config.host.clone(), self.config.port);
+    async fn connect(&self, route: &Route<'_>) -> Result<Conn, FetchError> {
+        let (host, port) = (route.host.to_owned(), route.port);
         let resolved = monoio::spawn_blocking(move || {
             (host.as_str(), port)
                 .to_socket_addrs()
@@ -388,7 +523,7 @@ impl Origin {
             {
                 Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);
-                    return self.secure(s).await;
+                    return self.secure(s, route.tls).await;
                 }
                 Ok(Err(e)) => last = FetchError::Connect(e),
                 Err(_) => last = FetchError::Timeout("a connection"),
@@ -399,9 +534,9 @@ impl Origin {
 
     /// Runs the TLS handshake on a new connection to an https origin
     /// (within the connect timeout).
-    async fn secure(&self, stream: TcpStream) -> Result<Conn, FetchError> {
+    async fn secure(&self, stream: TcpStream, tls: Option<&OriginTls>) -> Result<Conn, FetchError> {
         let mut conn = Conn { stream, tls: None };
-        let Some(tls) = &self.config.tls else {
+        let Some(tls) = tls else {
             return Ok(conn);
         };
         let client = rustls::client::UnbufferedClientConnection::new(
@@ -426,23 +561,20 @@ impl Origin {
     async fn attempt(
         &self,
         mut conn: Conn,
-        object: &str,
+        route: &Route<'_>,
         start: u64,
         end: u64,
         total: u64,
         mut buf: Vec<u8>,
     ) -> (Result<(), Attempt>, Vec<u8>) {
         let c = &self.config;
-        let Some((target, host)) = c.request_target(object) else {
-            return (
-                Err(Attempt::Failed(FetchError::Protocol(
-                    "cannot build the request".into(),
-                ))),
-                buf,
-            );
+        let (target, host) = (&route.target, &route.host_header);
+        let token = match route.token {
+            Some(t) => format!("X-Auth-Token: {t}\r\n"),
+            None => String::new(),
         };
         let request = format!(
-            "GET {target} HTTP/1.1\r\nHost: {host}\r\nRange: bytes={start}-{end}\r\nUser-Agent: glance-stream\r\n\r\n"
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\nRange: bytes={start}-{end}\r\n{token}User-Agent: glance-stream\r\n\r\n"
         );
         if let Err(e) = conn.write_all(request.into_bytes()).await {
             return (Err(Attempt::Stale(FetchError::Io(e))), buf);
@@ -510,10 +642,24 @@ impl Origin {
         if head.keep_alive {
             let mut idle = self.idle.borrow_mut();
             if idle.len() < c.max_idle {
-                idle.push((conn, Instant::now()));
+                idle.push((route.pool_key(), conn, Instant::now()));
             }
         }
         (Ok(()), buf)
+    }
+}
+
+/// Renews `auth`'s session on the blocking pool.
+async fn renew(
+    auth: &Arc<crate::swift_auth::SwiftAuth>,
+    stale: Option<Arc<crate::swift_auth::SwiftSession>>,
+) -> Result<Arc<crate::swift_auth::SwiftSession>, FetchError> {
+    let auth = Arc::clone(auth);
+    match monoio::spawn_blocking(move || auth.renew(stale.as_ref())).await {
+        Ok(r) => r.map_err(FetchError::Auth),
+        Err(_) => Err(FetchError::Auth(glance_link::swift::AuthError::Transport(
+            "the authentication task failed".into(),
+        ))),
     }
 }
 

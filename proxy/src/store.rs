@@ -53,7 +53,9 @@ impl Store {
                 dir: path.clone(),
                 cached: *cache,
             },
-            StoreConfig::Http { origin } | StoreConfig::S3 { origin } => Store::Remote {
+            StoreConfig::Http { origin }
+            | StoreConfig::S3 { origin }
+            | StoreConfig::Swift { origin } => Store::Remote {
                 origin: origin.clone(),
             },
         }

@@ -135,7 +135,7 @@ impl Fleet {
                 access_key_id: Some(swift.access_key_id.clone()),
                 secret_access_key_file: Some(secret),
                 prefix: Some(PREFIX.into()),
-                path: None,
+                ..RawStore::default()
             },
             auth: RawAuth {
                 mode: "static".into(),

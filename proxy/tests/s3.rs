@@ -251,7 +251,7 @@ fn s3_over_https_is_verified_against_the_stores_ca_file() {
             .block_on(async move {
                 let mut writer = store.writer(&id).await?;
                 for chunk in bytes.chunks(4 * MIB) {
-                    writer.write(chunk).await?;
+                    writer.write(bytes::Bytes::copy_from_slice(chunk)).await?;
                 }
                 writer.commit().await
             })

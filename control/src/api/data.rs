@@ -182,7 +182,7 @@ async fn receive(state: &Shared, object: &str, body: Body) -> Result<Received, A
             if let Err(e) = digests.update(piece.clone()).await {
                 break Some(digest_err(e));
             }
-            if let Err(e) = writer.write(&piece).await {
+            if let Err(e) = writer.write(piece).await {
                 break Some(store_err(e));
             }
         }

@@ -1,6 +1,7 @@
 //! `POST /v2/images/{id}/links`: a download link without the redirect, for
 //! callers that hand it on. `kind: "stream"` (default) signs a glance-stream
-//! link; `kind: "direct"` presigns the backend object itself, for the
+//! link; `kind: "direct"` presigns the backend object itself (an S3
+//! presigned GET or a Swift TempURL), for the
 //! `service` and `admin` roles only (docs/security.md says why).
 
 use axum::Extension;
@@ -85,7 +86,7 @@ pub async fn create(
             crate::links::Download::NoNode => return Err(super::data::no_node()),
             crate::links::Download::Link { url, expires } => (url, expires),
         },
-        LinkKind::Direct => crate::links::direct(&state, &image)?,
+        LinkKind::Direct => crate::links::direct(&state, &image).await?,
     };
     state.metrics.link_issued(kind.as_str());
     let expires_at = time::OffsetDateTime::from_unix_timestamp(expires as i64)

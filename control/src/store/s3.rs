@@ -1,15 +1,13 @@
-//! Where image data goes: a directory (`kind = "file"`) or an S3 bucket
-//! (`kind = "s3"`). An upload streams through a [`Writer`]: into a
-//! `.partial` file renamed into place, or into an S3 multipart upload (one
-//! part in flight while the next is received), so no image is ever held
-//! whole in memory. A failed upload leaves nothing behind.
+//! S3 stores: an upload is a single PUT under one part, else a multipart
+//! upload with one part in flight while the next is received.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rusty_s3::S3Action as _;
+
+use super::StoreError;
 
 /// How long a presigned request glance-api makes itself stays valid.
 const OWN_REQUEST_VALIDITY: Duration = Duration::from_secs(3600);
@@ -53,25 +51,11 @@ pub const MAX_S3_OBJECT: u64 = {
     total
 };
 
-/// Why a store operation failed (the message is for the log only).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(pub String);
-
 /// An S3 bucket glance-api writes images to (the secret never in `Debug`).
 #[derive(Clone, Debug)]
 pub struct S3Store {
     bucket: glance_link::s3::S3Bucket,
     http: reqwest::Client,
-}
-
-/// The store uploads go to.
-#[derive(Debug, Clone)]
-pub enum Store {
-    /// A directory: the object of an image is the file named by its id.
-    File(PathBuf),
-    /// An S3 bucket: the object is the key prefix plus the image id.
-    S3(Arc<S3Store>),
 }
 
 impl S3Store {
@@ -215,7 +199,7 @@ impl S3Store {
         }
     }
 
-    async fn delete(&self, object: &str) -> Result<(), StoreError> {
+    pub(super) async fn delete(&self, object: &str) -> Result<(), StoreError> {
         let key = self.bucket.key(object);
         let url = self
             .bucket
@@ -226,81 +210,6 @@ impl S3Store {
         self.send(reqwest::Method::DELETE, url, None)
             .await
             .map(drop)
-    }
-}
-
-impl Store {
-    /// The kind's name, as the config writes it.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Store::File(_) => "file",
-            Store::S3(_) => "s3",
-        }
-    }
-
-    /// Starts writing the object of image `object`.
-    pub async fn writer(&self, object: &str) -> Result<Writer, StoreError> {
-        match self {
-            Store::File(dir) => {
-                let partial = dir.join(format!("{object}.partial"));
-                let file = tokio::fs::File::create(&partial)
-                    .await
-                    .map_err(|e| StoreError(format!("{}: {e}", partial.display())))?;
-                Ok(Writer::File(FileWriter {
-                    file: Some(file),
-                    partial,
-                    done: dir.join(object),
-                    finished: false,
-                }))
-            }
-            Store::S3(s3) => Ok(Writer::S3(S3Writer {
-                s3: Arc::clone(s3),
-                object: object.to_owned(),
-                buf: BytesMut::new(),
-                upload_id: None,
-                etags: Vec::new(),
-                in_flight: None,
-                finished: false,
-            })),
-        }
-    }
-
-    /// Removes the object of image `object` (gone already is fine).
-    pub async fn delete(&self, object: &str) -> Result<(), StoreError> {
-        match self {
-            Store::File(dir) => match tokio::fs::remove_file(dir.join(object)).await {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(StoreError(e.to_string())),
-            },
-            Store::S3(s3) => s3.delete(object).await,
-        }
-    }
-}
-
-/// An upload in progress. Dropped before [`Writer::commit`] (a request
-/// cancelled mid-way), it removes what it wrote.
-pub enum Writer {
-    /// Into a file.
-    File(FileWriter),
-    /// Into S3.
-    S3(S3Writer),
-}
-
-/// An upload into `partial`, renamed to `done` at commit.
-pub struct FileWriter {
-    file: Option<tokio::fs::File>,
-    partial: PathBuf,
-    done: PathBuf,
-    finished: bool,
-}
-
-impl Drop for FileWriter {
-    fn drop(&mut self) {
-        if !self.finished {
-            // One unlink of a file this upload made.
-            let _ = std::fs::remove_file(&self.partial);
-        }
     }
 }
 
@@ -332,6 +241,68 @@ impl Drop for S3Writer {
 }
 
 impl S3Writer {
+    /// A new upload of image object `object`.
+    pub(super) fn new(s3: Arc<S3Store>, object: &str) -> S3Writer {
+        S3Writer {
+            s3,
+            object: object.to_owned(),
+            buf: BytesMut::new(),
+            upload_id: None,
+            etags: Vec::new(),
+            in_flight: None,
+            finished: false,
+        }
+    }
+
+    /// Appends `chunk`, sending every part that fills.
+    pub(super) async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        self.buf.extend_from_slice(chunk);
+        while self.buf.len() >= self.part_bytes() {
+            let n = self.part_bytes();
+            let part = self.buf.split_to(n).freeze();
+            self.send_part(part).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the rest and completes the upload (aborting it on failure).
+    pub(super) async fn commit(mut self) -> Result<(), StoreError> {
+        let rest = std::mem::take(&mut self.buf).freeze();
+        let Some(upload_id) = self.upload_id.clone() else {
+            self.s3.put_whole(&self.object, rest).await?;
+            self.finished = true;
+            return Ok(());
+        };
+        let result = async {
+            if !rest.is_empty() {
+                self.send_part(rest).await?;
+            }
+            self.settle().await?;
+            self.s3
+                .complete(&self.object, &upload_id, &self.etags)
+                .await
+        }
+        .await;
+        // Done either way: completed, or aborted here.
+        self.finished = true;
+        if result.is_err() {
+            self.s3.abort(&self.object, &upload_id).await;
+        }
+        result
+    }
+
+    /// Aborts the multipart upload, if one was started.
+    pub(super) async fn abort(mut self) {
+        self.finished = true;
+        if let Some(task) = self.in_flight.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        if let Some(id) = self.upload_id.take() {
+            self.s3.abort(&self.object, &id).await;
+        }
+    }
+
     /// The size of the part being filled now.
     fn part_bytes(&self) -> usize {
         part_bytes(self.etags.len() + usize::from(self.in_flight.is_some()))
@@ -369,94 +340,6 @@ impl S3Writer {
             s3.upload_part(&object, &upload_id, number, part).await
         }));
         Ok(())
-    }
-}
-
-impl Writer {
-    /// Appends `chunk`.
-    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
-        match self {
-            Writer::File(w) => {
-                use tokio::io::AsyncWriteExt as _;
-                let Some(file) = w.file.as_mut() else {
-                    return Err(StoreError("the upload is closed".into()));
-                };
-                file.write_all(chunk)
-                    .await
-                    .map_err(|e| StoreError(format!("{}: {e}", w.partial.display())))
-            }
-            Writer::S3(w) => {
-                w.buf.extend_from_slice(chunk);
-                while w.buf.len() >= w.part_bytes() {
-                    let n = w.part_bytes();
-                    let part = w.buf.split_to(n).freeze();
-                    w.send_part(part).await?;
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// Makes the object durable and visible under its name.
-    pub async fn commit(self) -> Result<(), StoreError> {
-        match self {
-            Writer::File(mut w) => {
-                let partial = w.partial.clone();
-                let io = |e: std::io::Error| StoreError(format!("{}: {e}", partial.display()));
-                let file = w
-                    .file
-                    .take()
-                    .ok_or_else(|| StoreError("the upload is closed".into()))?;
-                file.sync_all().await.map_err(io)?;
-                drop(file);
-                tokio::fs::rename(&w.partial, &w.done).await.map_err(io)?;
-                w.finished = true;
-                Ok(())
-            }
-            Writer::S3(mut w) => {
-                let rest = std::mem::take(&mut w.buf).freeze();
-                let Some(upload_id) = w.upload_id.clone() else {
-                    w.s3.put_whole(&w.object, rest).await?;
-                    w.finished = true;
-                    return Ok(());
-                };
-                let result = async {
-                    if !rest.is_empty() {
-                        w.send_part(rest).await?;
-                    }
-                    w.settle().await?;
-                    w.s3.complete(&w.object, &upload_id, &w.etags).await
-                }
-                .await;
-                // Done either way: completed, or aborted here.
-                w.finished = true;
-                if result.is_err() {
-                    w.s3.abort(&w.object, &upload_id).await;
-                }
-                result
-            }
-        }
-    }
-
-    /// Throws the partial object away.
-    pub async fn abort(self) {
-        match self {
-            Writer::File(mut w) => {
-                drop(w.file.take());
-                let _ = tokio::fs::remove_file(&w.partial).await;
-                w.finished = true;
-            }
-            Writer::S3(mut w) => {
-                w.finished = true;
-                if let Some(task) = w.in_flight.take() {
-                    task.abort();
-                    let _ = task.await;
-                }
-                if let Some(id) = w.upload_id.take() {
-                    w.s3.abort(&w.object, &id).await;
-                }
-            }
-        }
     }
 }
 

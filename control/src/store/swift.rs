@@ -1,0 +1,701 @@
+//! Swift stores: objects in one container of one account, reached with a
+//! token from tempauth or Keystone (renewed before it runs out, and again
+//! on a `401`). An upload of at most [`SINGLE_PUT_MAX`] bytes is one PUT; a
+//! larger one is a Static Large Object whose segments stream straight
+//! through (no segment is held in memory) into the same container, so a
+//! container-scoped TempURL key reads them too.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use glance_link::swift::{MAX_AUTH_BODY, Session, SwiftAccount, TempUrlKey};
+use reqwest::{Method, StatusCode};
+
+use super::StoreError;
+
+/// Largest upload stored as one object; past it, segments.
+pub const SINGLE_PUT_MAX: usize = 16 << 20;
+
+/// The first segments' size unless configured (Glance's chunk size).
+pub const DEFAULT_SEGMENT_BYTES: u64 = 200 << 20;
+
+/// Smallest configurable segment size.
+pub const MIN_SEGMENT_BYTES: u64 = 1 << 20;
+
+/// Largest configurable segment size: grown 16 times, a segment stays
+/// within Swift's 5 GiB object limit.
+pub const MAX_SEGMENT_BYTES: u64 = 320 << 20;
+
+/// Segments of each size; every [`SEGMENTS_PER_SIZE`] the size doubles, up
+/// to [`MAX_DOUBLINGS`] times.
+const SEGMENTS_PER_SIZE: usize = 200;
+
+/// The most doublings of the segment size.
+const MAX_DOUBLINGS: usize = 4;
+
+/// Swift's default limit on segments in one manifest (`max_manifest_segments`).
+pub const MAX_SEGMENTS: usize = 1000;
+
+/// Longest wait for the answer to a request without a streamed body.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Chunks queued towards a segment's PUT.
+const SEGMENT_QUEUE: usize = 4;
+
+/// The size of segment `index` (from 0) when the first ones have `base` bytes.
+pub const fn segment_bytes(base: u64, index: usize) -> u64 {
+    let band = index / SEGMENTS_PER_SIZE;
+    base << if band < MAX_DOUBLINGS {
+        band
+    } else {
+        MAX_DOUBLINGS
+    }
+}
+
+/// The largest object [`MAX_SEGMENTS`] segments hold.
+pub const fn max_object(base: u64) -> u64 {
+    let mut total = 0;
+    let mut i = 0;
+    while i < MAX_SEGMENTS {
+        total += segment_bytes(base, i);
+        i += 1;
+    }
+    total
+}
+
+// The default image_size_cap (1 TiB) fits, and no segment passes 5 GiB.
+const _: () = assert!(
+    max_object(DEFAULT_SEGMENT_BYTES) > 1 << 40
+        && segment_bytes(MAX_SEGMENT_BYTES, MAX_SEGMENTS - 1) <= 5 << 30
+);
+
+/// A Swift container glance-api writes images to (no secret in `Debug`).
+pub struct SwiftStore {
+    account: SwiftAccount,
+    http: reqwest::Client,
+    /// The session and when it was obtained; locked across authentication,
+    /// so concurrent requests wait for one.
+    session: tokio::sync::Mutex<Option<(Arc<Session>, Instant)>>,
+    /// The TempURL key: for signing, and as the container metadata holds it.
+    temp_url: Option<(TempUrlKey, String)>,
+    segment_bytes: u64,
+    container_ready: AtomicBool,
+}
+
+impl std::fmt::Debug for SwiftStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwiftStore")
+            .field("account", &self.account)
+            .field("temp_urls", &self.temp_url.is_some())
+            .field("segment_bytes", &self.segment_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The status and a bounded piece of the body, for an error message.
+async fn refusal(what: &str, resp: reqwest::Response) -> StoreError {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    let text: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
+    StoreError(format!("{what}: Swift answered {status} {text}"))
+}
+
+impl SwiftStore {
+    /// A store in `account`'s container. With `temp_url_key`, it hands out
+    /// TempURLs and keeps the container's `Temp-URL-Key` equal to it.
+    pub fn new(
+        account: SwiftAccount,
+        temp_url_key: Option<String>,
+        segment_bytes: u64,
+        roots: &crate::tls::Roots,
+    ) -> Result<SwiftStore, String> {
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&segment_bytes) {
+            return Err(format!(
+                "segment_bytes must be {MIN_SEGMENT_BYTES} to {MAX_SEGMENT_BYTES}"
+            ));
+        }
+        let temp_url = temp_url_key
+            .map(|text| TempUrlKey::new(&text).map(|key| (key, text)))
+            .transpose()?;
+        let http = roots
+            .client()
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build the Swift client: {e}"))?;
+        Ok(SwiftStore {
+            account,
+            http,
+            session: tokio::sync::Mutex::new(None),
+            temp_url,
+            segment_bytes,
+            container_ready: AtomicBool::new(false),
+        })
+    }
+
+    /// The largest object this store can make.
+    pub fn max_object(&self) -> u64 {
+        max_object(self.segment_bytes)
+    }
+
+    /// A session that is not about to expire: the one held, or a new one.
+    async fn session(&self) -> Result<Arc<Session>, StoreError> {
+        let mut held = self.session.lock().await;
+        if let Some((session, since)) = held.as_ref()
+            && !session.stale(since.elapsed())
+        {
+            return Ok(Arc::clone(session));
+        }
+        let session = Arc::new(self.authenticate().await?);
+        *held = Some((Arc::clone(&session), Instant::now()));
+        Ok(session)
+    }
+
+    /// Drops `stale` (a token Swift refused) unless a newer one replaced it.
+    async fn forget(&self, stale: &Arc<Session>) {
+        let mut held = self.session.lock().await;
+        if held.as_ref().is_some_and(|(s, _)| Arc::ptr_eq(s, stale)) {
+            *held = None;
+        }
+    }
+
+    async fn authenticate(&self) -> Result<Session, StoreError> {
+        let req = self.account.auth_request();
+        let method = Method::from_bytes(req.method.as_bytes())
+            .map_err(|e| StoreError(format!("Swift authentication: {e}")))?;
+        let mut builder = self.http.request(method, &req.url).timeout(REQUEST_TIMEOUT);
+        for (name, value) in &req.headers {
+            builder = builder.header(*name, value);
+        }
+        if let Some(body) = req.body {
+            builder = builder.body(body);
+        }
+        let failed =
+            |e: reqwest::Error| StoreError(format!("Swift authentication: {}", e.without_url()));
+        let mut resp = builder.send().await.map_err(failed)?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(failed)? {
+            if body.len() + chunk.len() > MAX_AUTH_BODY {
+                return Err(StoreError(
+                    "Swift authentication: the answer is too large".into(),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        self.account
+            .parse_auth(status, &header, &body)
+            .map_err(|e| StoreError(e.to_string()))
+    }
+
+    /// The URL of `rel` (empty for the container, else `/` and an object
+    /// name, and any query) under the session's storage URL.
+    fn url(&self, session: &Session, rel: &str) -> String {
+        format!(
+            "{}/{}{rel}",
+            session.storage_url.url().as_str().trim_end_matches('/'),
+            self.account.container()
+        )
+    }
+
+    /// Sends a request whose body can be sent again: after a `401`, once
+    /// more with a new token. The answer, whatever its status.
+    async fn call(
+        &self,
+        method: Method,
+        rel: &str,
+        headers: &[(&str, &str)],
+        body: Option<Bytes>,
+    ) -> Result<reqwest::Response, StoreError> {
+        let mut renewed = false;
+        loop {
+            let session = self.session().await?;
+            let mut req = self
+                .http
+                .request(method.clone(), self.url(&session, rel))
+                .timeout(REQUEST_TIMEOUT)
+                .header("X-Auth-Token", &session.token);
+            for (name, value) in headers {
+                req = req.header(*name, *value);
+            }
+            if let Some(body) = &body {
+                req = req.body(body.clone());
+            }
+            // Without the URL in the message: not a secret, but long.
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| StoreError(format!("{method} {rel}: {}", e.without_url())))?;
+            if resp.status() == StatusCode::UNAUTHORIZED && !renewed {
+                tracing::info!("Swift refused the token: authenticating again");
+                self.forget(&session).await;
+                renewed = true;
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
+    /// Creates the container if need be and, with a TempURL key, makes it
+    /// the container's `Temp-URL-Key` (the one it replaces moves to
+    /// `Temp-URL-Key-2`, so links signed with it work until they expire).
+    /// Done once per process; uploads call it first.
+    pub async fn prepare(&self) -> Result<(), StoreError> {
+        if self.container_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let head = self.call(Method::HEAD, "", &[], None).await?;
+        let current = head
+            .headers()
+            .get("x-container-meta-temp-url-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let exists = match head.status() {
+            StatusCode::NOT_FOUND => false,
+            s if s.is_success() => true,
+            _ => return Err(refusal("HEAD the container", head).await),
+        };
+        let ours = self.temp_url.as_ref().map(|(_, text)| text.as_str());
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        if let Some(ours) = ours
+            && current.as_deref() != Some(ours)
+        {
+            headers.push(("X-Container-Meta-Temp-URL-Key", ours));
+            if let Some(old) = &current {
+                headers.push(("X-Container-Meta-Temp-URL-Key-2", old));
+            }
+        }
+        if !exists || !headers.is_empty() {
+            let method = if exists { Method::POST } else { Method::PUT };
+            let resp = self.call(method, "", &headers, None).await?;
+            if !resp.status().is_success() {
+                return Err(refusal("create or update the container", resp).await);
+            }
+        }
+        if let Some(ours) = ours
+            && current.as_deref() != Some(ours)
+        {
+            // tempurl drops the header silently for a user who does not own
+            // the account: say so, once.
+            let again = self.call(Method::HEAD, "", &[], None).await?;
+            let set = again
+                .headers()
+                .get("x-container-meta-temp-url-key")
+                .is_some_and(|v| v.as_bytes() == ours.as_bytes());
+            if !set {
+                tracing::warn!(
+                    container = self.account.container(),
+                    "cannot set the container's Temp-URL-Key (the Swift user does not own the \
+                     account): direct links work only if the account's or container's key \
+                     equals temp_url_key_file"
+                );
+            }
+        }
+        self.container_ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// PUTs `body` whole as object `name`, with its md5 for Swift to check.
+    async fn put_whole(&self, name: &str, body: Bytes) -> Result<(), StoreError> {
+        use md5::Digest as _;
+        let etag = hex::encode(md5::Md5::digest(&body));
+        let resp = self
+            .call(
+                Method::PUT,
+                &format!("/{name}"),
+                &[
+                    ("ETag", &etag),
+                    ("Content-Type", "application/octet-stream"),
+                ],
+                Some(body),
+            )
+            .await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(refusal(&format!("PUT {name}"), resp).await);
+        }
+        Ok(())
+    }
+
+    /// Streams what `rx` yields into object `name`; its ETag (md5) once
+    /// Swift stored it. A streamed body cannot be sent twice: a `401` here
+    /// (a token revoked mid-upload) fails the upload, after forgetting the
+    /// token.
+    async fn put_stream(
+        &self,
+        name: &str,
+        rx: tokio::sync::mpsc::Receiver<Bytes>,
+    ) -> Result<String, StoreError> {
+        let session = self.session().await?;
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+        });
+        let resp = self
+            .http
+            .put(self.url(&session, &format!("/{name}")))
+            .header("X-Auth-Token", &session.token)
+            .header("Content-Type", "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .map_err(|e| StoreError(format!("PUT {name}: {}", e.without_url())))?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            self.forget(&session).await;
+        }
+        if resp.status() != StatusCode::CREATED {
+            return Err(refusal(&format!("PUT {name}"), resp).await);
+        }
+        resp.headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim_matches('"').to_owned())
+            .ok_or_else(|| StoreError(format!("PUT {name}: Swift sent no ETag")))
+    }
+
+    /// Deletes object `name`; gone already is fine.
+    async fn delete_one(&self, rel: &str) -> Result<(), StoreError> {
+        let resp = self.call(Method::DELETE, rel, &[], None).await?;
+        match resp.status() {
+            s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
+            _ => Err(refusal(&format!("DELETE {rel}"), resp).await),
+        }
+    }
+
+    /// Deletes the object of image `object` (a manifest with its segments,
+    /// or a plain object), then any segment a crashed upload left.
+    pub async fn delete(&self, object: &str) -> Result<(), StoreError> {
+        let name = self.account.object_name(object);
+        let resp = self
+            .call(
+                Method::DELETE,
+                &format!("/{name}?multipart-manifest=delete"),
+                &[("Accept", "application/json")],
+                None,
+            )
+            .await?;
+        if !(resp.status().is_success() || resp.status() == StatusCode::NOT_FOUND) {
+            return Err(refusal(&format!("DELETE {name}"), resp).await);
+        }
+        // A manifest's delete answers 200 and puts each deletion's outcome
+        // in the body.
+        if resp.status() == StatusCode::OK {
+            let text = resp.text().await.unwrap_or_default();
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+                && let Some(status) = v.get("Response Status").and_then(|s| s.as_str())
+                && !(status.starts_with('2') || status.starts_with("404"))
+            {
+                return Err(StoreError(format!(
+                    "DELETE {name}: Swift answered {status}"
+                )));
+            }
+        }
+        for leftover in self.list(&segment_dir(&name)).await? {
+            self.delete_one(&format!("/{leftover}")).await?;
+        }
+        Ok(())
+    }
+
+    /// The names in the container starting with `prefix` (one listing page:
+    /// up to 10,000 names).
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            name: String,
+        }
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("prefix", prefix)
+            .append_pair("format", "json")
+            .finish();
+        let resp = self
+            .call(Method::GET, &format!("?{query}"), &[], None)
+            .await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND | StatusCode::NO_CONTENT => return Ok(Vec::new()),
+            s if s.is_success() => {}
+            _ => return Err(refusal("list the container", resp).await),
+        }
+        let entries: Vec<Entry> = resp
+            .json()
+            .await
+            .map_err(|e| StoreError(format!("list the container: {e}")))?;
+        Ok(entries.into_iter().map(|e| e.name).collect())
+    }
+
+    /// A TempURL for a GET of image object `object`, valid until `expires`
+    /// (Unix time); `None` without a TempURL key.
+    pub async fn temp_url(&self, object: &str, expires: u64) -> Result<Option<String>, StoreError> {
+        let Some((key, _)) = &self.temp_url else {
+            return Ok(None);
+        };
+        let session = self.session().await?;
+        let name = self.account.object_name(object);
+        Ok(Some(key.sign_get(
+            &self.account,
+            &session.storage_url,
+            &name,
+            expires,
+        )))
+    }
+
+    /// Starts an upload of image object `object`.
+    pub fn writer(self: &Arc<Self>, object: &str) -> Result<SwiftWriter, StoreError> {
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).map_err(|e| StoreError(format!("no randomness: {e}")))?;
+        let name = self.account.object_name(object);
+        Ok(SwiftWriter {
+            store: Arc::clone(self),
+            upload_dir: format!("{}{}/", segment_dir(&name), hex::encode(id)),
+            name,
+            buf: BytesMut::new(),
+            segments: Vec::new(),
+            current: None,
+            finished: false,
+        })
+    }
+}
+
+/// Where the segments of object `name` go: `{name}.segments/`, then one
+/// directory per upload.
+fn segment_dir(name: &str) -> String {
+    format!("{name}.segments/")
+}
+
+/// A segment stored.
+#[derive(serde::Serialize)]
+struct Segment {
+    /// `/container/name`, as the manifest names it.
+    path: String,
+    etag: String,
+    size_bytes: u64,
+}
+
+/// A segment being streamed.
+struct SegmentPut {
+    name: String,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    task: tokio::task::JoinHandle<Result<String, StoreError>>,
+    size: u64,
+    limit: u64,
+}
+
+/// A Swift upload: buffered up to [`SINGLE_PUT_MAX`], else segments
+/// streamed one after another and a manifest at commit.
+pub struct SwiftWriter {
+    store: Arc<SwiftStore>,
+    name: String,
+    upload_dir: String,
+    buf: BytesMut,
+    segments: Vec<Segment>,
+    current: Option<SegmentPut>,
+    finished: bool,
+}
+
+impl Drop for SwiftWriter {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let names = self.written();
+        if let Some(put) = self.current.take() {
+            put.task.abort();
+        }
+        if !names.is_empty()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let store = Arc::clone(&self.store);
+            rt.spawn(async move { remove(&store, names).await });
+        }
+    }
+}
+
+/// Deletes the segments `names` of an upload that did not complete.
+async fn remove(store: &SwiftStore, names: Vec<String>) {
+    for name in names {
+        if let Err(e) = store.delete_one(&format!("/{name}")).await {
+            tracing::warn!(segment = name, error = %e, "cannot remove a segment of a failed upload");
+        }
+    }
+}
+
+impl SwiftWriter {
+    /// The names of the segments written or being written.
+    fn written(&self) -> Vec<String> {
+        let container = self.store.account.container();
+        let stored = self.segments.iter().map(|s| {
+            s.path
+                .strip_prefix(&format!("/{container}/"))
+                .unwrap_or(&s.path)
+                .to_owned()
+        });
+        stored
+            .chain(self.current.as_ref().map(|p| p.name.clone()))
+            .collect()
+    }
+
+    /// Appends `chunk`.
+    pub(super) async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        if self.current.is_none() && self.segments.is_empty() {
+            if self.buf.len() + chunk.len() <= SINGLE_PUT_MAX {
+                self.buf.extend_from_slice(&chunk);
+                return Ok(());
+            }
+            let first = std::mem::take(&mut self.buf).freeze();
+            self.feed(first).await?;
+        }
+        self.feed(chunk).await
+    }
+
+    /// Sends `data` into the segments, starting and finishing them as they fill.
+    async fn feed(&mut self, mut data: Bytes) -> Result<(), StoreError> {
+        while !data.is_empty() {
+            let put = match &mut self.current {
+                Some(put) => put,
+                None => {
+                    let put = self.start_segment().await?;
+                    self.current.insert(put)
+                }
+            };
+            let room = usize::try_from(put.limit - put.size).unwrap_or(usize::MAX);
+            let piece = data.split_to(room.min(data.len()));
+            put.size += piece.len() as u64;
+            let full = put.size == put.limit;
+            if put.tx.send(piece).await.is_err() {
+                // The PUT ended before its body: its answer says why.
+                self.finish_segment().await?;
+                return Err(StoreError("Swift ended a segment's upload early".into()));
+            }
+            if full {
+                self.finish_segment().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_segment(&mut self) -> Result<SegmentPut, StoreError> {
+        let index = self.segments.len();
+        if index >= MAX_SEGMENTS {
+            return Err(StoreError(format!(
+                "the image needs more than {MAX_SEGMENTS} segments"
+            )));
+        }
+        self.store.prepare().await?;
+        let name = format!("{}{:05}", self.upload_dir, index + 1);
+        let (tx, rx) = tokio::sync::mpsc::channel(SEGMENT_QUEUE);
+        let store = Arc::clone(&self.store);
+        let target = name.clone();
+        let task = tokio::spawn(async move { store.put_stream(&target, rx).await });
+        Ok(SegmentPut {
+            name,
+            tx,
+            task,
+            size: 0,
+            limit: segment_bytes(self.store.segment_bytes, index),
+        })
+    }
+
+    /// Ends the body of the segment in flight and keeps its ETag.
+    async fn finish_segment(&mut self) -> Result<(), StoreError> {
+        let Some(put) = self.current.take() else {
+            return Ok(());
+        };
+        drop(put.tx);
+        let stored = match put.task.await {
+            Ok(r) => r,
+            Err(e) => Err(StoreError(format!("segment upload task: {e}"))),
+        };
+        let container = self.store.account.container();
+        match stored {
+            Ok(etag) => {
+                self.segments.push(Segment {
+                    path: format!("/{container}/{}", put.name),
+                    etag,
+                    size_bytes: put.size,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                // It may have landed in part: remove it with the rest.
+                self.segments.push(Segment {
+                    path: format!("/{container}/{}", put.name),
+                    etag: String::new(),
+                    size_bytes: 0,
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// Stores the object: one PUT, or the last segment and the manifest.
+    /// On failure nothing of the upload is left.
+    pub(super) async fn commit(mut self) -> Result<(), StoreError> {
+        if self.segments.is_empty() && self.current.is_none() {
+            let body = std::mem::take(&mut self.buf).freeze();
+            let result = match self.store.prepare().await {
+                Ok(()) => self.store.put_whole(&self.name, body).await,
+                Err(e) => Err(e),
+            };
+            self.finished = true;
+            return result;
+        }
+        let result = async {
+            self.finish_segment().await?;
+            let manifest = serde_json::to_vec(&self.segments)
+                .map_err(|e| StoreError(format!("manifest: {e}")))?;
+            let resp = self
+                .store
+                .call(
+                    Method::PUT,
+                    &format!("/{}?multipart-manifest=put", self.name),
+                    &[("Content-Type", "application/octet-stream")],
+                    Some(Bytes::from(manifest)),
+                )
+                .await?;
+            if resp.status() != StatusCode::CREATED {
+                return Err(refusal(&format!("PUT the manifest of {}", self.name), resp).await);
+            }
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let names = self.written();
+            remove(&self.store, names).await;
+        }
+        self.finished = true;
+        result
+    }
+
+    /// Throws away what the upload wrote.
+    pub(super) async fn abort(mut self) {
+        self.finished = true;
+        let names = self.written();
+        if let Some(put) = self.current.take() {
+            put.task.abort();
+            let _ = put.task.await;
+        }
+        remove(&self.store, names).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_grow_so_a_thousand_hold_more_than_the_default_cap() {
+        let base = DEFAULT_SEGMENT_BYTES;
+        assert_eq!(segment_bytes(base, 0), 200 << 20);
+        assert_eq!(segment_bytes(base, 199), 200 << 20);
+        assert_eq!(segment_bytes(base, 200), 400 << 20);
+        assert_eq!(segment_bytes(base, 999), 3200 << 20);
+        assert_eq!(max_object(base), 200 * (200 << 20) * 31);
+        assert_eq!(segment_dir("p/abc"), "p/abc.segments/");
+    }
+}
