@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs a real OpenStack Swift (Debian's packages) as a one-replica,
-# S3-compatible object store on loopback, for the project's tests.
+# Runs a real OpenStack Swift (Debian's packages) as a one-replica object
+# store on loopback, for the project's tests: its own API (tempauth, with
+# TempURLs and Static Large Objects) and its S3 API.
 #
 # Usage:
 #   scripts/swift.sh install
@@ -15,7 +16,7 @@
 #       (90 s at most) until all of them answer, then prints exactly one line
 #       to stdout:
 #
-#         ready endpoint=http://127.0.0.1:PORT region=us-east-1 access_key_id=test:tester secret=testing
+#         ready endpoint=http://127.0.0.1:PORT region=us-east-1 access_key_id=test:tester secret=testing auth_url=http://127.0.0.1:PORT/auth/v1.0 user=test:tester key=testing memcached=127.0.0.1:PORT
 #
 #       and keeps serving until its standard input reaches end of file (the
 #       caller closed it or died) or it gets SIGTERM, SIGINT or SIGHUP. Then it
@@ -32,6 +33,12 @@
 # in an Authorization header or as a presigned URL (X-Amz-* query
 # parameters), for the region us-east-1. The access key id is test:tester
 # (tempauth's account "test", user "tester") and the secret is testing.
+#
+# The Swift API authenticates at auth_url (tempauth v1: X-Auth-User
+# test:tester, X-Auth-Key testing; the user is the account's admin, so it
+# may set Temp-URL-Key metadata). The tempurl middleware checks TempURLs
+# (HMAC-SHA1, SHA256 or SHA512). Tokens live in the memcached named, so
+# `flush_all` there revokes every token (tests of re-authentication use it).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -308,7 +315,7 @@ EOF
     cat <<EOF
 
 [pipeline:main]
-pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats s3api tempauth copy slo dlo versioned_writes proxy-logging proxy-server
+pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats tempurl s3api tempauth copy slo dlo versioned_writes proxy-logging proxy-server
 
 [app:proxy-server]
 use = egg:swift#proxy
@@ -318,6 +325,9 @@ account_autocreate = true
 [filter:s3api]
 use = egg:swift#s3api
 location = $REGION
+
+[filter:tempurl]
+use = egg:swift#tempurl
 
 [filter:tempauth]
 use = egg:swift#tempauth
@@ -407,8 +417,10 @@ for s in socks:
     wait_until answers "$port" /healthcheck 200
   done
 
-  printf 'ready endpoint=http://127.0.0.1:%s region=%s access_key_id=%s secret=%s\n' \
+  printf 'ready endpoint=http://127.0.0.1:%s region=%s access_key_id=%s secret=%s' \
     "$PROXY_PORT" "$REGION" "$ACCESS_KEY_ID" "$SECRET"
+  printf ' auth_url=http://127.0.0.1:%s/auth/v1.0 user=%s key=%s memcached=127.0.0.1:%s\n' \
+    "$PROXY_PORT" "$ACCESS_KEY_ID" "$SECRET" "$MEMCACHED_PORT"
 
   # Serve until stdin reaches end of file or a signal comes, checking on
   # memcached and the runner (which exits should a server exit) 4 times a

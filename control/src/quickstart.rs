@@ -66,6 +66,60 @@ pub struct Args {
         hide_env_values = true
     )]
     pub metadata_url: Option<String>,
+    /// Store images in OpenStack Swift, authenticating with tempauth (v1)
+    /// at this URL (e.g. http://swift:8080/auth/v1.0); images go to the
+    /// container `glance`, and direct links are Swift TempURLs.
+    #[arg(long, value_name = "URL", requires_all = ["swift_user", "swift_key"])]
+    pub swift_auth_url: Option<String>,
+    /// The Swift user, `account:user` (it must own the account, to set the
+    /// container's TempURL key).
+    #[arg(long, requires = "swift_auth_url")]
+    pub swift_user: Option<String>,
+    /// Its key (stored in DIR/swift-key, mode 0600). Also read from
+    /// GLANCE_SWIFT_KEY.
+    #[arg(
+        long,
+        requires = "swift_auth_url",
+        env = "GLANCE_SWIFT_KEY",
+        hide_env_values = true
+    )]
+    pub swift_key: Option<String>,
+}
+
+/// The store id of the quickstart's directory of images.
+const FILE_STORE: &str = "local";
+
+/// The store id of the quickstart's Swift store.
+const SWIFT_STORE: &str = "swift";
+
+/// The store uploads go to: Swift when the command line names one (its key
+/// and a TempURL key written to private files), else the directory.
+fn quick_store(args: &Args) -> Result<RawStore, String> {
+    let (Some(url), Some(user), Some(key)) =
+        (&args.swift_auth_url, &args.swift_user, &args.swift_key)
+    else {
+        return Ok(RawStore {
+            id: FILE_STORE.into(),
+            kind: "file".into(),
+            path: Some("images".into()),
+            ..RawStore::default()
+        });
+    };
+    write_private(&args.dir.join("swift-key"), key)?;
+    let temp_url_key = args.dir.join("swift-temp-url-key");
+    if !temp_url_key.exists() {
+        write_private(&temp_url_key, &random_token(32)?)?;
+    }
+    Ok(RawStore {
+        id: SWIFT_STORE.into(),
+        kind: "swift".into(),
+        auth_url: Some(url.clone()),
+        user: Some(user.clone()),
+        key_file: Some("swift-key".into()),
+        container: Some(glance_link::swift::DEFAULT_CONTAINER.into()),
+        temp_url_key_file: Some("swift-temp-url-key".into()),
+        ..RawStore::default()
+    })
 }
 
 /// The URL scheme the command line asks for.
@@ -172,12 +226,7 @@ fn prepare(args: &Args, nodes: &[QuickNode]) -> Result<RawConfig, String> {
             stream_nodes: Vec::new(),
             image_size_cap: 1 << 40,
             metadata: "glance.redb".into(),
-            store: RawStore {
-                id: "local".into(),
-                kind: "file".into(),
-                path: Some("images".into()),
-                ..RawStore::default()
-            },
+            store: quick_store(args)?,
             auth: RawAuth {
                 mode: "static".into(),
                 tokens: vec![
@@ -200,7 +249,9 @@ fn prepare(args: &Args, nodes: &[QuickNode]) -> Result<RawConfig, String> {
             tls: None,
         }
     };
-    // Ports, host, nodes and Keystone follow the command line on every run.
+    // Ports, host, nodes, the store and Keystone follow the command line on
+    // every run.
+    raw.store = quick_store(args)?;
     if let Some(auth) = keystone_auth(args)? {
         raw.auth = auth;
     }
@@ -232,7 +283,7 @@ fn prepare(args: &Args, nodes: &[QuickNode]) -> Result<RawConfig, String> {
     let text = toml::to_string(&raw).map_err(|e| e.to_string())?;
     write_private(&api_path, &text)?;
     for node in nodes {
-        prepare_node(args, node, &raw.store.id)?;
+        prepare_node(args, node, &raw.store)?;
     }
     Ok(raw)
 }
@@ -240,8 +291,9 @@ fn prepare(args: &Args, nodes: &[QuickNode]) -> Result<RawConfig, String> {
 /// A stream node's directory: its config, its copy of the keyring (kept
 /// current by glance-api's pushes) and its cache. The file store is served
 /// through the cache, as a shared directory would be, so the cache API and
-/// pre-warming work on the quickstart too.
-fn prepare_node(args: &Args, node: &QuickNode, store: &str) -> Result<(), String> {
+/// pre-warming work on the quickstart too; a Swift store is served too when
+/// uploads go there (images of earlier runs stay in the directory).
+fn prepare_node(args: &Args, node: &QuickNode, store: &RawStore) -> Result<(), String> {
     let err = |e: std::io::Error| format!("cannot create {}: {e}", node.dir.display());
     std::fs::create_dir_all(node.dir.join("cache")).map_err(err)?;
     let keyring = node.dir.join("keyring.toml");
@@ -258,11 +310,23 @@ fn prepare_node(args: &Args, node: &QuickNode, store: &str) -> Result<(), String
         true => "[tls]\ncert = \"tls.pem\"\nkey = \"tls-key.pem\"\n",
         false => "",
     };
+    // The TOML strings of the Swift settings: quoted by toml.
+    let quote = |v: &Option<String>| toml::Value::String(v.clone().unwrap_or_default()).to_string();
+    let swift = match store.kind.as_str() {
+        "swift" => format!(
+            "[stores.{SWIFT_STORE}]\nkind = \"swift\"\nauth_url = {}\nuser = {}\n\
+             key_file = \"../swift-key\"\ncontainer = {}\n",
+            quote(&store.auth_url),
+            quote(&store.user),
+            quote(&store.container),
+        ),
+        _ => String::new(),
+    };
     let config = format!(
         "listen = \"{listen}\"\npublic_url = \"{}\"\nkeyring = \"keyring.toml\"\nthreads = 0\n\
          [admin]\ntoken_file = \"../stream-admin-token\"\n\
          [cache]\ndir = \"cache\"\nmax_bytes = 21474836480\n\
-         [stores.{store}]\nkind = \"file\"\npath = \"../images\"\ncache = true\n{tls}",
+         [stores.{FILE_STORE}]\nkind = \"file\"\npath = \"../images\"\ncache = true\n{swift}{tls}",
         node.url
     );
     std::fs::write(node.dir.join("glance-stream.toml"), config).map_err(err)
@@ -429,6 +493,12 @@ pub async fn run(args: Args) -> Result<(), String> {
             let shown = crate::metadata::redact(url);
             println!("created the metadata tables in {shown}");
         }
+    }
+    if let crate::store::Store::Swift(swift) = &config.store {
+        swift
+            .prepare()
+            .await
+            .map_err(|e| format!("the Swift store is not usable: {e}"))?;
     }
     let listener = server::bind(&config).await.map_err(|e| e.to_string())?;
     let state = server::state(config.clone()).map_err(|e| e.to_string())?;

@@ -1,7 +1,7 @@
-//! OpenStack Swift (Debian's packages) as a real S3 server on loopback, run
-//! by `scripts/swift.sh serve` once per test binary: its s3api middleware
-//! checks every SigV4 signature. The script stops Swift when this process
-//! exits (its stdin, held here, closes).
+//! OpenStack Swift (Debian's packages) on loopback, run by `scripts/swift.sh
+//! serve` once per test binary: its S3 API (s3api checks every SigV4
+//! signature) and its own API (tempauth, tempurl, SLO). The script stops
+//! Swift when this process exits (its stdin, held here, closes).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -12,12 +12,18 @@ use std::time::Duration;
 
 use rusty_s3::{Bucket, Credentials, S3Action as _, UrlStyle};
 
-/// A running Swift and how to reach its S3 API.
+/// A running Swift and how to reach its S3 API and its own.
 pub struct Swift {
     pub endpoint: String,
     pub region: String,
     pub access_key_id: String,
     pub secret: String,
+    /// tempauth's URL, user (`account:user`) and key.
+    pub auth_url: String,
+    pub user: String,
+    pub key: String,
+    /// `host:port` of the memcached holding the tokens.
+    pub memcached: String,
     _child: Mutex<Child>,
     _dir: tempfile::TempDir,
 }
@@ -59,6 +65,10 @@ impl Swift {
             region: field("region"),
             access_key_id: field("access_key_id"),
             secret: field("secret"),
+            auth_url: field("auth_url"),
+            user: field("user"),
+            key: field("key"),
+            memcached: field("memcached"),
             _child: Mutex::new(child),
             _dir: dir,
         }
@@ -97,6 +107,81 @@ impl Swift {
         let status = send("PUT", &url, bytes);
         assert_eq!(status, 200, "put {key}");
     }
+}
+
+impl Swift {
+    /// A token and the storage URL, from tempauth.
+    pub fn login(&self) -> (String, String) {
+        let resp = agent()
+            .get(&self.auth_url)
+            .header("X-Auth-User", &self.user)
+            .header("X-Auth-Key", &self.key)
+            .call()
+            .unwrap();
+        assert_eq!(resp.status(), 200, "tempauth login");
+        let h = |n: &str| resp.headers()[n].to_str().unwrap().to_owned();
+        (h("x-auth-token"), h("x-storage-url"))
+    }
+
+    /// Sends `method` to `path` under the storage URL (`/container/...`)
+    /// with a fresh token; returns the status, headers and body.
+    pub fn call(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> SwiftAnswer {
+        let (token, storage) = self.login();
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{storage}{path}"))
+            .header("X-Auth-Token", token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        answer(agent().run(req.body(()).unwrap()).unwrap())
+    }
+
+    /// Revokes every token: tempauth keeps them in memcached only.
+    pub fn revoke_tokens(&self) {
+        let mut s = TcpStream::connect(&self.memcached).unwrap();
+        s.write_all(b"flush_all\r\n").unwrap();
+        let mut ok = [0u8; 4];
+        s.read_exact(&mut ok).unwrap();
+        assert_eq!(&ok, b"OK\r\n");
+    }
+}
+
+/// What Swift answered.
+pub struct SwiftAnswer {
+    pub status: u16,
+    pub headers: ureq::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// A client that reports every status rather than failing on errors.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into()
+}
+
+fn answer(mut resp: ureq::http::Response<ureq::Body>) -> SwiftAnswer {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .unwrap();
+    SwiftAnswer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// GETs `url` (a TempURL) with no credentials.
+pub fn get_url(url: &str) -> SwiftAnswer {
+    answer(agent().get(url).call().unwrap())
 }
 
 /// Sends one request to a presigned URL; returns the status.
