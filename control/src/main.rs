@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create a working directory and run glance-api with one glance-stream node.
-    Quickstart(quickstart::Args),
+    Quickstart(Box<quickstart::Args>),
     /// Manage the SQL metadata database.
     #[command(subcommand)]
     Db(DbCommand),
@@ -75,7 +75,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match (cli.command, cli.config) {
-            (Some(Command::Quickstart(args)), _) => quickstart::run(args).await,
+            (Some(Command::Quickstart(args)), _) => quickstart::run(*args).await,
             (Some(Command::Db(command)), _) => db(command).await,
             (None, Some(path)) => run(path).await,
             (None, None) => {

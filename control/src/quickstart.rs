@@ -543,6 +543,13 @@ pub async fn run(args: Args) -> Result<(), String> {
         true => "curl --cacert $OS_CACERT",
         false => "curl",
     };
+    let direct = match &config.store {
+        crate::store::Store::Swift(_) => format!(
+            "\x20 {curl} -s -X POST -H \"X-Auth-Token: $OS_TOKEN\" -H 'Content-Type: application/json' \
+             -d '{{\"kind\": \"direct\"}}' $OS_IMAGE_URL/v2/images/IMAGE_ID/links   # a Swift TempURL\n"
+        ),
+        _ => String::new(),
+    };
     println!("glance-api listening on {}", config.listen);
     println!(
         "\nQuickstart is running: Image API {endpoint}, stream node{} {}.\n\
@@ -555,6 +562,7 @@ pub async fn run(args: Args) -> Result<(), String> {
          \x20 openstack image list\n\
          \x20 openstack image save --file out.img demo\n\
          \x20 {curl} -L -H \"X-Auth-Token: $OS_TOKEN\" -o out.img $OS_IMAGE_URL/v2/images/IMAGE_ID/file\n\
+         {direct}\
          \x20 {curl} -s -H \"X-Auth-Token: $OS_TOKEN\" $OS_IMAGE_URL/admin/nodes\n\n\
          Press Ctrl-C to stop them all.",
         if urls.len() > 1 { "s" } else { "" },

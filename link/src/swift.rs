@@ -352,6 +352,35 @@ impl SwiftAccount {
         })
     }
 
+    /// An account for the fuzz targets: tempauth, or Keystone when `v3`,
+    /// with fixed credentials and no file read.
+    pub(crate) fn for_fuzzing(v3: bool) -> SwiftAccount {
+        let auth = if v3 {
+            Auth::V3 {
+                url: "http://keystone/v3".into(),
+                user: "glance".into(),
+                password: "secret".into(),
+                user_domain: "Default".into(),
+                project: "service".into(),
+                project_domain: "Default".into(),
+                region: None,
+                interface: "public".into(),
+            }
+        } else {
+            Auth::V1 {
+                url: "http://swift/auth/v1.0".into(),
+                user: "test:tester".into(),
+                key: "secret".into(),
+            }
+        };
+        SwiftAccount {
+            auth,
+            storage_url: None,
+            container: DEFAULT_CONTAINER.into(),
+            prefix: String::new(),
+        }
+    }
+
     /// The container.
     pub fn container(&self) -> &str {
         &self.container

@@ -209,21 +209,8 @@ fn s3_over_https_is_verified_against_the_stores_ca_file() {
     let b = bucket(swift);
     // Swift's S3 API behind a real TLS front (nginx), as a cloud's S3
     // endpoint is: the Host header (which SigV4 signs) passes through.
-    let pki = common::pki::Pki::new();
-    pki.issue(glance_api::tls::Validity::Days(30));
-    let (cert, key) = pki.files();
-    let upstream = swift.endpoint.trim_start_matches("http://");
-    let front_dir = tempfile::tempdir().unwrap();
-    let front = common::nginx::Nginx::start_tls(
-        front_dir.path(),
-        &cert,
-        &key,
-        &format!(
-            "location / {{ proxy_pass http://{upstream}; proxy_set_header Host $http_host; \
-             proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; \
-             client_max_body_size 0; proxy_request_buffering off; }}"
-        ),
-    );
+    let tls_front = common::nginx::Nginx::tls_front(swift.endpoint.trim_start_matches("http://"));
+    let (front, pki) = (&tls_front.nginx, &tls_front.pki);
     let endpoint = format!("https://127.0.0.1:{}", front.port);
     let ca = format!("ca_file = \"{}\"\n", pki.ca_file.display());
     let (node, _dir) = node_at(&endpoint, &ca, swift, &b, &swift.secret, "");

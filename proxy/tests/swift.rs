@@ -20,6 +20,17 @@ const MIB: usize = 1 << 20;
 const BACKEND: &str = "glance_stream_backend_bytes_total{store=\"swift\"}";
 const TEMP_URL_KEY: &str = "temp-url-key-0123456789abcdef";
 
+/// Held for reading by every test, and for writing by the one that revokes
+/// every token: Swift refuses a token revoked in the middle of a streamed
+/// segment, which would fail another test's upload.
+static TOKENS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn tokens_kept() -> std::sync::RwLockReadGuard<'static, ()> {
+    TOKENS
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A new container name for each test.
 fn container() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -50,15 +61,31 @@ fn store_with(
     segment_bytes: u64,
     temp_url_key: Option<&str>,
 ) -> Store {
+    let settings = glance_link::swift::SwiftSettings {
+        auth_url: Some(&swift.auth_url),
+        container: Some(container),
+        ..Default::default()
+    };
+    let roots = glance_api::tls::Roots::default();
+    store_at(swift, settings, key, segment_bytes, temp_url_key, &roots)
+}
+
+/// glance-api's Swift store with `settings` (user and key filled in).
+fn store_at(
+    swift: &Swift,
+    settings: glance_link::swift::SwiftSettings<'_>,
+    key: &str,
+    segment_bytes: u64,
+    temp_url_key: Option<&str>,
+    roots: &glance_api::tls::Roots,
+) -> Store {
     let dir = tempfile::tempdir().unwrap();
     private(dir.path(), "key", key);
     let account = glance_link::swift::SwiftAccount::from_settings(
         &glance_link::swift::SwiftSettings {
-            auth_url: Some(&swift.auth_url),
             user: Some(&swift.user),
             key_file: Some(std::path::Path::new("key")),
-            container: Some(container),
-            ..Default::default()
+            ..settings
         },
         dir.path(),
     )
@@ -68,7 +95,7 @@ fn store_with(
             account,
             temp_url_key.map(str::to_owned),
             segment_bytes,
-            &glance_api::tls::Roots::default(),
+            roots,
         )
         .unwrap(),
     ))
@@ -92,15 +119,19 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A node with a `swift` store on `container`, authenticating with `key`.
 fn node(swift: &Swift, container: &str, key: &str) -> Node {
+    node_with(swift, &swift.auth_url, container, key, "")
+}
+
+/// Like [`node`], authenticating at `auth_url`, with more store keys.
+fn node_with(swift: &Swift, auth_url: &str, container: &str, key: &str, extra: &str) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let key_file = private(dir.path(), "swift-key", key);
     let node = Node::start(
         "io_uring",
         "threads = 2",
         &format!(
-            "[stores.swift]\nkind = \"swift\"\nauth_url = \"{}\"\nuser = \"{}\"\n\
-             key_file = \"{}\"\ncontainer = \"{container}\"\n",
-            swift.auth_url,
+            "[stores.swift]\nkind = \"swift\"\nauth_url = \"{auth_url}\"\nuser = \"{}\"\n\
+             key_file = \"{}\"\ncontainer = \"{container}\"\n{extra}",
             swift.user,
             key_file.display()
         ),
@@ -134,6 +165,7 @@ fn names(swift: &Swift, container: &str, prefix: &str) -> Vec<String> {
 
 #[test]
 fn a_300_mib_image_is_a_large_object_streamed_by_glance_stream_and_opened_by_a_temp_url() {
+    let _tokens = tokens_kept();
     let swift = Swift::shared();
     let c = container();
     let store = store(
@@ -205,6 +237,9 @@ fn a_300_mib_image_is_a_large_object_streamed_by_glance_stream_and_opened_by_a_t
 
 #[test]
 fn both_planes_authenticate_again_when_swift_revokes_their_tokens() {
+    let _tokens = TOKENS
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let swift = Swift::shared();
     let c = container();
     let store = store(
@@ -244,10 +279,18 @@ fn both_planes_authenticate_again_when_swift_revokes_their_tokens() {
         "{}",
         node.logs()
     );
+    // An image stored in one PUT is deleted as such.
+    for img in [&first, &second] {
+        let id = img.params.image_id.to_string();
+        assert_eq!(swift.call("HEAD", &format!("/{c}/{id}"), &[]).status, 200);
+        rt.block_on(store.delete(&id)).unwrap();
+        assert_eq!(swift.call("HEAD", &format!("/{c}/{id}"), &[]).status, 404);
+    }
 }
 
 #[test]
 fn wrong_credentials_are_named_and_nothing_is_served() {
+    let _tokens = tokens_kept();
     let swift = Swift::shared();
     let c = container();
     let rt = runtime();
@@ -274,6 +317,7 @@ fn wrong_credentials_are_named_and_nothing_is_served() {
 
 #[test]
 fn a_failed_or_abandoned_upload_leaves_no_segment_behind() {
+    let _tokens = tokens_kept();
     let swift = Swift::shared();
     let c = container();
     let store = store(swift, &c, &swift.key, 1 << 20);
@@ -318,6 +362,7 @@ fn a_failed_or_abandoned_upload_leaves_no_segment_behind() {
 
 #[test]
 fn the_container_takes_the_temp_url_key_and_keeps_the_one_it_replaces() {
+    let _tokens = tokens_kept();
     let swift = Swift::shared();
     let c = container();
     let rt = runtime();
@@ -362,4 +407,78 @@ fn the_container_takes_the_temp_url_key_and_keeps_the_one_it_replaces() {
         unreachable!()
     };
     assert_eq!(rt.block_on(none.temp_url("a", expires)).unwrap(), None);
+}
+
+#[test]
+fn swift_over_https_is_verified_against_the_ca_file_on_both_planes() {
+    let _tokens = tokens_kept();
+    let swift = Swift::shared();
+    let c = container();
+    // Swift behind a real TLS front (nginx), as a cloud's Swift is.
+    let tls_front = common::nginx::Nginx::tls_front(swift.endpoint.trim_start_matches("http://"));
+    let (front, pki) = (&tls_front.nginx, &tls_front.pki);
+    let base = format!("https://127.0.0.1:{}", front.port);
+    let auth_url = format!("{base}/auth/v1.0");
+    // tempauth names an http:// storage URL (it sees plain HTTP behind the
+    // front): `storage_url` gives the https one.
+    let storage_url = format!("{base}/v1/AUTH_test");
+    let settings = glance_link::swift::SwiftSettings {
+        auth_url: Some(&auth_url),
+        storage_url: Some(&storage_url),
+        container: Some(&c),
+        ..Default::default()
+    };
+    let rt = runtime();
+    let img = image(pseudo_random(20 * MIB + 5, 806), 806);
+    let id = img.params.image_id.to_string();
+    let mib = glance_api::store::DEFAULT_SEGMENT_BYTES;
+    let untrusted = store_at(swift, settings, &swift.key, mib, None, &Default::default());
+    let err = rt
+        .block_on(upload(&untrusted, &id, &img.bytes))
+        .unwrap_err();
+    assert!(err.contains("Swift authentication"), "{err}");
+    assert_eq!(
+        front.requests(),
+        0,
+        "a request went to an untrusted endpoint"
+    );
+    let roots = glance_api::tls::Roots::load(&pki.ca_file).unwrap();
+    let trusted = store_at(swift, settings, &swift.key, mib, None, &roots);
+    rt.block_on(upload(&trusted, &id, &img.bytes)).unwrap();
+
+    let extra = format!(
+        "storage_url = \"{storage_url}\"\nca_file = \"{}\"\n",
+        pki.ca_file.display()
+    );
+    let node = node_with(swift, &auth_url, &c, &swift.key, &extra);
+    let before = front.requests();
+    let (status, len, digest) = common::download_sha512(node.addr, &node.link(&img.params));
+    assert_eq!((status, len), (200, img.bytes.len() as u64));
+    assert!(digest == img.params.sha512);
+    assert!(
+        front.requests() >= before + 3,
+        "auth and the chunks came through the front"
+    );
+
+    // Without the CA: the node refuses the front's certificate, sends nothing.
+    let strict = node_with(
+        swift,
+        &auth_url,
+        &c,
+        &swift.key,
+        &format!("storage_url = \"{storage_url}\"\n"),
+    );
+    let before = front.requests();
+    let r = strict.get(&strict.link(&img.params), &[]);
+    assert_eq!(r.status, 502);
+    assert_eq!(
+        front.requests(),
+        before,
+        "a request went to an untrusted endpoint"
+    );
+    assert!(
+        strict.logs().contains("Swift authentication failed"),
+        "{}",
+        strict.logs()
+    );
 }

@@ -381,21 +381,27 @@ impl SwiftStore {
                 None,
             )
             .await?;
-        if !(resp.status().is_success() || resp.status() == StatusCode::NOT_FOUND) {
-            return Err(refusal(&format!("DELETE {name}"), resp).await);
-        }
-        // A manifest's delete answers 200 and puts each deletion's outcome
-        // in the body.
-        if resp.status() == StatusCode::OK {
-            let text = resp.text().await.unwrap_or_default();
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-                && let Some(status) = v.get("Response Status").and_then(|s| s.as_str())
-                && !(status.starts_with('2') || status.starts_with("404"))
-            {
-                return Err(StoreError(format!(
-                    "DELETE {name}: Swift answered {status}"
-                )));
+        // A manifest's delete answers 200 and puts the outcome in the body;
+        // Swift refuses it (400) for an object that is not a manifest,
+        // which is then deleted as it is.
+        let outcome = match resp.status() {
+            StatusCode::OK => {
+                let text = resp.text().await.unwrap_or_default();
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("Response Status")?.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "200 OK".into())
             }
+            s if s.is_success() || s == StatusCode::NOT_FOUND => "200 OK".into(),
+            StatusCode::BAD_REQUEST => "400 Bad Request".into(),
+            _ => return Err(refusal(&format!("DELETE {name}"), resp).await),
+        };
+        if outcome.starts_with("400") {
+            self.delete_one(&format!("/{name}")).await?;
+        } else if !(outcome.starts_with('2') || outcome.starts_with("404")) {
+            return Err(StoreError(format!(
+                "DELETE {name}: Swift answered {outcome}"
+            )));
         }
         for leftover in self.list(&segment_dir(&name)).await? {
             self.delete_one(&format!("/{leftover}")).await?;
@@ -486,7 +492,7 @@ struct SegmentPut {
     limit: u64,
 }
 
-/// A Swift upload: buffered up to [`SINGLE_PUT_MAX`], else segments
+/// A Swift upload: buffered up to 16 MiB, else segments
 /// streamed one after another and a manifest at commit.
 pub struct SwiftWriter {
     store: Arc<SwiftStore>,

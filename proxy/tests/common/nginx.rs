@@ -13,6 +13,13 @@ pub struct Nginx {
     child: Child,
 }
 
+/// An nginx TLS front, its CA and its directory.
+pub struct TlsFront {
+    pub nginx: Nginx,
+    pub pki: super::pki::Pki,
+    _dir: tempfile::TempDir,
+}
+
 impl Nginx {
     /// Serves `dir/root` on a free loopback port.
     pub fn start(dir: &Path) -> Nginx {
@@ -34,6 +41,32 @@ impl Nginx {
             key.display()
         );
         Nginx::start_server(dir, super::free_port(), "", &server)
+    }
+
+    /// A TLS front for `upstream` (`host:port`, plain HTTP) with a
+    /// certificate from a CA of its own, as a cloud's endpoint is: requests
+    /// and bodies pass through unbuffered, the Host header unchanged (SigV4
+    /// signs it). The CA's file is `front.pki.ca_file`.
+    pub fn tls_front(upstream: &str) -> TlsFront {
+        let pki = super::pki::Pki::new();
+        pki.issue(glance_api::tls::Validity::Days(30));
+        let (cert, key) = pki.files();
+        let dir = tempfile::tempdir().unwrap();
+        let nginx = Nginx::start_tls(
+            dir.path(),
+            &cert,
+            &key,
+            &format!(
+                "location / {{ proxy_pass http://{upstream}; proxy_set_header Host $http_host; \
+                 proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; \
+                 client_max_body_size 0; proxy_request_buffering off; }}"
+            ),
+        );
+        TlsFront {
+            nginx,
+            pki,
+            _dir: dir,
+        }
     }
 
     /// Serves on `port` with extra `http` directives; a non-empty `server`
