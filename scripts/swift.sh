@@ -7,7 +7,7 @@
 #   scripts/swift.sh install
 #       Installs Debian's Swift and memcached packages unless their programs
 #       are already there. Idempotent; needs root (apt-get).
-#   scripts/swift.sh serve DIR
+#   scripts/swift.sh serve DIR [--keystone AUTH_URL USER PASSWORD PROJECT]
 #       DIR is an empty directory owned by the caller (a temp dir). Everything
 #       Swift needs is written under it: swift.conf, server configs, rings,
 #       the one storage device (DIR/srv/node/d1) and the logs (DIR/logs/*.log);
@@ -39,6 +39,15 @@
 # may set Temp-URL-Key metadata). The tempurl middleware checks TempURLs
 # (HMAC-SHA1, SHA256 or SHA512). Tokens live in the memcached named, so
 # `flush_all` there revokes every token (tests of re-authentication use it).
+#
+# With --keystone, Keystone (AUTH_URL, its v3 URL) replaces tempauth and the
+# S3 API: keystonemiddleware's auth_token validates tokens as USER of
+# PROJECT (domain Default; the user needs the service or admin role to
+# validate tokens) and keystoneauth authorizes them, with accounts
+# AUTH_<project id>; the roles admin and member own their project's
+# account. The ready line is then just "ready endpoint=...": the caller
+# registers http://127.0.0.1:PORT/v1/AUTH_$(project_id)s as Keystone's
+# object-store endpoint.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -69,11 +78,13 @@ installed() {
     swift-object-server memcached; do
     [ -x "/usr/bin/$bin" ] || return 1
   done
+  "$PY" -c 'import keystonemiddleware.auth_token' 2>/dev/null
 }
 
 install() {
   installed && return 0
-  local pkgs=(swift swift-proxy swift-account swift-container swift-object memcached)
+  local pkgs=(swift swift-proxy swift-account swift-container swift-object memcached
+    python3-keystonemiddleware)
   export DEBIAN_FRONTEND=noninteractive
   # The package lists may be missing or stale on a fresh machine: update them
   # only if installing without doing so fails.
@@ -315,7 +326,7 @@ EOF
     cat <<EOF
 
 [pipeline:main]
-pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats tempurl s3api tempauth copy slo dlo versioned_writes proxy-logging proxy-server
+pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats tempurl $AUTH_FILTERS copy slo dlo versioned_writes proxy-logging proxy-server
 
 [app:proxy-server]
 use = egg:swift#proxy
@@ -332,6 +343,22 @@ use = egg:swift#tempurl
 [filter:tempauth]
 use = egg:swift#tempauth
 user_test_tester = $SECRET .admin
+
+[filter:authtoken]
+paste.filter_factory = keystonemiddleware.auth_token:filter_factory
+www_authenticate_uri = ${KS_AUTH_URL:-}
+auth_url = ${KS_AUTH_URL:-}
+auth_type = password
+username = ${KS_USER:-}
+password = ${KS_PASSWORD:-}
+project_name = ${KS_PROJECT:-}
+user_domain_name = Default
+project_domain_name = Default
+delay_auth_decision = true
+
+[filter:keystoneauth]
+use = egg:swift#keystoneauth
+operator_roles = admin, member
 
 [filter:cache]
 use = egg:swift#memcache
@@ -417,10 +444,14 @@ for s in socks:
     wait_until answers "$port" /healthcheck 200
   done
 
-  printf 'ready endpoint=http://127.0.0.1:%s region=%s access_key_id=%s secret=%s' \
-    "$PROXY_PORT" "$REGION" "$ACCESS_KEY_ID" "$SECRET"
-  printf ' auth_url=http://127.0.0.1:%s/auth/v1.0 user=%s key=%s memcached=127.0.0.1:%s\n' \
-    "$PROXY_PORT" "$ACCESS_KEY_ID" "$SECRET" "$MEMCACHED_PORT"
+  if [ -n "${KS_AUTH_URL:-}" ]; then
+    printf 'ready endpoint=http://127.0.0.1:%s\n' "$PROXY_PORT"
+  else
+    printf 'ready endpoint=http://127.0.0.1:%s region=%s access_key_id=%s secret=%s' \
+      "$PROXY_PORT" "$REGION" "$ACCESS_KEY_ID" "$SECRET"
+    printf ' auth_url=http://127.0.0.1:%s/auth/v1.0 user=%s key=%s memcached=127.0.0.1:%s\n' \
+      "$PROXY_PORT" "$ACCESS_KEY_ID" "$SECRET" "$MEMCACHED_PORT"
+  fi
 
   # Serve until stdin reaches end of file or a signal comes, checking on
   # memcached and the runner (which exits should a server exit) 4 times a
@@ -434,7 +465,13 @@ case ${1:-} in
     install
     ;;
   serve)
-    [ $# = 2 ] || usage
+    if [ $# = 7 ] && [ "$3" = --keystone ]; then
+      KS_AUTH_URL=$4 KS_USER=$5 KS_PASSWORD=$6 KS_PROJECT=$7
+      AUTH_FILTERS="authtoken keystoneauth"
+    else
+      [ $# = 2 ] || usage
+      AUTH_FILTERS="s3api tempauth"
+    fi
     serve "$2"
     ;;
   *) usage ;;

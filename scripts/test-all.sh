@@ -26,8 +26,9 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
 fi
-# OpenStack Swift with memcached: the S3 server of proxy/tests/s3.rs, which
-# starts it through `scripts/swift.sh serve`.
+# OpenStack Swift with memcached and keystonemiddleware: the Swift store of
+# proxy/tests/swift.rs and tests/*/test_swift_*.py, and the S3 server of
+# proxy/tests/s3.rs, all started through `scripts/swift.sh serve`.
 scripts/swift.sh install
 # PostgreSQL and MariaDB: the SQL metadata databases of control/tests/sql.rs
 # and of the API tests run on each (started below, on loopback).

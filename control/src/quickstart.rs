@@ -67,14 +67,20 @@ pub struct Args {
     )]
     pub metadata_url: Option<String>,
     /// Store images in OpenStack Swift, authenticating with tempauth (v1)
-    /// at this URL (e.g. http://swift:8080/auth/v1.0); images go to the
-    /// container `glance`, and direct links are Swift TempURLs.
+    /// at this URL (e.g. http://swift:8080/auth/v1.0), or with Keystone at
+    /// its v3 URL (with --swift-project); images go to the container
+    /// `glance`, and direct links are Swift TempURLs.
     #[arg(long, value_name = "URL", requires_all = ["swift_user", "swift_key"])]
     pub swift_auth_url: Option<String>,
-    /// The Swift user, `account:user` (it must own the account, to set the
-    /// container's TempURL key).
+    /// The Swift user: `account:user` for tempauth, a Keystone user's name
+    /// otherwise (it must own the account, to set the container's TempURL
+    /// key).
     #[arg(long, requires = "swift_auth_url")]
     pub swift_user: Option<String>,
+    /// With a Keystone URL: the project (domain Default) whose account
+    /// holds the images.
+    #[arg(long, requires = "swift_auth_url")]
+    pub swift_project: Option<String>,
     /// Its key (stored in DIR/swift-key, mode 0600). Also read from
     /// GLANCE_SWIFT_KEY.
     #[arg(
@@ -116,6 +122,7 @@ fn quick_store(args: &Args) -> Result<RawStore, String> {
         auth_url: Some(url.clone()),
         user: Some(user.clone()),
         key_file: Some("swift-key".into()),
+        project: args.swift_project.clone(),
         container: Some(glance_link::swift::DEFAULT_CONTAINER.into()),
         temp_url_key_file: Some("swift-temp-url-key".into()),
         ..RawStore::default()
@@ -315,10 +322,14 @@ fn prepare_node(args: &Args, node: &QuickNode, store: &RawStore) -> Result<(), S
     let swift = match store.kind.as_str() {
         "swift" => format!(
             "[stores.{SWIFT_STORE}]\nkind = \"swift\"\nauth_url = {}\nuser = {}\n\
-             key_file = \"../swift-key\"\ncontainer = {}\n",
+             key_file = \"../swift-key\"\ncontainer = {}\n{}",
             quote(&store.auth_url),
             quote(&store.user),
             quote(&store.container),
+            match &store.project {
+                Some(_) => format!("project = {}\n", quote(&store.project)),
+                None => String::new(),
+            },
         ),
         _ => String::new(),
     };
