@@ -105,6 +105,18 @@ def quickstart_tls(tmp_path_factory):
     yield from run_quickstart(tmp_path_factory.mktemp("qs-tls"), 1, "--tls")
 
 
+def check_temp_url(url, sha512_hex):
+    """A Swift TempURL opens the object (its sha512 checked) with no token,
+    and with one hex digit of its signature changed, Swift refuses it (401)."""
+    import requests
+    opened = requests.get(url, timeout=300)
+    assert opened.status_code == 200, opened.text[:200]
+    assert hashlib.sha512(opened.content).hexdigest() == sha512_hex
+    at = url.index("temp_url_sig=") + len("temp_url_sig=")
+    tampered = url[:at] + ("1" if url[at] == "0" else "0") + url[at + 1:]
+    assert requests.get(tampered, timeout=30).status_code == 401
+
+
 def image_bytes(size, seed):
     out = bytearray()
     block = hashlib.sha512(seed.encode()).digest()
