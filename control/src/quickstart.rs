@@ -510,6 +510,13 @@ pub async fn run(args: Args) -> Result<(), String> {
             .prepare()
             .await
             .map_err(|e| format!("the Swift store is not usable: {e}"))?;
+        if !swift.temp_url_key_in_place() {
+            return Err(
+                "the Swift store is not usable: cannot set the container's TempURL \
+                 key (direct links), since the Swift user does not own the account"
+                    .into(),
+            );
+        }
     }
     let listener = server::bind(&config).await.map_err(|e| e.to_string())?;
     let state = server::state(config.clone()).map_err(|e| e.to_string())?;

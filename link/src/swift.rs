@@ -7,7 +7,8 @@
 //! its own HTTP client and passes the time in.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use serde::Deserialize;
@@ -199,24 +200,130 @@ impl std::fmt::Debug for Session {
     }
 }
 
-impl Session {
-    /// Whether a session obtained `age` ago should be renewed before use:
-    /// when less than half its lifetime or 10 minutes remain, whichever is
-    /// shorter, so a long upload does not run into the expiry. A session
-    /// whose lifetime is unknown is renewed only on a `401`.
-    pub fn stale(&self, age: Duration) -> bool {
-        match self.lifetime {
-            None => false,
-            Some(life) => {
-                let margin = (life / 2).min(Duration::from_secs(600));
-                age.saturating_add(margin) >= life
+/// How long a failed authentication is remembered: callers in that time get
+/// its error (or the session still valid) without asking again.
+pub const FAILURE_HOLD: Duration = Duration::from_secs(5);
+
+/// A session as a plane holds it, with when to renew it and when it expires.
+#[derive(Debug)]
+pub struct Held {
+    /// The session.
+    pub session: Session,
+    renew_at: Option<Instant>,
+    expires_at: Option<Instant>,
+}
+
+/// What [`SessionCache::begin`] says to do.
+#[derive(Debug)]
+pub enum Step {
+    /// Use this session.
+    Ready(Arc<Held>),
+    /// Authentication failed a moment ago and nothing valid is held.
+    Failed(AuthError),
+    /// Authenticate, then hand the outcome to [`SessionCache::finish`].
+    Authenticate,
+}
+
+/// One account's session and last failure: the renewal policy both planes
+/// share (each holds it under its own lock and sends the request with its
+/// own client). A new token is renewed when less than half its lifetime or
+/// 10 minutes remain, whichever is shorter, so a long upload does not run
+/// into the expiry; a token the service handed out again (tempauth answers
+/// with the token it holds until that expires) is kept until it expires. A
+/// token of unknown lifetime is renewed only after a `401`. When renewing
+/// fails, a session that has not expired is still used.
+#[derive(Debug, Default)]
+pub struct SessionCache {
+    held: Option<Arc<Held>>,
+    failed: Option<(Instant, AuthError)>,
+}
+
+impl SessionCache {
+    /// The session held, unless it is due for renewal at `now`.
+    pub fn usable(&self, now: Instant) -> Option<Arc<Held>> {
+        self.held
+            .as_ref()
+            .filter(|h| h.renew_at.is_none_or(|at| now < at))
+            .map(Arc::clone)
+    }
+
+    /// The session held, unless it has expired at `now`.
+    fn valid(&self, now: Instant) -> Option<Arc<Held>> {
+        self.held
+            .as_ref()
+            .filter(|h| h.expires_at.is_none_or(|at| now < at))
+            .map(Arc::clone)
+    }
+
+    /// What to do for a caller that needs a session, having had `refused`
+    /// refused by Swift (`401`), or none.
+    pub fn begin(&mut self, refused: Option<&Arc<Held>>, now: Instant) -> Step {
+        if let Some(refused) = refused {
+            self.forget(refused);
+        }
+        if let Some(held) = self.usable(now)
+            && refused.is_none_or(|r| !Arc::ptr_eq(r, &held))
+        {
+            return Step::Ready(held);
+        }
+        match &self.failed {
+            Some((at, e)) if now.saturating_duration_since(*at) < FAILURE_HOLD => {
+                match self.valid(now) {
+                    Some(held) => Step::Ready(held),
+                    None => Step::Failed(e.clone()),
+                }
+            }
+            _ => Step::Authenticate,
+        }
+    }
+
+    /// Drops `refused` (a token Swift refused) unless a newer one replaced it.
+    pub fn forget(&mut self, refused: &Arc<Held>) {
+        if self.held.as_ref().is_some_and(|h| Arc::ptr_eq(h, refused)) {
+            self.held = None;
+        }
+    }
+
+    /// Takes the outcome of an authentication that ended at `now`.
+    pub fn finish(
+        &mut self,
+        outcome: Result<Session, AuthError>,
+        now: Instant,
+    ) -> Result<Arc<Held>, AuthError> {
+        match outcome {
+            Ok(session) => {
+                let again = self
+                    .held
+                    .as_ref()
+                    .is_some_and(|h| h.session.token == session.token);
+                let expires_at = session.lifetime.map(|life| now + life);
+                let renew_at = session.lifetime.map(|life| {
+                    let margin = (life / 2).min(Duration::from_secs(600));
+                    if again {
+                        now + life
+                    } else {
+                        now + (life - margin)
+                    }
+                });
+                let held = Arc::new(Held {
+                    session,
+                    renew_at,
+                    expires_at,
+                });
+                self.held = Some(Arc::clone(&held));
+                self.failed = None;
+                Ok(held)
+            }
+            Err(e) => {
+                self.failed = Some((now, e.clone()));
+                self.valid(now).ok_or(e)
             }
         }
     }
 }
 
-/// The authentication request to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The authentication request to send (no credential in `Debug`).
+#[derive(Clone, PartialEq, Eq)]
 pub struct AuthRequest {
     /// `GET` (v1) or `POST` (v3).
     pub method: &'static str,
@@ -226,6 +333,15 @@ pub struct AuthRequest {
     pub headers: Vec<(&'static str, String)>,
     /// The JSON body (v3).
     pub body: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for AuthRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthRequest")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why authentication failed.
@@ -381,6 +497,19 @@ impl SwiftAccount {
         }
     }
 
+    /// Whether authentication is over HTTPS.
+    pub fn auth_is_https(&self) -> bool {
+        let url = match &self.auth {
+            Auth::V1 { url, .. } | Auth::V3 { url, .. } => url,
+        };
+        url.starts_with("https://")
+    }
+
+    /// The storage URL the config fixes, if any.
+    pub fn fixed_storage_url(&self) -> Option<&StorageUrl> {
+        self.storage_url.as_ref()
+    }
+
     /// The container.
     pub fn container(&self) -> &str {
         &self.container
@@ -480,6 +609,22 @@ impl SwiftAccount {
             (None, Some(url)) => StorageUrl::parse(&url).map_err(AuthError::Malformed)?,
             (None, None) => return Err(missing("storage URL")),
         };
+        // The token goes with every request to the storage URL: not in clear
+        // text when tempauth itself was reached over TLS (a TLS front before a
+        // tempauth that names http://), unless the config says so. A
+        // Keystone catalog's http endpoint is the operator's choice (an
+        // internal network).
+        if matches!(self.auth, Auth::V1 { .. })
+            && self.auth_is_https()
+            && !storage_url.is_https()
+            && self.storage_url.is_none()
+        {
+            return Err(AuthError::Malformed(format!(
+                "the storage URL {} is http:// while auth_url is https://; \
+                 set `storage_url` to the https:// one (or to this one, to accept it)",
+                storage_url.url()
+            )));
+        }
         Ok(Session {
             token,
             storage_url,
@@ -692,7 +837,6 @@ mod tests {
             .unwrap();
         assert_eq!(s.storage_url.url().as_str(), "http://two:8080/v1/AUTH_p");
         assert_eq!(s.lifetime, Some(Duration::from_secs(3600)));
-        assert!(s.stale(Duration::from_secs(3000)) && !s.stale(Duration::from_secs(2900)));
         let none = br#"{"token": {"expires_at": "x", "catalog": []}}"#;
         assert!(matches!(
             a.parse_auth(201, &headers(&[("X-Subject-Token", "t")]), none),
@@ -730,6 +874,75 @@ mod tests {
             url,
             "http://127.0.0.1:8080/v1/AUTH_test/glance/img/o1?temp_url_sig=5dc30bad676330a55a6066b7b177341949d44387ae8f57f4fece573876b41205\
              &temp_url_expires=1800000000"
+        );
+    }
+
+    fn session(token: &str, life: Option<u64>) -> Session {
+        Session {
+            token: token.into(),
+            storage_url: StorageUrl::parse("http://h/v1/AUTH_a").unwrap(),
+            lifetime: life.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn sessions_renew_before_expiry_once_and_outlive_failed_renewals() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut c = SessionCache::default();
+        assert!(matches!(c.begin(None, t0), Step::Authenticate));
+        let first = c.finish(Ok(session("a", Some(3600))), t0).unwrap();
+        // Renewed when 10 minutes remain, not before.
+        assert!(matches!(c.begin(None, at(2999)), Step::Ready(h) if Arc::ptr_eq(&h, &first)));
+        assert!(matches!(c.begin(None, at(3000)), Step::Authenticate));
+        // The renewal fails: the token still valid is used, and for 5 s
+        // nobody asks again.
+        let kept = c.finish(Err(AuthError::Transport("down".into())), at(3000));
+        assert!(Arc::ptr_eq(&kept.unwrap(), &first));
+        assert!(matches!(c.begin(None, at(3004)), Step::Ready(h) if Arc::ptr_eq(&h, &first)));
+        assert!(matches!(c.begin(None, at(3005)), Step::Authenticate));
+        // The same token again (tempauth): kept until it expires.
+        let same = c.finish(Ok(session("a", Some(595))), at(3005)).unwrap();
+        assert!(matches!(c.begin(None, at(3599)), Step::Ready(h) if Arc::ptr_eq(&h, &same)));
+        assert!(matches!(c.begin(None, at(3600)), Step::Authenticate));
+        // Past its expiry a failure is the caller's, held for 5 s.
+        let e = c.finish(Err(AuthError::Status(503)), at(3600)).unwrap_err();
+        assert_eq!(e, AuthError::Status(503));
+        assert!(matches!(
+            c.begin(None, at(3601)),
+            Step::Failed(AuthError::Status(503))
+        ));
+        // A refused token is dropped at once, whatever its lifetime.
+        let fresh = c.finish(Ok(session("b", None)), at(3700)).unwrap();
+        assert!(matches!(c.begin(None, at(9999)), Step::Ready(_)));
+        assert!(matches!(
+            c.begin(Some(&fresh), at(9999)),
+            Step::Authenticate
+        ));
+        let req = SwiftAccount::for_fuzzing(false).auth_request();
+        assert!(!format!("{req:?}").contains("secret"));
+    }
+
+    #[test]
+    fn an_https_authentication_does_not_send_the_token_to_an_http_storage_url() {
+        let a = account(|s| s.auth_url = Some("https://swift.example/auth/v1.0")).unwrap();
+        let answer = headers(&[
+            ("X-Auth-Token", "AUTH_tk0123"),
+            ("X-Storage-Url", "http://swift.example/v1/AUTH_test"),
+        ]);
+        let err = a.parse_auth(200, &answer, b"").unwrap_err();
+        assert!(matches!(err, AuthError::Malformed(m) if m.contains("storage_url")));
+        let fixed = account(|s| {
+            s.auth_url = Some("https://swift.example/auth/v1.0");
+            s.storage_url = Some("https://swift.example/v1/AUTH_test");
+        })
+        .unwrap();
+        assert!(
+            fixed
+                .parse_auth(200, &answer, b"")
+                .unwrap()
+                .storage_url
+                .is_https()
         );
     }
 }

@@ -430,10 +430,14 @@ impl Origin {
         let mut buf = buf;
         for attempt in 0..2 {
             let storage = &session.session.storage_url;
+            let tls = match auth.tls_for(&session.session) {
+                Ok(tls) => tls,
+                Err(e) => return (Err(FetchError::Connect(io::Error::other(e))), buf),
+            };
             let route = Route {
                 host: storage.host(),
                 port: storage.port(),
-                tls: session.tls.as_ref(),
+                tls: tls.as_ref(),
                 target: auth.account().object_path(storage, &name),
                 host_header: storage.host_header(),
                 token: Some(&session.session.token),
@@ -652,8 +656,8 @@ impl Origin {
 /// Renews `auth`'s session on the blocking pool.
 async fn renew(
     auth: &Arc<crate::swift_auth::SwiftAuth>,
-    stale: Option<Arc<crate::swift_auth::SwiftSession>>,
-) -> Result<Arc<crate::swift_auth::SwiftSession>, FetchError> {
+    stale: Option<Arc<glance_link::swift::Held>>,
+) -> Result<Arc<glance_link::swift::Held>, FetchError> {
     let auth = Arc::clone(auth);
     match monoio::spawn_blocking(move || auth.renew(stale.as_ref())).await {
         Ok(r) => r.map_err(FetchError::Auth),

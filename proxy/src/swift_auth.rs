@@ -3,34 +3,29 @@
 //! blocking pool, never on a worker's event loop. It is renewed before it
 //! runs out and when Swift answers `401`; concurrent renewals wait for one.
 
-use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use glance_link::swift::{AuthError, MAX_AUTH_BODY, Session, SwiftAccount};
+use glance_link::swift::{
+    AuthError, Held, MAX_AUTH_BODY, Session, SessionCache, Step, SwiftAccount,
+};
 
 use crate::origin::OriginTls;
 
-/// Longest an authentication request may take, connection included.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A session and how to reach its storage URL.
-pub struct SwiftSession {
-    /// The token and storage URL.
-    pub session: Session,
-    /// The TLS settings of an https storage URL.
-    pub tls: Option<OriginTls>,
-    obtained: Instant,
-}
+/// Longest an authentication request may take, connection included (a
+/// thread of the blocking pool waits that long at most).
+const AUTH_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The Swift account of one store and its current session.
 pub struct SwiftAuth {
     account: SwiftAccount,
     agent: ureq::Agent,
-    /// The client settings for https storage URLs (the store's CA file or
-    /// the system's roots).
-    storage_tls: Arc<rustls::ClientConfig>,
-    held: Mutex<Option<Arc<SwiftSession>>>,
+    /// The store's CA file (else the system's roots).
+    ca_file: Option<PathBuf>,
+    /// The client settings for https storage URLs, made on first use.
+    storage_tls: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
+    cache: Mutex<SessionCache>,
     /// Held while authenticating: one renewal at a time.
     renewing: Mutex<()>,
 }
@@ -45,28 +40,39 @@ impl std::fmt::Debug for SwiftAuth {
 
 impl SwiftAuth {
     /// The account, trusting the CAs of `ca_file` (or the system's roots)
-    /// for its auth and storage URLs.
+    /// for its https auth and storage URLs. Roots are loaded only for
+    /// https: a store reached over plain HTTP needs none.
     pub fn new(account: SwiftAccount, ca_file: Option<&Path>) -> Result<SwiftAuth, String> {
-        let roots = glance_link::tls::root_certs(ca_file)?
-            .iter()
-            .map(|der| ureq::tls::Certificate::from_der(der.as_ref()).to_owned())
-            .collect();
+        let https = account.auth_is_https()
+            || account.fixed_storage_url().is_some_and(|u| u.is_https())
+            || ca_file.is_some();
+        let roots = match https {
+            true => glance_link::tls::root_certs(ca_file)?
+                .iter()
+                .map(|der| ureq::tls::Certificate::from_der(der.as_ref()).to_owned())
+                .collect(),
+            false => Vec::new(),
+        };
         let tls = ureq::tls::TlsConfig::builder()
             .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
             .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .build();
+        // No proxy from the environment: the key goes to auth_url only, as
+        // the storage GETs go straight to the storage URL.
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(AUTH_TIMEOUT))
             .http_status_as_error(false)
             .max_redirects(0)
+            .proxy(None)
             .tls_config(tls)
             .build()
             .into();
         Ok(SwiftAuth {
             account,
             agent,
-            storage_tls: crate::tls::client_config(ca_file)?,
-            held: Mutex::new(None),
+            ca_file: ca_file.map(Path::to_path_buf),
+            storage_tls: OnceLock::new(),
+            cache: Mutex::new(SessionCache::default()),
             renewing: Mutex::new(()),
         })
     }
@@ -76,48 +82,52 @@ impl SwiftAuth {
         &self.account
     }
 
-    /// The session held, unless it is about to expire. Never blocks for
-    /// long: callable on a worker thread.
-    pub fn current(&self) -> Option<Arc<SwiftSession>> {
-        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        held.as_ref()
-            .filter(|s| !s.session.stale(s.obtained.elapsed()))
-            .map(Arc::clone)
+    /// The TLS settings for `session`'s storage URL (`None` for http).
+    pub fn tls_for(&self, session: &Session) -> Result<Option<OriginTls>, String> {
+        if !session.storage_url.is_https() {
+            return Ok(None);
+        }
+        let config = self
+            .storage_tls
+            .get_or_init(|| crate::tls::client_config(self.ca_file.as_deref()))
+            .clone()?;
+        let name = rustls::pki_types::ServerName::try_from(session.storage_url.host().to_owned())
+            .map_err(|e| format!("storage URL host: {e}"))?;
+        Ok(Some(OriginTls { config, name }))
     }
 
-    /// A new session, replacing `stale` (one Swift refused, or none).
-    /// Blocks on the network: call it on the blocking pool. Callers that
-    /// wait while another renews get that renewal's session.
-    pub fn renew(&self, stale: Option<&Arc<SwiftSession>>) -> Result<Arc<SwiftSession>, AuthError> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, SessionCache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The session held, unless it is due for renewal. Never blocks for
+    /// long: callable on a worker thread.
+    pub fn current(&self) -> Option<Arc<Held>> {
+        self.cache().usable(Instant::now())
+    }
+
+    /// A session for a caller that had `refused` refused by Swift (or none):
+    /// the one held if still good, else a new one. Blocks on the network:
+    /// call it on the blocking pool. Callers that wait while another
+    /// renews get that renewal's outcome; a failure is remembered for a
+    /// few seconds (see [`SessionCache`]).
+    pub fn renew(&self, refused: Option<&Arc<Held>>) -> Result<Arc<Held>, AuthError> {
         let _one = self.renewing.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(current) = self.current()
-            && stale.is_none_or(|s| !Arc::ptr_eq(s, &current))
-        {
-            return Ok(current);
+        let step = self.cache().begin(refused, Instant::now());
+        match step {
+            Step::Ready(held) => Ok(held),
+            Step::Failed(e) => Err(e),
+            Step::Authenticate => {
+                let outcome = self.authenticate();
+                if let Ok(s) = &outcome {
+                    tracing::info!(
+                        storage_url = s.storage_url.url().as_str(),
+                        "authenticated to Swift"
+                    );
+                }
+                self.cache().finish(outcome, Instant::now())
+            }
         }
-        let session = self.authenticate()?;
-        let tls = if session.storage_url.is_https() {
-            let name =
-                rustls::pki_types::ServerName::try_from(session.storage_url.host().to_owned())
-                    .map_err(|e| AuthError::Malformed(format!("storage URL host: {e}")))?;
-            Some(OriginTls {
-                config: Arc::clone(&self.storage_tls),
-                name,
-            })
-        } else {
-            None
-        };
-        let fresh = Arc::new(SwiftSession {
-            session,
-            tls,
-            obtained: Instant::now(),
-        });
-        *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&fresh));
-        tracing::info!(
-            storage_url = fresh.session.storage_url.url().as_str(),
-            "authenticated to Swift"
-        );
-        Ok(fresh)
     }
 
     /// Sends the authentication request and reads its answer.

@@ -61,6 +61,27 @@ fn node_at(
     (node, dir)
 }
 
+/// glance-api's S3 store on `bucket` at `endpoint`, trusting `roots`.
+fn api_store(
+    swift: &Swift,
+    endpoint: &str,
+    bucket: &str,
+    roots: &glance_api::tls::Roots,
+) -> glance_api::store::Store {
+    let bucket = glance_link::s3::S3Bucket::new(
+        endpoint,
+        bucket,
+        &swift.region,
+        &swift.access_key_id,
+        &swift.secret,
+        PREFIX,
+    )
+    .unwrap();
+    glance_api::store::Store::S3(std::sync::Arc::new(
+        glance_api::store::S3Store::new(bucket, roots).unwrap(),
+    ))
+}
+
 /// Puts a new image's bytes in the bucket (under the prefix) and returns it.
 fn in_bucket(swift: &Swift, bucket: &str, node: &Node, bytes: Vec<u8>, seed: u64) -> Image {
     let mut img = node.add_image(bytes, seed);
@@ -219,18 +240,7 @@ fn s3_over_https_is_verified_against_the_stores_ca_file() {
     let mut img = node.add_image(pseudo_random(20 * MIB + 77, 501), 501);
     img.params.store = glance_link::StoreId::new("s3").unwrap();
     let upload = |roots: &glance_api::tls::Roots| {
-        let bucket = glance_link::s3::S3Bucket::new(
-            &endpoint,
-            &b,
-            &swift.region,
-            &swift.access_key_id,
-            &swift.secret,
-            PREFIX,
-        )
-        .unwrap();
-        let store = glance_api::store::Store::S3(std::sync::Arc::new(
-            glance_api::store::S3Store::new(bucket, roots).unwrap(),
-        ));
+        let store = api_store(swift, &endpoint, &b, roots);
         let id = img.params.image_id.to_string();
         let bytes = img.bytes.clone();
         tokio::runtime::Runtime::new()
@@ -269,4 +279,18 @@ fn s3_over_https_is_verified_against_the_stores_ca_file() {
         requests,
         "a request went to an untrusted endpoint"
     );
+}
+
+#[test]
+fn an_image_of_no_bytes_is_stored_as_an_empty_object() {
+    let swift = Swift::shared();
+    let b = bucket(swift);
+    let store = api_store(swift, &swift.endpoint, &b, &Default::default());
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async {
+            let writer = store.writer("empty").await?;
+            writer.commit().await
+        })
+        .unwrap();
 }

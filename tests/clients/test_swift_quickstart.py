@@ -98,6 +98,18 @@ def test_quickstart_on_swift_stores_a_large_image_and_hands_out_temp_urls(swift,
     assert "temp_url_sig=" in url and "temp_url_expires=" in url
     check_temp_url(url, want)
 
+    # An image without data whose upload died with glance-api (segments
+    # written, no manifest): deleting it removes what was left.
+    cut = requests.post(f"{qs['endpoint']}/v2/images", timeout=30,
+                        headers={"X-Auth-Token": qs["admin"]},
+                        json={"name": "cut-short", "disk_format": "raw",
+                              "container_format": "bare"}).json()["id"]
+    leftover = f"/glance/{cut}.segments/0123456789abcdef/00001"
+    assert swift_call(swift, "PUT", leftover).status_code == 201
+    done = osc(qs, "image", "delete", cut)
+    assert done.returncode == 0, done.stderr
+    assert swift_call(swift, "HEAD", leftover).status_code == 404
+
     # Deleting the image deletes the object and its segments.
     done = osc(qs, "image", "delete", image_id)
     assert done.returncode == 0, done.stderr

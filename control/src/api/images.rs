@@ -133,8 +133,15 @@ pub async fn delete(
         )));
     }
     blocking(&state, move |m| m.delete(&id)).await?;
-    if let Some(location) = &image.location
-        && let Err(e) = state.config.store.delete(&location.key).await
+    // An image without data may still have segments in Swift, from an
+    // upload cut short by a crash: the store's delete removes those too.
+    let object = match (&image.location, &state.config.store) {
+        (Some(location), _) => Some(location.key.clone()),
+        (None, crate::store::Store::Swift(_)) => Some(id.to_string()),
+        (None, _) => None,
+    };
+    if let Some(object) = object
+        && let Err(e) = state.config.store.delete(&object).await
     {
         tracing::warn!(image = %id, error = %e, "image deleted but its data could not be removed");
     }

@@ -1,10 +1,10 @@
 //! Where image data goes: a directory (`kind = "file"`), an S3 bucket
 //! (`kind = "s3"`) or a Swift container (`kind = "swift"`). An upload
 //! streams through a [`Writer`]: into a `.partial` file renamed into place,
-//! an S3 multipart upload (one part in flight while the next is received),
-//! or a Swift Static Large Object whose segments stream through, so no
-//! image is ever held whole in memory. A failed upload leaves nothing
-//! behind.
+//! an S3 multipart upload (one part in flight while the next is received:
+//! at most two parts in memory), or a Swift Static Large Object whose
+//! segments stream through (at most 16 MiB held), so no large image is
+//! held whole in memory. A failed upload leaves nothing behind.
 
 mod s3;
 mod swift;

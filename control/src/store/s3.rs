@@ -88,7 +88,11 @@ impl S3Store {
         let what = format!("{method} {}", url.path());
         let mut req = self.http.request(method, url);
         if let Some(body) = body {
-            req = req.body(body);
+            // Stated even when 0: hyper leaves it out of an empty PUT, and
+            // S3 answers 411 without it.
+            req = req
+                .header(reqwest::header::CONTENT_LENGTH, body.len())
+                .body(body);
         }
         // Without the URL: its query is a signature valid for an hour.
         let resp = req

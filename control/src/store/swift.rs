@@ -9,8 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use md5::Digest as _;
+
 use bytes::{Bytes, BytesMut};
-use glance_link::swift::{MAX_AUTH_BODY, Session, SwiftAccount, TempUrlKey};
+use glance_link::swift::{
+    AuthError, Held, MAX_AUTH_BODY, SessionCache, Step, SwiftAccount, TempUrlKey,
+};
 use reqwest::{Method, StatusCode};
 
 use super::StoreError;
@@ -40,6 +44,10 @@ pub const MAX_SEGMENTS: usize = 1000;
 
 /// Longest wait for the answer to a request without a streamed body.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest wait for a manifest's PUT or DELETE, which Swift answers after
+/// checking or deleting every segment.
+const MANIFEST_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// Chunks queued towards a segment's PUT.
 const SEGMENT_QUEUE: usize = 4;
@@ -75,13 +83,15 @@ const _: () = assert!(
 pub struct SwiftStore {
     account: SwiftAccount,
     http: reqwest::Client,
-    /// The session and when it was obtained; locked across authentication,
-    /// so concurrent requests wait for one.
-    session: tokio::sync::Mutex<Option<(Arc<Session>, Instant)>>,
+    /// The session; locked across authentication, so concurrent requests
+    /// wait for one.
+    session: tokio::sync::Mutex<SessionCache>,
     /// The TempURL key: for signing, and as the container metadata holds it.
     temp_url: Option<(TempUrlKey, String)>,
     segment_bytes: u64,
     container_ready: AtomicBool,
+    /// The container's TempURL key was seen equal to ours.
+    key_in_place: AtomicBool,
 }
 
 impl std::fmt::Debug for SwiftStore {
@@ -128,10 +138,11 @@ impl SwiftStore {
         Ok(SwiftStore {
             account,
             http,
-            session: tokio::sync::Mutex::new(None),
+            session: tokio::sync::Mutex::new(SessionCache::default()),
             temp_url,
             segment_bytes,
             container_ready: AtomicBool::new(false),
+            key_in_place: AtomicBool::new(false),
         })
     }
 
@@ -140,31 +151,26 @@ impl SwiftStore {
         max_object(self.segment_bytes)
     }
 
-    /// A session that is not about to expire: the one held, or a new one.
-    async fn session(&self) -> Result<Arc<Session>, StoreError> {
-        let mut held = self.session.lock().await;
-        if let Some((session, since)) = held.as_ref()
-            && !session.stale(since.elapsed())
-        {
-            return Ok(Arc::clone(session));
-        }
-        let session = Arc::new(self.authenticate().await?);
-        *held = Some((Arc::clone(&session), Instant::now()));
-        Ok(session)
-    }
-
-    /// Drops `stale` (a token Swift refused) unless a newer one replaced it.
-    async fn forget(&self, stale: &Arc<Session>) {
-        let mut held = self.session.lock().await;
-        if held.as_ref().is_some_and(|(s, _)| Arc::ptr_eq(s, stale)) {
-            *held = None;
+    /// A session for a caller that had `refused` refused by Swift (or
+    /// none): the one held if still good, else a new one.
+    async fn session(&self, refused: Option<&Arc<Held>>) -> Result<Arc<Held>, StoreError> {
+        let mut cache = self.session.lock().await;
+        match cache.begin(refused, Instant::now()) {
+            Step::Ready(held) => Ok(held),
+            Step::Failed(e) => Err(StoreError(e.to_string())),
+            Step::Authenticate => {
+                let outcome = self.authenticate().await;
+                cache
+                    .finish(outcome, Instant::now())
+                    .map_err(|e| StoreError(e.to_string()))
+            }
         }
     }
 
-    async fn authenticate(&self) -> Result<Session, StoreError> {
+    async fn authenticate(&self) -> Result<glance_link::swift::Session, AuthError> {
         let req = self.account.auth_request();
         let method = Method::from_bytes(req.method.as_bytes())
-            .map_err(|e| StoreError(format!("Swift authentication: {e}")))?;
+            .map_err(|e| AuthError::Transport(e.to_string()))?;
         let mut builder = self.http.request(method, &req.url).timeout(REQUEST_TIMEOUT);
         for (name, value) in &req.headers {
             builder = builder.header(*name, value);
@@ -172,17 +178,14 @@ impl SwiftStore {
         if let Some(body) = req.body {
             builder = builder.body(body);
         }
-        let failed =
-            |e: reqwest::Error| StoreError(format!("Swift authentication: {}", e.without_url()));
+        let failed = |e: reqwest::Error| AuthError::Transport(e.without_url().to_string());
         let mut resp = builder.send().await.map_err(failed)?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(failed)? {
             if body.len() + chunk.len() > MAX_AUTH_BODY {
-                return Err(StoreError(
-                    "Swift authentication: the answer is too large".into(),
-                ));
+                return Err(AuthError::Malformed("the answer is too large".into()));
             }
             body.extend_from_slice(&chunk);
         }
@@ -192,17 +195,19 @@ impl SwiftStore {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        self.account
-            .parse_auth(status, &header, &body)
-            .map_err(|e| StoreError(e.to_string()))
+        self.account.parse_auth(status, &header, &body)
     }
 
     /// The URL of `rel` (empty for the container, else `/` and an object
     /// name, and any query) under the session's storage URL.
-    fn url(&self, session: &Session, rel: &str) -> String {
+    fn url(&self, held: &Held, rel: &str) -> String {
         format!(
             "{}/{}{rel}",
-            session.storage_url.url().as_str().trim_end_matches('/'),
+            held.session
+                .storage_url
+                .url()
+                .as_str()
+                .trim_end_matches('/'),
             self.account.container()
         )
     }
@@ -216,14 +221,27 @@ impl SwiftStore {
         headers: &[(&str, &str)],
         body: Option<Bytes>,
     ) -> Result<reqwest::Response, StoreError> {
-        let mut renewed = false;
+        self.call_within(REQUEST_TIMEOUT, method, rel, headers, body)
+            .await
+    }
+
+    /// [`SwiftStore::call`], waiting up to `timeout` for the whole answer.
+    async fn call_within(
+        &self,
+        timeout: Duration,
+        method: Method,
+        rel: &str,
+        headers: &[(&str, &str)],
+        body: Option<Bytes>,
+    ) -> Result<reqwest::Response, StoreError> {
+        let mut refused: Option<Arc<Held>> = None;
         loop {
-            let session = self.session().await?;
+            let held = self.session(refused.as_ref()).await?;
             let mut req = self
                 .http
-                .request(method.clone(), self.url(&session, rel))
-                .timeout(REQUEST_TIMEOUT)
-                .header("X-Auth-Token", &session.token);
+                .request(method.clone(), self.url(&held, rel))
+                .timeout(timeout)
+                .header("X-Auth-Token", &held.session.token);
             for (name, value) in headers {
                 req = req.header(*name, *value);
             }
@@ -235,10 +253,9 @@ impl SwiftStore {
                 .send()
                 .await
                 .map_err(|e| StoreError(format!("{method} {rel}: {}", e.without_url())))?;
-            if resp.status() == StatusCode::UNAUTHORIZED && !renewed {
+            if resp.status() == StatusCode::UNAUTHORIZED && refused.is_none() {
                 tracing::info!("Swift refused the token: authenticating again");
-                self.forget(&session).await;
-                renewed = true;
+                refused = Some(held);
                 continue;
             }
             return Ok(resp);
@@ -281,6 +298,9 @@ impl SwiftStore {
                 return Err(refusal("create or update the container", resp).await);
             }
         }
+        if ours.is_some() && current.as_deref() == ours {
+            self.key_in_place.store(true, Ordering::Release);
+        }
         if let Some(ours) = ours
             && current.as_deref() != Some(ours)
         {
@@ -291,6 +311,7 @@ impl SwiftStore {
                 .headers()
                 .get("x-container-meta-temp-url-key")
                 .is_some_and(|v| v.as_bytes() == ours.as_bytes());
+            self.key_in_place.store(set, Ordering::Release);
             if !set {
                 tracing::warn!(
                     container = self.account.container(),
@@ -304,16 +325,25 @@ impl SwiftStore {
         Ok(())
     }
 
+    /// Whether the container's TempURL key is ours (known after
+    /// [`SwiftStore::prepare`]): direct links work.
+    pub fn temp_url_key_in_place(&self) -> bool {
+        self.key_in_place.load(Ordering::Acquire)
+    }
+
     /// PUTs `body` whole as object `name`, with its md5 for Swift to check.
     async fn put_whole(&self, name: &str, body: Bytes) -> Result<(), StoreError> {
-        use md5::Digest as _;
         let etag = hex::encode(md5::Md5::digest(&body));
+        // Stated even when 0: hyper leaves it out of an empty PUT, and Swift
+        // answers 411 without it.
+        let length = body.len().to_string();
         let resp = self
             .call(
                 Method::PUT,
                 &format!("/{name}"),
                 &[
                     ("ETag", &etag),
+                    ("Content-Length", &length),
                     ("Content-Type", "application/octet-stream"),
                 ],
                 Some(body),
@@ -334,21 +364,21 @@ impl SwiftStore {
         name: &str,
         rx: tokio::sync::mpsc::Receiver<Bytes>,
     ) -> Result<String, StoreError> {
-        let session = self.session().await?;
+        let held = self.session(None).await?;
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
         });
         let resp = self
             .http
-            .put(self.url(&session, &format!("/{name}")))
-            .header("X-Auth-Token", &session.token)
+            .put(self.url(&held, &format!("/{name}")))
+            .header("X-Auth-Token", &held.session.token)
             .header("Content-Type", "application/octet-stream")
             .body(reqwest::Body::wrap_stream(stream))
             .send()
             .await
             .map_err(|e| StoreError(format!("PUT {name}: {}", e.without_url())))?;
         if resp.status() == StatusCode::UNAUTHORIZED {
-            self.forget(&session).await;
+            self.session.lock().await.forget(&held);
         }
         if resp.status() != StatusCode::CREATED {
             return Err(refusal(&format!("PUT {name}"), resp).await);
@@ -370,11 +400,12 @@ impl SwiftStore {
     }
 
     /// Deletes the object of image `object` (a manifest with its segments,
-    /// or a plain object), then any segment a crashed upload left.
+    /// or a plain object), then any segment a failed upload left.
     pub async fn delete(&self, object: &str) -> Result<(), StoreError> {
         let name = self.account.object_name(object);
         let resp = self
-            .call(
+            .call_within(
+                MANIFEST_TIMEOUT,
                 Method::DELETE,
                 &format!("/{name}?multipart-manifest=delete"),
                 &[("Accept", "application/json")],
@@ -382,27 +413,22 @@ impl SwiftStore {
             )
             .await?;
         // A manifest's delete answers 200 and puts the outcome in the body;
-        // Swift refuses it (400) for an object that is not a manifest,
-        // which is then deleted as it is.
-        let outcome = match resp.status() {
+        // for an object that is not a manifest the outcome (or the status)
+        // is 400, and the plain delete below removes it.
+        match resp.status() {
             StatusCode::OK => {
-                let text = resp.text().await.unwrap_or_default();
-                serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|v| v.get("Response Status")?.as_str().map(str::to_owned))
-                    .unwrap_or_else(|| "200 OK".into())
+                let outcome = response_status(resp, &format!("DELETE {name}")).await?;
+                if !["2", "400", "404"].iter().any(|s| outcome.starts_with(s)) {
+                    return Err(StoreError(format!(
+                        "DELETE {name}: Swift answered {outcome}"
+                    )));
+                }
             }
-            s if s.is_success() || s == StatusCode::NOT_FOUND => "200 OK".into(),
-            StatusCode::BAD_REQUEST => "400 Bad Request".into(),
+            s if s.is_success() || s == StatusCode::NOT_FOUND || s == StatusCode::BAD_REQUEST => {}
             _ => return Err(refusal(&format!("DELETE {name}"), resp).await),
-        };
-        if outcome.starts_with("400") {
-            self.delete_one(&format!("/{name}")).await?;
-        } else if !(outcome.starts_with('2') || outcome.starts_with("404")) {
-            return Err(StoreError(format!(
-                "DELETE {name}: Swift answered {outcome}"
-            )));
         }
+        // The object itself, whatever it was (gone already is fine).
+        self.delete_one(&format!("/{name}")).await?;
         for leftover in self.list(&segment_dir(&name)).await? {
             self.delete_one(&format!("/{leftover}")).await?;
         }
@@ -441,11 +467,13 @@ impl SwiftStore {
         let Some((key, _)) = &self.temp_url else {
             return Ok(None);
         };
-        let session = self.session().await?;
+        // The container must hold the key the link is signed with.
+        self.prepare().await?;
+        let held = self.session(None).await?;
         let name = self.account.object_name(object);
         Ok(Some(key.sign_get(
             &self.account,
-            &session.storage_url,
+            &held.session.storage_url,
             &name,
             expires,
         )))
@@ -468,6 +496,22 @@ impl SwiftStore {
     }
 }
 
+/// The `Response Status` of a bulk answer (a manifest's PUT or DELETE with
+/// JSON output): an error when the body cannot be read or holds none.
+async fn response_status(resp: reqwest::Response, what: &str) -> Result<String, StoreError> {
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| StoreError(format!("{what}: reading Swift's answer: {e}")))?;
+    serde_json::from_str::<serde_json::Value>(text.trim())
+        .ok()
+        .and_then(|v| v.get("Response Status")?.as_str().map(str::to_owned))
+        .ok_or_else(|| {
+            let text: String = text.chars().filter(|c| !c.is_control()).take(200).collect();
+            StoreError(format!("{what}: Swift's answer has no status: {text}"))
+        })
+}
+
 /// Where the segments of object `name` go: `{name}.segments/`, then one
 /// directory per upload.
 fn segment_dir(name: &str) -> String {
@@ -488,6 +532,8 @@ struct SegmentPut {
     name: String,
     tx: tokio::sync::mpsc::Sender<Bytes>,
     task: tokio::task::JoinHandle<Result<String, StoreError>>,
+    /// The md5 of what was sent, to compare with the ETag Swift answers.
+    md5: md5::Md5,
     size: u64,
     limit: u64,
 }
@@ -573,7 +619,18 @@ impl SwiftWriter {
             let piece = data.split_to(room.min(data.len()));
             put.size += piece.len() as u64;
             let full = put.size == put.limit;
-            if put.tx.send(piece).await.is_err() {
+            // Hashed on the blocking pool while it is sent.
+            let mut md5 = std::mem::take(&mut put.md5);
+            let hashed = piece.clone();
+            let hashing = tokio::task::spawn_blocking(move || {
+                md5.update(&hashed);
+                md5
+            });
+            let sent = put.tx.send(piece).await;
+            put.md5 = hashing
+                .await
+                .map_err(|e| StoreError(format!("segment hashing task: {e}")))?;
+            if sent.is_err() {
                 // The PUT ended before its body: its answer says why.
                 self.finish_segment().await?;
                 return Err(StoreError("Swift ended a segment's upload early".into()));
@@ -602,6 +659,7 @@ impl SwiftWriter {
             name,
             tx,
             task,
+            md5: md5::Md5::default(),
             size: 0,
             limit: segment_bytes(self.store.segment_bytes, index),
         })
@@ -618,6 +676,14 @@ impl SwiftWriter {
             Err(e) => Err(StoreError(format!("segment upload task: {e}"))),
         };
         let container = self.store.account.container();
+        let sent = hex::encode(put.md5.finalize());
+        let stored = stored.and_then(|etag| match etag.eq_ignore_ascii_case(&sent) {
+            true => Ok(etag),
+            false => Err(StoreError(format!(
+                "segment {}: Swift stored md5 {etag}, glance-api sent {sent}",
+                put.name
+            ))),
+        });
         match stored {
             Ok(etag) => {
                 self.segments.push(Segment {
@@ -655,23 +721,40 @@ impl SwiftWriter {
             self.finish_segment().await?;
             let manifest = serde_json::to_vec(&self.segments)
                 .map_err(|e| StoreError(format!("manifest: {e}")))?;
+            // Swift checks every segment before it answers; with heartbeat
+            // it answers 202 at once, keeps the connection alive with
+            // whitespace and puts the outcome at the end of the body.
+            let what = format!("PUT the manifest of {}", self.name);
             let resp = self
                 .store
-                .call(
+                .call_within(
+                    MANIFEST_TIMEOUT,
                     Method::PUT,
-                    &format!("/{}?multipart-manifest=put", self.name),
-                    &[("Content-Type", "application/octet-stream")],
+                    &format!("/{}?multipart-manifest=put&heartbeat=on", self.name),
+                    &[
+                        ("Content-Type", "application/octet-stream"),
+                        ("Accept", "application/json"),
+                    ],
                     Some(Bytes::from(manifest)),
                 )
                 .await?;
-            if resp.status() != StatusCode::CREATED {
-                return Err(refusal(&format!("PUT the manifest of {}", self.name), resp).await);
+            match resp.status() {
+                StatusCode::CREATED => Ok(()),
+                StatusCode::ACCEPTED => {
+                    let outcome = response_status(resp, &what).await?;
+                    match outcome.starts_with("201") {
+                        true => Ok(()),
+                        false => Err(StoreError(format!("{what}: Swift answered {outcome}"))),
+                    }
+                }
+                _ => Err(refusal(&what, resp).await),
             }
-            Ok(())
         }
         .await;
         if result.is_err() {
-            let names = self.written();
+            // The manifest too, should it have landed after all.
+            let mut names = self.written();
+            names.push(self.name.clone());
             remove(&self.store, names).await;
         }
         self.finished = true;
