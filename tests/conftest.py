@@ -1,6 +1,7 @@
 """Shared fixtures: the quickstart, started from the built binaries on free
 ports in a temporary directory, and the credentials its openrc files export."""
 
+import contextlib
 import hashlib
 import os
 import pathlib
@@ -56,42 +57,55 @@ def read_openrc(path):
 def run_quickstart(work, stream_nodes, *extra):
     """Starts `glance-api quickstart` in `work/var`; yields what tests need
     (endpoint, tokens, the openrc variables by token), then stops it with
-    Ctrl-C and checks every process went away."""
+    Ctrl-C and checks every process went away. Stopped also when the
+    generator is closed or an error is thrown into it (see `quickstart_running`)."""
     port, stream_port = free_port(), free_ports(stream_nodes)
     proc = subprocess.Popen(
         [str(BIN_DIR / "glance-api"), "quickstart", "--dir", str(work / "var"),
          "--port", str(port), "--stream-port", str(stream_port),
          "--stream-nodes", str(stream_nodes), *extra],
         stdout=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    banner = ""
-    for line in proc.stdout:
-        banner += line
-        if line.startswith("Press Ctrl-C"):
-            break
-        assert time.time() < deadline, "quickstart did not start"
-    else:
-        raise AssertionError("quickstart exited early")
-    assert "openstack image create" in banner and "curl" in banner, banner
-    admin = read_openrc(work / "var" / "openrc")
-    member = read_openrc(work / "var" / "openrc-member")
-    scheme = "https" if "--tls" in extra else "http"
-    info = {
-        "endpoint": f"{scheme}://127.0.0.1:{port}",
-        "admin": admin["OS_TOKEN"],
-        "member": member["OS_TOKEN"],
-        "env": {admin["OS_TOKEN"]: admin, member["OS_TOKEN"]: member},
-        "work": work,
-        "banner": banner,
-        "stream_ports": list(range(stream_port, stream_port + stream_nodes)),
-    }
-    yield info
-    # Ctrl-C stops every process.
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=30) == 0
+    try:
+        deadline = time.time() + 60
+        banner = ""
+        for line in proc.stdout:
+            banner += line
+            if line.startswith("Press Ctrl-C"):
+                break
+            assert time.time() < deadline, "quickstart did not start"
+        else:
+            raise AssertionError("quickstart exited early")
+        assert "openstack image create" in banner and "curl" in banner, banner
+        admin = read_openrc(work / "var" / "openrc")
+        member = read_openrc(work / "var" / "openrc-member")
+        scheme = "https" if "--tls" in extra else "http"
+        info = {
+            "endpoint": f"{scheme}://127.0.0.1:{port}",
+            "admin": admin["OS_TOKEN"],
+            "member": member["OS_TOKEN"],
+            "env": {admin["OS_TOKEN"]: admin, member["OS_TOKEN"]: member},
+            "work": work,
+            "banner": banner,
+            "stream_ports": list(range(stream_port, stream_port + stream_nodes)),
+        }
+        yield info
+    finally:
+        # Ctrl-C stops every process, whatever the test did.
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert code == 0
     for p in info["stream_ports"]:
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", p), timeout=2).close()
+
+
+def quickstart_running(work, stream_nodes, *extra):
+    """`run_quickstart` as a context manager: a failing test still stops it."""
+    return contextlib.contextmanager(run_quickstart)(work, stream_nodes, *extra)
 
 
 @pytest.fixture(scope="module")

@@ -490,6 +490,8 @@ fn write_openrc(args: &Args, raw: &RawConfig, endpoint: &str) -> Result<(), Stri
 
 /// Runs the quickstart until Ctrl-C (or SIGTERM), then stops every process.
 pub async fn run(args: Args) -> Result<(), String> {
+    // Ctrl-C from here on stops everything started, however early it comes.
+    let stop = server::signal();
     let nodes = quick_nodes(&args)?;
     let raw = prepare(&args, &nodes)?;
     let api_path = args.dir.join("glance-api.toml");
@@ -586,7 +588,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         if urls.len() > 1 { "s" } else { "" },
         urls.join(", ")
     );
-    let served = server::serve(listener, state, server::signal()).await;
+    let served = server::serve(listener, state, stop).await;
     stop_streams(&mut streams);
     served.map_err(|e| e.to_string())
 }

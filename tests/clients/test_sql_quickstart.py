@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from conftest import image_bytes, run_quickstart
+from conftest import image_bytes, quickstart_running
 
 VENV_BIN = pathlib.Path(sys.executable).parent
 
@@ -56,26 +56,22 @@ def test_quickstart_on_a_sql_database_keeps_images_across_restarts(kind, tmp_pat
     src = tmp_path / "disk.img"
     src.write_bytes(data)
 
-    starts = run_quickstart(work, 1, "--metadata-url", url)
-    qs = next(starts)
-    # The password never appears in what the quickstart printed.
-    assert urllib.parse.urlsplit(url).password not in qs["banner"]
-    done = osc(qs, "image", "create", "--file", str(src), "--disk-format", "raw",
-               "--container-format", "bare", f"sql-{kind}", "-f", "json")
-    assert done.returncode == 0, done.stderr
-    image_id = json.loads(done.stdout)["id"]
-    next(starts, None)
+    with quickstart_running(work, 1, "--metadata-url", url) as qs:
+        # The password never appears in what the quickstart printed.
+        assert urllib.parse.urlsplit(url).password not in qs["banner"]
+        done = osc(qs, "image", "create", "--file", str(src), "--disk-format", "raw",
+                   "--container-format", "bare", f"sql-{kind}", "-f", "json")
+        assert done.returncode == 0, done.stderr
+        image_id = json.loads(done.stdout)["id"]
     # Records went to the database, not to a file.
     assert not (work / "var" / "glance.redb").exists()
 
-    starts = run_quickstart(work, 1, "--metadata-url", url)
-    qs = next(starts)
-    done = osc(qs, "image", "show", image_id, "-f", "json")
-    assert done.returncode == 0, done.stderr
-    shown = json.loads(done.stdout)
-    assert shown["status"] == "active" and shown["name"] == f"sql-{kind}"
-    out = tmp_path / "saved.img"
-    done = osc(qs, "image", "save", "--file", str(out), image_id)
-    assert done.returncode == 0, done.stderr
-    assert hashlib.sha512(out.read_bytes()).digest() == hashlib.sha512(data).digest()
-    next(starts, None)
+    with quickstart_running(work, 1, "--metadata-url", url) as qs:
+        done = osc(qs, "image", "show", image_id, "-f", "json")
+        assert done.returncode == 0, done.stderr
+        shown = json.loads(done.stdout)
+        assert shown["status"] == "active" and shown["name"] == f"sql-{kind}"
+        out = tmp_path / "saved.img"
+        done = osc(qs, "image", "save", "--file", str(out), image_id)
+        assert done.returncode == 0, done.stderr
+        assert hashlib.sha512(out.read_bytes()).digest() == hashlib.sha512(data).digest()

@@ -16,7 +16,7 @@ import sys
 import pytest
 import requests
 
-from conftest import ROOT, check_temp_url, run_quickstart
+from conftest import ROOT, check_temp_url, quickstart_running
 from setup_accounts import Keystone
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -69,33 +69,31 @@ def test_quickstart_on_swift_with_keystone_uploads_serves_and_signs_temp_urls(
     cloud = keystone_swift
     data = os.urandom(40 * MIB + 3)
     want = hashlib.sha512(data).hexdigest()
-    starts = run_quickstart(tmp_path / "qs", 1, "--swift-auth-url", cloud["auth_url"],
+    with quickstart_running(tmp_path / "qs", 1, "--swift-auth-url", cloud["auth_url"],
                             "--swift-user", "glance", "--swift-key", cloud["password"],
-                            "--swift-project", "service")
-    qs = next(starts)
-    headers = {"X-Auth-Token": qs["admin"]}
-    api = qs["endpoint"]
-    image = requests.post(f"{api}/v2/images", json={
-        "name": "via-keystone", "disk_format": "raw", "container_format": "bare"},
-        headers=headers, timeout=30).json()
-    put = requests.put(f"{api}/v2/images/{image['id']}/file", data=data, timeout=300,
-                       headers={**headers, "Content-Type": "application/octet-stream"})
-    assert put.status_code == 204, put.text
-    # Through glance-stream: the 307, then the node's own Keystone token.
-    got = requests.get(f"{api}/v2/images/{image['id']}/file", headers=headers, timeout=300)
-    assert got.status_code == 200
-    assert hashlib.sha512(got.content).hexdigest() == want
+                            "--swift-project", "service") as qs:
+        headers = {"X-Auth-Token": qs["admin"]}
+        api = qs["endpoint"]
+        image = requests.post(f"{api}/v2/images", json={
+            "name": "via-keystone", "disk_format": "raw", "container_format": "bare"},
+            headers=headers, timeout=30).json()
+        put = requests.put(f"{api}/v2/images/{image['id']}/file", data=data, timeout=300,
+                           headers={**headers, "Content-Type": "application/octet-stream"})
+        assert put.status_code == 204, put.text
+        # Through glance-stream: the 307, then the node's own Keystone token.
+        got = requests.get(f"{api}/v2/images/{image['id']}/file", headers=headers, timeout=300)
+        assert got.status_code == 200
+        assert hashlib.sha512(got.content).hexdigest() == want
 
-    direct = requests.post(f"{api}/v2/images/{image['id']}/links", json={"kind": "direct"},
-                           headers=headers, timeout=30)
-    assert direct.status_code == 200, direct.text
-    url = direct.json()["url"]
-    # The catalog's storage URL: the service project's account.
-    project = requests.post(f"{cloud['auth_url']}/auth/tokens", timeout=30, json={"auth": {
-        "identity": {"methods": ["password"], "password": {"user": {
-            "name": "glance", "domain": {"name": "Default"}, "password": cloud["password"]}}},
-        "scope": {"project": {"name": "service", "domain": {"name": "Default"}}}}}
-    ).json()["token"]["project"]["id"]
-    assert url.startswith(f"{cloud['endpoint']}/v1/AUTH_{project}/glance/{image['id']}?"), url
-    check_temp_url(url, want)
-    next(starts, None)
+        direct = requests.post(f"{api}/v2/images/{image['id']}/links", json={"kind": "direct"},
+                               headers=headers, timeout=30)
+        assert direct.status_code == 200, direct.text
+        url = direct.json()["url"]
+        # The catalog's storage URL: the service project's account.
+        project = requests.post(f"{cloud['auth_url']}/auth/tokens", timeout=30, json={"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": "glance", "domain": {"name": "Default"}, "password": cloud["password"]}}},
+            "scope": {"project": {"name": "service", "domain": {"name": "Default"}}}}}
+        ).json()["token"]["project"]["id"]
+        assert url.startswith(f"{cloud['endpoint']}/v1/AUTH_{project}/glance/{image['id']}?"), url
+        check_temp_url(url, want)
