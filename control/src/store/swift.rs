@@ -246,7 +246,11 @@ impl SwiftStore {
                 req = req.header(*name, *value);
             }
             if let Some(body) = &body {
-                req = req.body(body.clone());
+                // Stated even when 0: hyper leaves it out of an empty PUT,
+                // and Swift answers 411 without it.
+                req = req
+                    .header(reqwest::header::CONTENT_LENGTH, body.len())
+                    .body(body.clone());
             }
             // Without the URL in the message: not a secret, but long.
             let resp = req
@@ -334,16 +338,12 @@ impl SwiftStore {
     /// PUTs `body` whole as object `name`, with its md5 for Swift to check.
     async fn put_whole(&self, name: &str, body: Bytes) -> Result<(), StoreError> {
         let etag = hex::encode(md5::Md5::digest(&body));
-        // Stated even when 0: hyper leaves it out of an empty PUT, and Swift
-        // answers 411 without it.
-        let length = body.len().to_string();
         let resp = self
             .call(
                 Method::PUT,
                 &format!("/{name}"),
                 &[
                     ("ETag", &etag),
-                    ("Content-Length", &length),
                     ("Content-Type", "application/octet-stream"),
                 ],
                 Some(body),
