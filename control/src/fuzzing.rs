@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::api::patch::{apply_patch, parse_patch};
+use crate::api::patch::{Dialect, apply_patch, parse_patch};
 use crate::auth::Context;
 use crate::config::{Config, MAX_DURATION_SECS, MAX_LINK_TTL_SECS};
 use crate::model::{Image, Status};
@@ -31,13 +31,18 @@ fn sample_image() -> Image {
 /// properties apart from base ones, and leaves an image that stores and
 /// loads back unchanged. A patch that fails is refused with a 4xx.
 ///
-/// The first byte chooses the caller: a member of the owning project, or an
-/// admin.
+/// The first byte chooses the caller (a member of the owning project, or an
+/// admin) and the dialect (v2.1 or v2.0).
 pub fn json_patch(data: &[u8]) {
     let Some((who, body)) = data.split_first() else {
         return;
     };
     let roles = if who & 1 == 0 { "member" } else { "admin" };
+    let dialect = if who & 2 == 0 {
+        Dialect::V21
+    } else {
+        Dialect::V20
+    };
     let ctx = Context {
         user_id: "u1".into(),
         project_id: "p1".into(),
@@ -45,7 +50,7 @@ pub fn json_patch(data: &[u8]) {
     };
     let before = sample_image();
     let mut img = before.clone();
-    let outcome = parse_patch(body).and_then(|ops| apply_patch(&ctx, &mut img, &ops));
+    let outcome = parse_patch(body).and_then(|ops| apply_patch(&ctx, &mut img, dialect, &ops));
     if let Err(e) = outcome {
         assert!(e.status.is_client_error(), "{} for a bad patch", e.status);
         return;
@@ -81,7 +86,9 @@ pub fn json_patch(data: &[u8]) {
     }
     for key in img.properties.keys() {
         assert!(
-            !crate::model::BASE.contains(&key.as_str()) && !key.is_empty(),
+            !crate::model::BASE.contains(&key.as_str())
+                && !key.is_empty()
+                && !key.starts_with(crate::api::patch::RESERVED_PREFIX),
             "extra property {key:?}"
         );
     }

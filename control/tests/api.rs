@@ -642,6 +642,85 @@ async fn patch_follows_glance() {
 }
 
 #[tokio::test]
+async fn patch_speaks_the_v2_0_dialect_too() {
+    let app = App::new();
+    let id = app.create_id(MEMBER_A, json!({"name": "p"})).await;
+    let v20 = |ops: Value| {
+        let (app, id) = (&app, id.clone());
+        async move {
+            app.call(
+                "PATCH",
+                &format!("/v2/images/{id}"),
+                Some(MEMBER_A),
+                Body::from(ops.to_string()),
+                Some("application/openstack-images-v2.0-json-patch"),
+            )
+            .await
+        }
+    };
+    let r = v20(
+        json!([{"replace": "/name", "value": "v20"}, {"add": "/os_distro", "value": "cirros"}]),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.json()["name"], "v20");
+    assert_eq!(r.json()["os_distro"], "cirros");
+    let r = v20(json!([{"remove": "/os_distro"}])).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.json().get("os_distro").is_none());
+    // The other dialect's form, or two operations in one: 400.
+    for bad in [
+        json!([{"op": "replace", "path": "/name", "value": "x"}]),
+        json!([{"replace": "/name", "add": "/x", "value": "x"}]),
+        json!([{"replace": 1, "value": "x"}]),
+    ] {
+        assert_eq!(v20(bad).await.status, StatusCode::BAD_REQUEST);
+    }
+    assert_eq!(
+        app.get(&format!("/v2/images/{id}"), MEMBER_A).await.json()["name"],
+        "v20"
+    );
+}
+
+#[tokio::test]
+async fn os_glance_properties_are_reserved() {
+    let app = App::new();
+    let r = app
+        .create(MEMBER_A, json!({"name": "r", "os_glance_foo": "bar"}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("'os_glance_foo' is reserved")
+    );
+    let id = app.create_id(MEMBER_A, json!({"name": "r"})).await;
+    for op in ["add", "remove"] {
+        let r = app
+            .patch(
+                ADMIN,
+                &id,
+                json!([{"op": op, "path": "/os_glance_import_task", "value": "x"}]),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{op}");
+    }
+    assert!(
+        app.get(&format!("/v2/images/{id}"), MEMBER_A)
+            .await
+            .json()
+            .get("os_glance_import_task")
+            .is_none()
+    );
+}
+
+#[tokio::test]
 async fn tags_are_added_and_removed() {
     let app = App::new();
     let id = app.create_id(MEMBER_A, json!({"name": "t"})).await;

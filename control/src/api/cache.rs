@@ -201,28 +201,25 @@ pub async fn queue(
     let idt = id.to_string();
     let outcomes = each(&targets, |n| client.prewarm(n, &idt, &query)).await;
     let mut refusals = Vec::new();
-    let nodes: Vec<Value> = outcomes
-        .into_iter()
-        .map(|(n, r)| match r {
-            Ok(()) => json!({"name": n.name, "queued": true}),
+    let tried = outcomes.len();
+    for (n, r) in outcomes {
+        match r {
+            Ok(()) => tracing::info!(node = %n.name, image = %id, "pre-warm queued"),
             Err(e) => {
                 tracing::warn!(node = %n.name, image = %id, error = %e, "pre-warm refused");
                 refusals.push(format!("{}: {e}", n.name));
-                json!({"name": n.name, "queued": false, "error": e})
             }
-        })
-        .collect();
-    if refusals.len() == nodes.len() {
+        }
+    }
+    if refusals.len() == tried {
         return Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             format!("No stream node took image {id}: {}", refusals.join("; ")),
         ));
     }
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(json!({"image_id": id, "nodes": nodes})),
-    )
-        .into_response())
+    // Glance answers with no body (clients read it as such); where the
+    // image is placed is `GET /v2/cache/nodes/{id}`.
+    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 /// Evicts `id` from every node; counts the nodes that held it, names the

@@ -61,13 +61,28 @@ fn count(key: &str, v: &Value) -> Result<u64, ApiError> {
     })
 }
 
-/// Sets one property from its JSON value (create, PATCH add/replace).
-pub fn set_property(ctx: &Context, img: &mut Image, key: &str, v: &Value) -> Result<(), ApiError> {
+/// Properties under this prefix are Glance's own (import progress and
+/// results): users can neither set nor remove them.
+pub const RESERVED_PREFIX: &str = "os_glance";
+
+/// Refuses a property users may not change: read-only or reserved.
+fn check_writable(key: &str) -> Result<(), ApiError> {
     if READ_ONLY.contains(&key) {
         return Err(ApiError::forbidden(format!(
             "Attribute '{key}' is read-only."
         )));
     }
+    if key.starts_with(RESERVED_PREFIX) {
+        return Err(ApiError::forbidden(format!(
+            "Attribute '{key}' is reserved."
+        )));
+    }
+    Ok(())
+}
+
+/// Sets one property from its JSON value (create, PATCH add/replace).
+pub fn set_property(ctx: &Context, img: &mut Image, key: &str, v: &Value) -> Result<(), ApiError> {
+    check_writable(key)?;
     match key {
         "name" => img.name = opt_string(key, v, None)?,
         "visibility" => {
@@ -118,11 +133,7 @@ pub fn set_property(ctx: &Context, img: &mut Image, key: &str, v: &Value) -> Res
 
 /// Removes a property (PATCH remove).
 fn remove_property(img: &mut Image, key: &str) -> Result<(), ApiError> {
-    if READ_ONLY.contains(&key) {
-        return Err(ApiError::forbidden(format!(
-            "Attribute '{key}' is read-only."
-        )));
-    }
+    check_writable(key)?;
     if BASE.contains(&key) {
         return Err(ApiError::forbidden(format!(
             "Base property '{key}' cannot be removed."
@@ -136,13 +147,51 @@ fn remove_property(img: &mut Image, key: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The two ways Glance writes a patch operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `application/openstack-images-v2.1-json-patch` (RFC 6902):
+    /// `{"op": "replace", "path": "/name", "value": ...}`.
+    V21,
+    /// `application/openstack-images-v2.0-json-patch` (the older draft):
+    /// `{"replace": "/name", "value": ...}`.
+    V20,
+}
+
+/// The operation's name and path, as its dialect writes them.
+fn op_and_path(dialect: Dialect, op: &Value) -> Result<(&str, &str), ApiError> {
+    let fields = op
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("Each patch operation must be a JSON object"))?;
+    match dialect {
+        Dialect::V21 => {
+            let kind = fields.get("op").and_then(Value::as_str).unwrap_or("");
+            let path = fields
+                .get("path")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::bad_request("Each patch operation needs a 'path'"))?;
+            Ok((kind, path))
+        }
+        Dialect::V20 => {
+            let mut named = ["add", "replace", "remove"]
+                .into_iter()
+                .filter_map(|k| fields.get(k).map(|p| (k, p)));
+            match (named.next(), named.next()) {
+                (Some((kind, Value::String(path))), None) => Ok((kind, path.as_str())),
+                (Some((kind, _)), None) => Err(ApiError::bad_request(format!(
+                    "The path of operation '{kind}' must be a string"
+                ))),
+                _ => Err(ApiError::bad_request(
+                    "Each patch operation needs exactly one of 'add', 'replace' or 'remove'",
+                )),
+            }
+        }
+    }
+}
+
 /// One JSON-patch operation on a property path.
-fn apply_op(ctx: &Context, img: &mut Image, op: &Value) -> Result<(), ApiError> {
-    let kind = op.get("op").and_then(Value::as_str).unwrap_or("");
-    let path = op
-        .get("path")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::bad_request("Each patch operation needs a 'path'"))?;
+fn apply_op(ctx: &Context, img: &mut Image, dialect: Dialect, op: &Value) -> Result<(), ApiError> {
+    let (kind, path) = op_and_path(dialect, op)?;
     let key = path
         .strip_prefix('/')
         .filter(|k| !k.contains('/'))
@@ -178,8 +227,14 @@ pub fn parse_patch(body: &[u8]) -> Result<Vec<Value>, ApiError> {
 
 /// Applies operations in order, stopping at the first that fails (the
 /// caller applies to a copy, so a failed patch changes nothing).
-pub fn apply_patch(ctx: &Context, img: &mut Image, ops: &[Value]) -> Result<(), ApiError> {
-    ops.iter().try_for_each(|op| apply_op(ctx, img, op))
+pub fn apply_patch(
+    ctx: &Context,
+    img: &mut Image,
+    dialect: Dialect,
+    ops: &[Value],
+) -> Result<(), ApiError> {
+    ops.iter()
+        .try_for_each(|op| apply_op(ctx, img, dialect, op))
 }
 
 /// `PATCH /v2/images/{id}`.
@@ -199,7 +254,10 @@ pub async fn patch(
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if !PATCH_TYPES.contains(&media.as_str()) {
+    let dialect = match PATCH_TYPES.iter().position(|t| *t == media) {
+        Some(0) => Dialect::V21,
+        Some(_) => Dialect::V20,
+        None => {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!(
@@ -210,18 +268,19 @@ pub async fn patch(
         .with_header(
             header::HeaderName::from_static("accept-patch"),
             "application/openstack-images-v2.0-json-patch, application/openstack-images-v2.1-json-patch",
-        ));
-    }
+        ))
+        }
+    };
     let ops = parse_patch(&body)?;
     let current = super::images::load_visible(&state, &ctx, id).await?;
     policy::check(Action::ModifyImage, &ctx, Target::image(&current))?;
     // Apply to a copy first so an invalid patch changes nothing and gets its own status.
     let mut preview = current.clone();
-    apply_patch(&ctx, &mut preview, &ops)?;
+    apply_patch(&ctx, &mut preview, dialect, &ops)?;
     let now = super::images::now();
     let updated = super::images::blocking(&state, move |m| {
         m.update(&id, &mut |img| {
-            apply_patch(&ctx, img, &ops).map_err(|e| e.message)?;
+            apply_patch(&ctx, img, dialect, &ops).map_err(|e| e.message)?;
             img.updated_at = now.clone();
             Ok(())
         })
