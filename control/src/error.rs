@@ -70,6 +70,10 @@ impl From<MetadataError> for ApiError {
                 ApiError::conflict(format!("Image with identifier {id} already exists"))
             }
             MetadataError::Refused(m) => ApiError::conflict(m),
+            e @ MetadataError::DocExists(..) => ApiError::conflict(capitalised(&e.to_string())),
+            e @ MetadataError::DocNotFound(..) => {
+                ApiError::new(StatusCode::NOT_FOUND, capitalised(&e.to_string()))
+            }
             other => {
                 tracing::error!(error = %other, "metadata store failed");
                 ApiError::new(
@@ -79,6 +83,15 @@ impl From<MetadataError> for ApiError {
             }
         }
     }
+}
+
+/// A message with its first letter capitalised.
+fn capitalised(s: &str) -> String {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 impl IntoResponse for ApiError {

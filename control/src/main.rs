@@ -141,11 +141,12 @@ fn db_migrate(from: &str, to: &str) -> Result<(), String> {
         .import(&source)
         .map_err(|e| format!("db migrate: {e}"))?;
     println!(
-        "copied {} images, {} memberships, {} stream nodes and {} signing key records from {} to {}",
+        "copied {} images, {} memberships, {} stream nodes, {} signing key records and {} documents (tasks, metadata definitions) from {} to {}",
         n.images,
         n.members,
         n.stream_nodes,
         n.signing_keys,
+        n.documents,
         path.display(),
         metadata::redact(to)
     );

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::{Api, Server, start};
-use glance_api::metadata::{MetadataStore as _, RedbStore, SqlStore};
+use glance_api::metadata::{DocKind, MetadataStore as _, RedbStore, SqlStore};
 use glance_api::model::{Image, KeyRecord, Member, MemberStatus, StreamNode};
 use md5::Digest as _;
 use serde_json::{Value, json};
@@ -428,6 +428,14 @@ fn db_migrate_copies_a_redb_file_whole_and_only_into_an_empty_database() {
             retire_at: None,
         })
         .unwrap();
+        redb.doc_create(
+            DocKind::MetadefNamespace,
+            "OS::Compute::Quota",
+            &serde_json::json!({"namespace": "OS::Compute::Quota"}),
+        )
+        .unwrap();
+        redb.doc_create(DocKind::Task, "t1", &serde_json::json!({"id": "t1"}))
+            .unwrap();
     }
     for server in Server::ALL {
         let url = server.fresh_database();
@@ -436,7 +444,7 @@ fn db_migrate_copies_a_redb_file_whole_and_only_into_an_empty_database() {
         assert!(ok, "{server:?}: {said}");
         assert!(
             said.contains(
-                "copied 5 images, 1 memberships, 1 stream nodes and 1 signing key records"
+                "copied 5 images, 1 memberships, 1 stream nodes, 1 signing key records and 2 documents"
             ),
             "{said}"
         );
@@ -448,6 +456,13 @@ fn db_migrate_copies_a_redb_file_whole_and_only_into_an_empty_database() {
         assert_eq!(sql.memberships("proj-b").unwrap().len(), 1);
         assert_eq!(sql.stream_nodes().unwrap().len(), 1);
         assert_eq!(sql.key_records().unwrap().len(), 1);
+        assert_eq!(
+            sql.doc_get(DocKind::MetadefNamespace, "OS::Compute::Quota")
+                .unwrap()
+                .unwrap()["namespace"],
+            "OS::Compute::Quota"
+        );
+        assert_eq!(sql.doc_list(DocKind::Task).unwrap().len(), 1);
         // Again into the same database: refused, nothing doubled.
         let (ok, said) = glance_api(&["db", "migrate", "--from", &from, "--to", &url]);
         assert!(

@@ -273,7 +273,8 @@ fn listed(
     }
 }
 
-fn link(base: &[(String, String)], marker: Option<&str>) -> String {
+/// A page's link: `path` with the list's query, and `marker` when given.
+pub(super) fn page_link(path: &str, base: &[(String, String)], marker: Option<&str>) -> String {
     let mut s = form_urlencoded::Serializer::new(String::new());
     for (k, v) in base {
         s.append_pair(k, v);
@@ -283,9 +284,9 @@ fn link(base: &[(String, String)], marker: Option<&str>) -> String {
     }
     let q = s.finish();
     if q.is_empty() {
-        "/v2/images".into()
+        path.into()
     } else {
-        format!("/v2/images?{q}")
+        format!("{path}?{q}")
     }
 }
 
@@ -326,14 +327,14 @@ pub async fn list(
     let page: Vec<&Image> = images.iter().skip(start).take(q.limit).collect();
     let mut body = json!({
         "images": page.iter().map(|i| i.to_json()).collect::<Vec<_>>(),
-        "first": link(&q.base, None),
+        "first": page_link("/v2/images", &q.base, None),
         "schema": "/v2/schemas/images",
     });
     if q.limit > 0
         && page.len() == q.limit
         && let Some(last) = page.last()
     {
-        body["next"] = Value::String(link(&q.base, Some(&last.id.to_string())));
+        body["next"] = Value::String(page_link("/v2/images", &q.base, Some(&last.id.to_string())));
     }
     Ok(axum::Json(body).into_response())
 }

@@ -8,8 +8,9 @@ mod fleet_admin;
 mod head;
 mod images;
 mod links;
-mod list;
+pub(crate) mod list;
 mod members;
+pub mod metadefs;
 pub(crate) mod patch;
 mod policy;
 mod schemas;
@@ -107,6 +108,7 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/admin/keys", get(fleet_admin::list_keys))
         .route("/admin/keys/rotate", post(fleet_admin::rotate_keys))
+        .merge(metadefs::routes())
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             authenticate,

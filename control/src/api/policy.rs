@@ -41,6 +41,23 @@ pub enum Action {
     ManageFleet,
     /// Get a direct backend link that bypasses glance-stream.
     DirectLink,
+    /// Import staged or fetched data into an image (`glance-direct`,
+    /// `web-download`).
+    ImportImage,
+    /// Copy an active image's data into more stores (`copy-image`).
+    CopyImage,
+    /// Remove an image's data from one store (`DELETE /v2/stores/...`).
+    DeleteFromStore,
+    /// Read tasks (`/v2/tasks`, an image's tasks).
+    ReadTasks,
+    /// Read an image's locations (`GET /v2/images/{id}/locations`).
+    ReadLocations,
+    /// Read the stores' details (`/v2/info/stores/detail`).
+    ReadStoreDetail,
+    /// Read metadata definitions (visibility still applies).
+    ReadMetadefs,
+    /// Create, change or delete metadata definitions.
+    ManageMetadefs,
 }
 
 /// Who a rule lets through.
@@ -50,6 +67,8 @@ pub enum Who {
     Admin,
     /// Holders of `member` in any project.
     AnyMember,
+    /// Holders of `reader` (or `member`) in any project.
+    AnyReader,
     /// Holders of `member` in the project owning the image.
     OwnerMember,
     /// Holders of `member` in the project a share names.
@@ -141,6 +160,46 @@ pub const RULES: &[(Action, &[Who], &str)] = &[
         &[Who::Admin, Who::Service],
         "Only the service and admin roles may get a direct link to the backend.",
     ),
+    (
+        Action::ImportImage,
+        &[Who::Admin, Who::OwnerMember],
+        "You are not permitted to import this image.",
+    ),
+    (
+        Action::CopyImage,
+        &[Who::Admin],
+        "Only an admin may copy an image to other stores.",
+    ),
+    (
+        Action::DeleteFromStore,
+        &[Who::Admin],
+        "Only an admin may delete an image's data from a store.",
+    ),
+    (
+        Action::ReadTasks,
+        &[Who::Admin],
+        "Only an admin may read tasks.",
+    ),
+    (
+        Action::ReadLocations,
+        &[Who::Service],
+        "Only the service role may read image locations.",
+    ),
+    (
+        Action::ReadStoreDetail,
+        &[Who::Admin],
+        "Only an admin may read the stores' details.",
+    ),
+    (
+        Action::ReadMetadefs,
+        &[Who::Admin, Who::AnyReader],
+        "You are not permitted to read metadata definitions.",
+    ),
+    (
+        Action::ManageMetadefs,
+        &[Who::Admin],
+        "Only an admin may create, change or delete metadata definitions.",
+    ),
 ];
 
 /// What an action is taken on.
@@ -167,6 +226,7 @@ fn admits(who: Who, ctx: &Context, target: Target<'_>) -> bool {
     match who {
         Who::Admin => ctx.is_admin(),
         Who::AnyMember => member,
+        Who::AnyReader => member || ctx.has_role("reader"),
         Who::OwnerMember => member && target.image.is_some_and(|i| owns(ctx, i)),
         Who::SharedProjectMember => member && target.member.is_some_and(|m| is_member(ctx, m)),
         Who::Service => ctx.has_role("service"),
@@ -303,6 +363,29 @@ mod tests {
             [true, false, false, false, false, false],
         ),
         (Action::DirectLink, [true, false, false, false, false, true]),
+        (
+            Action::ImportImage,
+            [true, true, false, false, false, false],
+        ),
+        (Action::CopyImage, [true, false, false, false, false, false]),
+        (
+            Action::DeleteFromStore,
+            [true, false, false, false, false, false],
+        ),
+        (Action::ReadTasks, [true, false, false, false, false, false]),
+        (
+            Action::ReadLocations,
+            [false, false, false, false, false, true],
+        ),
+        (
+            Action::ReadStoreDetail,
+            [true, false, false, false, false, false],
+        ),
+        (Action::ReadMetadefs, [true, true, true, true, true, false]),
+        (
+            Action::ManageMetadefs,
+            [true, false, false, false, false, false],
+        ),
     ];
 
     #[test]

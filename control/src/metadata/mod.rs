@@ -55,6 +55,12 @@ pub enum MetadataError {
     /// An image with that id already exists.
     #[error("an image with id {0} already exists")]
     Exists(Uuid),
+    /// A document of that kind and key already exists.
+    #[error("a {kind} named {key} already exists", kind = .0.noun(), key = .1)]
+    DocExists(DocKind, String),
+    /// No document of that kind and key.
+    #[error("no {kind} named {key}", kind = .0.noun(), key = .1)]
+    DocNotFound(DocKind, String),
     /// No image with that id.
     #[error("no image with id {0}")]
     NotFound(Uuid),
@@ -69,6 +75,55 @@ pub enum MetadataError {
         "the metadata database has schema migration {0}, which this glance-api does not know: upgrade glance-api"
     )]
     NewerDatabase(i64),
+}
+
+/// The kinds of JSON documents kept beside images, each keyed by a string
+/// unique within its kind. The API layer gives them their types; the stores
+/// keep them whole, so each document changes atomically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DocKind {
+    /// An asynchronous task, such as an image import (key: its UUID).
+    Task,
+    /// A metadata definitions namespace, with its objects, properties, tags
+    /// and resource type associations (key: its name).
+    MetadefNamespace,
+    /// A metadata definitions resource type (key: its name).
+    MetadefResourceType,
+}
+
+impl DocKind {
+    /// Every kind, for copying a whole store.
+    pub const ALL: [DocKind; 3] = [
+        DocKind::Task,
+        DocKind::MetadefNamespace,
+        DocKind::MetadefResourceType,
+    ];
+
+    /// The kind's name, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocKind::Task => "task",
+            DocKind::MetadefNamespace => "metadef_namespace",
+            DocKind::MetadefResourceType => "metadef_resource_type",
+        }
+    }
+
+    /// The kind in words, for messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            DocKind::Task => "task",
+            DocKind::MetadefNamespace => "metadata definition namespace",
+            DocKind::MetadefResourceType => "metadata definition resource type",
+        }
+    }
+}
+
+/// A document from its JSON.
+fn decode_doc(kind: DocKind, key: &str, bytes: &[u8]) -> Result<serde_json::Value, MetadataError> {
+    serde_json::from_slice(bytes).map_err(|e| MetadataError::Corrupt {
+        id: format!("{} {key}", kind.noun()),
+        message: e.to_string(),
+    })
 }
 
 /// An image record from its JSON.
@@ -134,4 +189,29 @@ pub trait MetadataStore: Send + Sync + 'static {
     fn put_key_record(&self, record: &KeyRecord) -> Result<(), MetadataError>;
     /// Removes a signing key record; `false` if there was none.
     fn delete_key_record(&self, id: &str) -> Result<bool, MetadataError>;
+    /// Adds a document; [`MetadataError::DocExists`] if the key is taken.
+    fn doc_create(
+        &self,
+        kind: DocKind,
+        key: &str,
+        doc: &serde_json::Value,
+    ) -> Result<(), MetadataError>;
+    /// One document.
+    fn doc_get(&self, kind: DocKind, key: &str)
+    -> Result<Option<serde_json::Value>, MetadataError>;
+    /// Every document of a kind, with its key, in key order.
+    fn doc_list(&self, kind: DocKind) -> Result<Vec<(String, serde_json::Value)>, MetadataError>;
+    /// Reads, changes and writes one document atomically, under the key
+    /// `rename` when given ([`MetadataError::DocExists`] if that key is
+    /// taken). `change` returns `Err(message)` to leave it untouched
+    /// ([`MetadataError::Refused`]).
+    fn doc_update(
+        &self,
+        kind: DocKind,
+        key: &str,
+        rename: Option<&str>,
+        change: &mut dyn FnMut(&mut serde_json::Value) -> Result<(), String>,
+    ) -> Result<serde_json::Value, MetadataError>;
+    /// Removes a document; `false` if there was none.
+    fn doc_delete(&self, kind: DocKind, key: &str) -> Result<bool, MetadataError>;
 }

@@ -6,7 +6,9 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use uuid::Uuid;
 
-use super::{MetadataError, MetadataStore, db_err, decode, decode_member, encode};
+use super::{
+    DocKind, MetadataError, MetadataStore, db_err, decode, decode_doc, decode_member, encode,
+};
 use crate::model::{Image, KeyRecord, Member, MemberStatus, StreamNode};
 
 /// Images by id (the 16 UUID bytes), each a JSON-encoded [`Image`].
@@ -21,6 +23,9 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("stream_nodes");
 /// Signing key records by key id, as JSON (the secrets stay in the keyring file).
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("signing_keys");
+/// Documents (tasks, metadata definitions) by kind and key, as JSON. A file
+/// written before they existed gains the table when opened.
+const DOCS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("documents");
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: u64 = 1;
 
@@ -39,6 +44,7 @@ impl RedbStore {
             txn.open_table(MEMBERS).map_err(db_err)?;
             txn.open_table(NODES).map_err(db_err)?;
             txn.open_table(KEYS).map_err(db_err)?;
+            txn.open_table(DOCS).map_err(db_err)?;
             let mut meta = txn.open_table(META).map_err(db_err)?;
             let found = meta
                 .get("schema_version")
@@ -278,6 +284,97 @@ impl MetadataStore for RedbStore {
     fn delete_key_record(&self, id: &str) -> Result<bool, MetadataError> {
         self.named_delete(KEYS, id)
     }
+
+    fn doc_create(
+        &self,
+        kind: DocKind,
+        key: &str,
+        doc: &serde_json::Value,
+    ) -> Result<(), MetadataError> {
+        let bytes = serde_json::to_vec(doc).map_err(db_err)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = txn.open_table(DOCS).map_err(db_err)?;
+            if t.get((kind.as_str(), key)).map_err(db_err)?.is_some() {
+                return Err(MetadataError::DocExists(kind, key.to_owned()));
+            }
+            t.insert((kind.as_str(), key), bytes.as_slice())
+                .map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    fn doc_get(
+        &self,
+        kind: DocKind,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, MetadataError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(DOCS).map_err(db_err)?;
+        let found = t.get((kind.as_str(), key)).map_err(db_err)?;
+        found.map(|v| decode_doc(kind, key, v.value())).transpose()
+    }
+
+    fn doc_list(&self, kind: DocKind) -> Result<Vec<(String, serde_json::Value)>, MetadataError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(DOCS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for entry in t.range((kind.as_str(), "")..).map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
+            let (k_kind, k_key) = k.value();
+            if k_kind != kind.as_str() {
+                break;
+            }
+            out.push((k_key.to_owned(), decode_doc(kind, k_key, v.value())?));
+        }
+        Ok(out)
+    }
+
+    fn doc_update(
+        &self,
+        kind: DocKind,
+        key: &str,
+        rename: Option<&str>,
+        change: &mut dyn FnMut(&mut serde_json::Value) -> Result<(), String>,
+    ) -> Result<serde_json::Value, MetadataError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let doc = {
+            let mut t = txn.open_table(DOCS).map_err(db_err)?;
+            let mut doc = match t.get((kind.as_str(), key)).map_err(db_err)? {
+                Some(v) => decode_doc(kind, key, v.value())?,
+                None => return Err(MetadataError::DocNotFound(kind, key.to_owned())),
+            };
+            change(&mut doc).map_err(MetadataError::Refused)?;
+            let bytes = serde_json::to_vec(&doc).map_err(db_err)?;
+            let target = match rename {
+                Some(new) if new != key => {
+                    if t.get((kind.as_str(), new)).map_err(db_err)?.is_some() {
+                        return Err(MetadataError::DocExists(kind, new.to_owned()));
+                    }
+                    t.remove((kind.as_str(), key)).map_err(db_err)?;
+                    new
+                }
+                _ => key,
+            };
+            t.insert((kind.as_str(), target), bytes.as_slice())
+                .map_err(db_err)?;
+            doc
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(doc)
+    }
+
+    fn doc_delete(&self, kind: DocKind, key: &str) -> Result<bool, MetadataError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let removed = txn
+            .open_table(DOCS)
+            .map_err(db_err)?
+            .remove((kind.as_str(), key))
+            .map_err(db_err)?
+            .is_some();
+        txn.commit().map_err(db_err)?;
+        Ok(removed)
+    }
 }
 
 #[cfg(test)]
@@ -312,6 +409,59 @@ mod tests {
         assert!(store.delete(&img.id).unwrap());
         assert!(!store.delete(&img.id).unwrap());
         assert_eq!(store.get(&img.id).unwrap(), None);
+    }
+
+    #[test]
+    fn documents_are_kept_by_kind_renamed_atomically_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("m.redb")).unwrap();
+        let ns = DocKind::MetadefNamespace;
+        store
+            .doc_create(ns, "b", &serde_json::json!({"n": 1}))
+            .unwrap();
+        store
+            .doc_create(ns, "a", &serde_json::json!({"n": 2}))
+            .unwrap();
+        store
+            .doc_create(DocKind::Task, "a", &serde_json::json!({"t": 1}))
+            .unwrap();
+        assert!(matches!(
+            store.doc_create(ns, "a", &serde_json::json!({})),
+            Err(MetadataError::DocExists(DocKind::MetadefNamespace, k)) if k == "a"
+        ));
+        let keys: Vec<String> = store
+            .doc_list(ns)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["a", "b"], "one kind, in key order");
+        assert_eq!(store.doc_list(DocKind::Task).unwrap().len(), 1);
+        // A rename onto a taken key changes nothing.
+        let clash = store.doc_update(ns, "a", Some("b"), &mut |d| {
+            d["n"] = serde_json::json!(9);
+            Ok(())
+        });
+        assert!(matches!(clash, Err(MetadataError::DocExists(..))));
+        assert_eq!(store.doc_get(ns, "a").unwrap().unwrap()["n"], 2);
+        let moved = store
+            .doc_update(ns, "a", Some("c"), &mut |d| {
+                d["n"] = serde_json::json!(3);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(moved["n"], 3);
+        assert_eq!(store.doc_get(ns, "a").unwrap(), None);
+        assert_eq!(store.doc_get(ns, "c").unwrap().unwrap()["n"], 3);
+        let refused = store.doc_update(ns, "c", None, &mut |_| Err("no".into()));
+        assert!(matches!(refused, Err(MetadataError::Refused(m)) if m == "no"));
+        assert!(matches!(
+            store.doc_update(ns, "zz", None, &mut |_| Ok(())),
+            Err(MetadataError::DocNotFound(..))
+        ));
+        assert!(store.doc_delete(ns, "c").unwrap());
+        assert!(!store.doc_delete(ns, "c").unwrap());
+        assert_eq!(store.doc_get(DocKind::Task, "a").unwrap().unwrap()["t"], 1);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use sqlx::migrate::{Migrate as _, Migrator};
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection as _, Row as _};
 use uuid::Uuid;
 
-use super::{MetadataError, MetadataStore, decode, decode_member};
+use super::{DocKind, MetadataError, MetadataStore, decode, decode_doc, decode_member};
 use crate::model::{Image, KeyRecord, Member, MemberStatus, StreamNode};
 
 /// Attempts of an update that keeps losing to concurrent writers.
@@ -140,6 +140,11 @@ struct Queries {
     keys: String,
     put_key: String,
     delete_key: String,
+    insert_doc: String,
+    get_doc: String,
+    list_docs: String,
+    update_doc: String,
+    delete_doc: String,
 }
 
 impl Queries {
@@ -168,6 +173,14 @@ impl Queries {
             keys: p("SELECT id, record FROM signing_keys ORDER BY id"),
             put_key: d.upsert("signing_keys", &["id"], &["id", "record"]),
             delete_key: p("DELETE FROM signing_keys WHERE id = ?"),
+            insert_doc: p("INSERT INTO documents (kind, id, version, record) VALUES (?, ?, ?, ?)"),
+            get_doc: p("SELECT version, record FROM documents WHERE kind = ? AND id = ?"),
+            list_docs: p("SELECT id, record FROM documents WHERE kind = ? ORDER BY id"),
+            update_doc: p(
+                "UPDATE documents SET id = ?, version = version + 1, record = ? \
+                 WHERE kind = ? AND id = ? AND version = ?",
+            ),
+            delete_doc: p("DELETE FROM documents WHERE kind = ? AND id = ?"),
         }
     }
 }
@@ -341,6 +354,25 @@ impl SqlStore {
         })
     }
 
+    /// One document's row: its version and record.
+    fn versioned_doc(
+        &self,
+        kind: DocKind,
+        key: &str,
+    ) -> Result<Option<(i64, String)>, MetadataError> {
+        let (pool, sql) = (self.pool.clone(), self.q.get_doc.clone());
+        let (kind, key) = (kind.as_str().to_owned(), key.to_owned());
+        self.run(async move {
+            let row = sqlx::query(AssertSqlSafe(sql))
+                .bind(kind)
+                .bind(key)
+                .fetch_optional(&pool)
+                .await?;
+            row.map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?)))
+                .transpose()
+        })
+    }
+
     /// Runs one writing statement binding `args`: the rows it changed,
     /// or the constraint it broke.
     fn write(&self, sql: &str, args: Vec<Arg>) -> Result<Written, MetadataError> {
@@ -426,11 +458,16 @@ impl SqlStore {
         }
         let nodes = from.stream_nodes()?;
         let keys = from.key_records()?;
+        let mut docs = Vec::new();
+        for kind in DocKind::ALL {
+            docs.extend(from.doc_list(kind)?.into_iter().map(|(k, d)| (kind, k, d)));
+        }
         let counts = ImportCounts {
             images: images.len(),
             members: members.len(),
             stream_nodes: nodes.len(),
             signing_keys: keys.len(),
+            documents: docs.len(),
         };
         let mut rows: Vec<(String, Vec<Arg>)> = Vec::new();
         for image in &images {
@@ -462,6 +499,17 @@ impl SqlStore {
             rows.push((
                 self.q.put_key.clone(),
                 vec![Arg::Text(k.id.clone()), json(k)?],
+            ));
+        }
+        for (kind, key, doc) in &docs {
+            rows.push((
+                self.q.insert_doc.clone(),
+                vec![
+                    Arg::Text(kind.as_str().to_owned()),
+                    Arg::Text(key.clone()),
+                    Arg::Int(first_version()?),
+                    json(doc)?,
+                ],
             ));
         }
         let pool = self.pool.clone();
@@ -552,6 +600,8 @@ pub struct ImportCounts {
     pub stream_nodes: usize,
     /// Signing key records.
     pub signing_keys: usize,
+    /// Documents: tasks and metadata definitions.
+    pub documents: usize,
 }
 
 /// Whether the applied migrations (`(version, succeeded)`) are exactly
@@ -774,6 +824,89 @@ impl MetadataStore for SqlStore {
     fn delete_key_record(&self, id: &str) -> Result<bool, MetadataError> {
         Ok(self.rows(&self.q.delete_key, vec![Arg::Text(id.to_owned())])? > 0)
     }
+
+    fn doc_create(
+        &self,
+        kind: DocKind,
+        key: &str,
+        doc: &serde_json::Value,
+    ) -> Result<(), MetadataError> {
+        let args = vec![
+            Arg::Text(kind.as_str().to_owned()),
+            Arg::Text(key.to_owned()),
+            Arg::Int(first_version()?),
+            json(doc)?,
+        ];
+        match self.write(&self.q.insert_doc, args)? {
+            Written::Duplicate => Err(MetadataError::DocExists(kind, key.to_owned())),
+            _ => Ok(()),
+        }
+    }
+
+    fn doc_get(
+        &self,
+        kind: DocKind,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, MetadataError> {
+        self.versioned_doc(kind, key)?
+            .map(|(_, record)| decode_doc(kind, key, record.as_bytes()))
+            .transpose()
+    }
+
+    fn doc_list(&self, kind: DocKind) -> Result<Vec<(String, serde_json::Value)>, MetadataError> {
+        self.pairs(&self.q.list_docs, Some(kind.as_str().to_owned()))?
+            .into_iter()
+            .map(|(key, record)| {
+                let doc = decode_doc(kind, &key, record.as_bytes())?;
+                Ok((key, doc))
+            })
+            .collect()
+    }
+
+    fn doc_update(
+        &self,
+        kind: DocKind,
+        key: &str,
+        rename: Option<&str>,
+        change: &mut dyn FnMut(&mut serde_json::Value) -> Result<(), String>,
+    ) -> Result<serde_json::Value, MetadataError> {
+        let target = rename.unwrap_or(key);
+        for attempt in 0..UPDATE_ATTEMPTS {
+            let Some((version, record)) = self.versioned_doc(kind, key)? else {
+                return Err(MetadataError::DocNotFound(kind, key.to_owned()));
+            };
+            let mut doc = decode_doc(kind, key, record.as_bytes())?;
+            change(&mut doc).map_err(MetadataError::Refused)?;
+            let args = vec![
+                Arg::Text(target.to_owned()),
+                json(&doc)?,
+                Arg::Text(kind.as_str().to_owned()),
+                Arg::Text(key.to_owned()),
+                Arg::Int(version),
+            ];
+            match self.write(&self.q.update_doc, args)? {
+                Written::Rows(1) => return Ok(doc),
+                Written::Duplicate => {
+                    return Err(MetadataError::DocExists(kind, target.to_owned()));
+                }
+                _ => {}
+            }
+            // Another replica wrote first (see `update`).
+            std::thread::sleep(Duration::from_millis(u64::from(attempt.min(20)) + 1));
+        }
+        Err(MetadataError::Db(format!(
+            "{} {key}: {UPDATE_ATTEMPTS} concurrent writers won in a row; try again",
+            kind.noun()
+        )))
+    }
+
+    fn doc_delete(&self, kind: DocKind, key: &str) -> Result<bool, MetadataError> {
+        let args = vec![
+            Arg::Text(kind.as_str().to_owned()),
+            Arg::Text(key.to_owned()),
+        ];
+        Ok(self.rows(&self.q.delete_doc, args)? > 0)
+    }
 }
 
 #[cfg(test)]
@@ -825,10 +958,17 @@ mod tests {
     #[test]
     fn the_schema_check_names_what_is_missing_or_unknown() {
         let migrator = Dialect::Postgres.migrator();
-        let first = migrator.iter().next().unwrap().version;
-        assert!(schema_state(&migrator, &[(first, true)]).is_ok());
+        let all: Vec<(i64, bool)> = migrator.iter().map(|m| (m.version, true)).collect();
+        let first = all[0].0;
+        assert!(schema_state(&migrator, &all).is_ok());
         let missing = schema_state(&migrator, &[]).unwrap_err().to_string();
         assert!(missing.contains("db sync"), "{missing}");
+        // A database one migration behind (the documents table) needs a sync.
+        let behind = schema_state(&migrator, &all[..1]).unwrap_err().to_string();
+        assert!(
+            behind.contains("is not applied") && behind.contains("db sync"),
+            "{behind}"
+        );
         let newer = schema_state(&migrator, &[(first, true), (99_999_999, true)])
             .unwrap_err()
             .to_string();
