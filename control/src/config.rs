@@ -63,6 +63,87 @@ pub struct RawConfig {
     /// HTTPS, and the CAs trusted when calling out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<RawTls>,
+    /// Interoperable image import: methods, staging, web-download's filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<RawImport>,
+}
+
+/// `[import]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawImport {
+    /// The import methods offered (default: all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+    /// Where staged and downloaded data waits for its import (default
+    /// `staging`, beside the config file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging_dir: Option<PathBuf>,
+    /// Which URLs `web-download` may fetch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_download: Option<RawUriFilter>,
+}
+
+/// `[import.web_download]`: Glance's `[import_filtering_opts]`. An allow
+/// list, when not empty, is the only list of its kind that counts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUriFilter {
+    /// Schemes allowed (default `http`, `https`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_schemes: Option<Vec<String>>,
+    /// Schemes refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disallowed_schemes: Vec<String>,
+    /// The only hosts allowed, when not empty; a host listed here may be a
+    /// loopback or link-local address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+    /// Hosts refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disallowed_hosts: Vec<String>,
+    /// Ports allowed (default 80 and 443).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_ports: Option<Vec<u16>>,
+    /// Ports refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disallowed_ports: Vec<u16>,
+}
+
+/// The import methods, as Glance names them.
+pub const IMPORT_METHODS: [&str; 3] = ["glance-direct", "web-download", "copy-image"];
+
+/// Interoperable import, checked.
+#[derive(Debug, Clone)]
+pub struct ImportConfig {
+    /// Methods offered, in the order configured.
+    pub methods: Vec<String>,
+    /// The staging directory.
+    pub staging_dir: PathBuf,
+    /// What web-download may fetch.
+    pub web_download: crate::import_filter::UriFilter,
+}
+
+/// Checks `[import]`.
+fn check_import(raw: RawImport, base: &Path) -> Result<ImportConfig, String> {
+    let methods = raw
+        .methods
+        .unwrap_or_else(|| IMPORT_METHODS.iter().map(|m| (*m).to_owned()).collect());
+    for m in &methods {
+        if !IMPORT_METHODS.contains(&m.as_str()) {
+            return Err(format!(
+                "[import] methods: unknown method {m:?}; expected some of {}",
+                IMPORT_METHODS.join(", ")
+            ));
+        }
+    }
+    let filter = raw.web_download.unwrap_or_default();
+    Ok(ImportConfig {
+        methods,
+        staging_dir: base.join(raw.staging_dir.unwrap_or_else(|| PathBuf::from("staging"))),
+        web_download: crate::import_filter::UriFilter::check(filter)
+            .map_err(|m| format!("[import.web_download] {m}"))?,
+    })
 }
 
 /// `[tls]`.
@@ -481,6 +562,8 @@ pub struct Config {
     pub tls: Option<glance_link::tls::TlsFiles>,
     /// CAs trusted beside the system's when calling out.
     pub roots: crate::tls::Roots,
+    /// Interoperable image import.
+    pub import: ImportConfig,
 }
 
 impl Config {
@@ -565,6 +648,7 @@ impl Config {
             )));
         }
         let auth = check_auth(raw.auth, base, &roots).map_err(bad)?;
+        let import = check_import(raw.import.unwrap_or_default(), base).map_err(bad)?;
         Ok(Config {
             listen,
             public_url,
@@ -579,6 +663,7 @@ impl Config {
             auth,
             tls,
             roots,
+            import,
         })
     }
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod import_filter;
 pub mod keystone;
 pub mod links;
 pub mod metadata;

@@ -14,6 +14,10 @@ pub enum Status {
     Queued,
     /// Data is being uploaded.
     Saving,
+    /// Data is staged for an import, or being staged.
+    Uploading,
+    /// An import is writing the data into the stores.
+    Importing,
     /// Data uploaded and checked.
     Active,
     /// An upload failed in a way that cannot be retried.
@@ -30,6 +34,8 @@ impl Status {
         match self {
             Status::Queued => "queued",
             Status::Saving => "saving",
+            Status::Uploading => "uploading",
+            Status::Importing => "importing",
             Status::Active => "active",
             Status::Killed => "killed",
             Status::Deleted => "deleted",
@@ -145,6 +151,22 @@ pub struct Image {
     pub properties: BTreeMap<String, String>,
     /// Where the data lives, once uploaded.
     pub location: Option<Location>,
+    /// Data staged for an import (never shown to API users).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<Staged>,
+}
+
+/// What was staged for an import: the file in the staging directory named
+/// by the image id, and what staging it measured, which the import checks
+/// again as it copies the file into the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staged {
+    /// Bytes staged.
+    pub size: u64,
+    /// Their hex md5.
+    pub md5: String,
+    /// Their hex sha512.
+    pub sha512: String,
 }
 
 /// Properties a client may never set or change.
@@ -214,6 +236,7 @@ impl Image {
             tags: BTreeSet::new(),
             properties: BTreeMap::new(),
             location: None,
+            staged: None,
         }
     }
 

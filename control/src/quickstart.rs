@@ -66,6 +66,12 @@ pub struct Args {
         hide_env_values = true
     )]
     pub metadata_url: Option<String>,
+    /// Let web-download imports fetch from this host (and port, when given:
+    /// HOST:PORT), even on a loopback address; repeat for more. Without it,
+    /// web-download fetches from any host that is not loopback or
+    /// link-local, on ports 80 and 443.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub web_download_allow: Vec<String>,
     /// Store images in OpenStack Swift, authenticating with tempauth (v1)
     /// at this URL (e.g. http://swift:8080/auth/v1.0), or with Keystone at
     /// its v3 URL (with --swift-project); images go to the container
@@ -254,6 +260,7 @@ fn prepare(args: &Args, nodes: &[QuickNode]) -> Result<RawConfig, String> {
             },
             fleet: None,
             tls: None,
+            import: None,
         }
     };
     // Ports, host, nodes, the store and Keystone follow the command line on
@@ -268,6 +275,7 @@ fn prepare(args: &Args, nodes: &[QuickNode]) -> Result<RawConfig, String> {
             max_connections: 16,
         });
     }
+    raw.import = web_download_filter(&args.web_download_allow)?;
     raw.listen = format!("{}:{}", args.host, args.port);
     raw.public_url = format!("{}://{}:{}", scheme(args), args.host, args.port);
     raw.tls = match args.tls {
@@ -293,6 +301,44 @@ fn prepare(args: &Args, nodes: &[QuickNode]) -> Result<RawConfig, String> {
         prepare_node(args, node, &raw.store)?;
     }
     Ok(raw)
+}
+
+/// The `[import]` table letting web-download reach `allowed` hosts (each
+/// `HOST` or `HOST:PORT`), or none when there are none.
+fn web_download_filter(allowed: &[String]) -> Result<Option<crate::config::RawImport>, String> {
+    if allowed.is_empty() {
+        return Ok(None);
+    }
+    let mut hosts = Vec::new();
+    let mut ports = vec![80, 443];
+    for entry in allowed {
+        let (host, port) = match entry.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(':') && !h.is_empty() => {
+                let port: u16 = p
+                    .parse()
+                    .map_err(|_| format!("--web-download-allow {entry:?}: {p:?} is not a port"))?;
+                (h.trim_start_matches('[').trim_end_matches(']'), Some(port))
+            }
+            _ => (entry.as_str(), None),
+        };
+        if host.is_empty() {
+            return Err(format!("--web-download-allow {entry:?}: no host"));
+        }
+        hosts.push(host.to_owned());
+        if let Some(p) = port
+            && !ports.contains(&p)
+        {
+            ports.push(p);
+        }
+    }
+    Ok(Some(crate::config::RawImport {
+        web_download: Some(crate::config::RawUriFilter {
+            allowed_hosts: hosts,
+            allowed_ports: Some(ports),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
 }
 
 /// A stream node's directory: its config, its copy of the keyring (kept

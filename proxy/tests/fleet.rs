@@ -155,6 +155,7 @@ impl Fleet {
                 key_grace_secs,
             }),
             tls: None,
+            import: None,
         };
         let config = Config::check(raw, dir.path(), "fleet test").unwrap();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();

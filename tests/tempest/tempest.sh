@@ -11,7 +11,8 @@
 #       DIR is an empty directory owned by the caller. Starts a real Keystone
 #       (tests/keystone/keystone.sh serve) whose catalog names glance-api as
 #       the image service, then `BIN_DIR/glance-api quickstart` in keystone
-#       mode (one file store, one stream node), writes a tempest workspace in
+#       mode (one file store, one stream node) and a local HTTP server for
+#       the web-download tests (glance-api allows its address), writes a tempest workspace in
 #       DIR/tempest whose admin is Keystone's bootstrap admin (tempest makes
 #       a project and users of its own for each test class), and runs
 #       `tempest run --regex REGEX` (default `^tempest\.api\.image\.v2\.`,
@@ -41,6 +42,7 @@ install() {
 # Stops what `run` started: the quickstart (Ctrl-C stops its stream node
 # too), then Keystone (end of its input).
 stop() {
+  if [ -n "${WEB_PID:-}" ]; then kill "$WEB_PID" 2>/dev/null || true; wait "$WEB_PID" || true; fi
   if [ -n "${QS_PID:-}" ]; then kill -INT "$QS_PID" 2>/dev/null || true; wait "$QS_PID" || true; fi
   if [ -n "${KEEP:-}" ]; then exec {KEEP}>&-; fi
   if [ -n "${KEYSTONE_PID:-}" ]; then wait "$KEYSTONE_PID" || true; fi
@@ -84,9 +86,21 @@ run() {
   auth_url=$(sed -n 's/.*auth_url=\([^ ]*\).*/\1/p' <<<"$ready")
   password=$(sed -n 's/.*password=\([^ ]*\).*/\1/p' <<<"$ready")
 
+  # The web-download tests fetch an image from this local server, which
+  # glance-api is told to allow (loopback is refused otherwise).
+  local web_port
+  web_port=$(free_port)
+  mkdir -p "$dir/web"
+  head -c 65536 /dev/urandom >"$dir/web/cirros.img"
+  python3 -m http.server --bind 127.0.0.1 --directory "$dir/web" "$web_port" \
+    >"$dir/web.log" 2>&1 &
+  WEB_PID=$!
+  local image_url="http://127.0.0.1:$web_port/cirros.img"
+
   "$bin/glance-api" quickstart --dir "$dir/var" --port "$port" --stream-port "$stream_port" \
     --keystone-url "$auth_url" --keystone-user glance --keystone-password "$password" \
-    --keystone-project service >"$dir/quickstart.out" 2>"$dir/quickstart.log" &
+    --keystone-project service --web-download-allow "127.0.0.1:$web_port" \
+    >"$dir/quickstart.out" 2>"$dir/quickstart.log" &
   qs_pid=$!
   QS_PID=$qs_pid
   for i in $(seq 1 120); do
@@ -128,6 +142,8 @@ region = RegionOne
 build_timeout = 60
 # The cache API of glance-api fans out to the stream nodes.
 image_caching_enabled = true
+http_image = $image_url
+http_qcow2_image = $image_url
 
 [image-feature-enabled]
 import_image = true

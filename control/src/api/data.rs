@@ -50,12 +50,13 @@ pub async fn upload(
     let mut guard = Requeue {
         state: Some(state.clone()),
         id,
+        from: Status::Saving,
     };
-    let data = match receive(&state, &id.to_string(), body).await {
+    let data = match receive(&state, &state.config.store, &id.to_string(), body).await {
         Ok(data) => data,
         Err(e) => {
             guard.state = None;
-            requeue(&state, id).await;
+            requeue(&state, id, Status::Saving).await;
             return Err(e);
         }
     };
@@ -106,38 +107,51 @@ pub async fn upload(
         if let Err(d) = state.config.store.delete(&id.to_string()).await {
             tracing::error!(image = %id, error = %d, "cannot remove the data of an upload that did not land");
         }
-        requeue(&state, id).await;
+        requeue(&state, id, Status::Saving).await;
         return Err(e);
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Puts the image back to `queued` when dropped armed (see [`upload`]).
-struct Requeue {
-    state: Option<Shared>,
-    id: Uuid,
+pub(super) struct Requeue {
+    /// Set while armed.
+    pub state: Option<Shared>,
+    /// The image.
+    pub id: Uuid,
+    /// The status it is put back from.
+    pub from: Status,
 }
 
 impl Drop for Requeue {
     fn drop(&mut self) {
         if let Some(state) = self.state.take() {
-            let id = self.id;
-            tokio::spawn(async move { requeue(&state, id).await });
+            let (id, from) = (self.id, self.from);
+            tokio::spawn(async move { requeue(&state, id, from).await });
         }
     }
 }
 
 /// What an upload wrote.
-struct Received {
-    size: u64,
-    md5: String,
-    sha512: String,
+#[derive(Debug, Clone)]
+pub(super) struct Received {
+    /// Bytes written.
+    pub size: u64,
+    /// Their hex md5.
+    pub md5: String,
+    /// Their hex sha512.
+    pub sha512: String,
 }
 
-/// Streams the body into the store as object `object`, hashing it (see
+/// Streams the body into `store` as object `object`, hashing it (see
 /// [`UploadDigests`]), refusing more than the size cap; on any failure the
 /// partial object is removed.
-async fn receive(state: &Shared, object: &str, body: Body) -> Result<Received, ApiError> {
+pub(super) async fn receive(
+    state: &Shared,
+    store: &crate::store::Store,
+    object: &str,
+    body: Body,
+) -> Result<Received, ApiError> {
     let store_err = |e: crate::store::StoreError| {
         tracing::error!(object, error = %e, "storing an upload failed");
         ApiError::new(
@@ -152,7 +166,7 @@ async fn receive(state: &Shared, object: &str, body: Body) -> Result<Received, A
             "cannot hash the image data",
         )
     };
-    let mut writer = state.config.store.writer(object).await.map_err(store_err)?;
+    let mut writer = store.writer(object).await.map_err(store_err)?;
     let mut digests = UploadDigests::default();
     let mut pieces = Pieces::default();
     let mut size = 0u64;
@@ -233,13 +247,16 @@ impl Pieces {
     }
 }
 
-/// Puts an image whose upload failed back to `queued`.
-async fn requeue(state: &Shared, id: Uuid) {
+/// Puts an image whose upload or staging failed (status `from`) back to
+/// `queued`, without data.
+pub(super) async fn requeue(state: &Shared, id: Uuid, from: Status) {
     let stamp = now();
     let result = blocking(state, move |m| {
         m.update(&id, &mut |img| {
-            if img.status == Status::Saving {
+            if img.status == from {
                 img.status = Status::Queued;
+                img.size = None;
+                img.staged = None;
                 img.updated_at = stamp.clone();
             }
             Ok(())

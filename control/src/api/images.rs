@@ -99,10 +99,9 @@ pub async fn create(
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(header::LOCATION, v);
     }
-    h.insert(
-        "openstack-image-import-methods",
-        HeaderValue::from_static(""),
-    );
+    if let Ok(v) = HeaderValue::from_str(&state.config.import.methods.join(",")) {
+        h.insert("openstack-image-import-methods", v);
+    }
     if let Ok(v) = HeaderValue::from_str(state.config.store_id.as_str()) {
         h.insert("openstack-image-store-ids", v);
     }
@@ -133,6 +132,9 @@ pub async fn delete(
         )));
     }
     blocking(&state, move |m| m.delete(&id)).await?;
+    if image.staged.is_some() || matches!(image.status, Status::Uploading | Status::Importing) {
+        super::import::unstage(&state, id).await;
+    }
     // An image without data may still have segments in Swift, from an
     // upload cut short by a crash: the store's delete removes those too.
     let object = match (&image.location, &state.config.store) {

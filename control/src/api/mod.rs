@@ -7,6 +7,8 @@ mod extract;
 mod fleet_admin;
 mod head;
 mod images;
+mod import;
+mod info;
 mod links;
 pub(crate) mod list;
 mod members;
@@ -14,6 +16,7 @@ pub mod metadefs;
 pub(crate) mod patch;
 mod policy;
 mod schemas;
+mod tasks;
 
 use std::sync::Arc;
 
@@ -88,6 +91,24 @@ pub fn router(state: Shared) -> Router {
         .route("/v2/schemas/member", get(schemas::member))
         .route("/v2/schemas/members", get(schemas::members))
         .route("/v2/info/stores", get(info_stores))
+        .route("/v2/info/stores/detail", get(info::stores_detail))
+        .route("/v2/info/import", get(import::info))
+        .route("/v2/info/usage", get(info::usage))
+        .route(
+            "/v2/images/{id}/stage",
+            put(import::stage).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v2/images/{id}/import", post(import::import))
+        .route("/v2/images/{id}/tasks", get(tasks::of_image))
+        .route("/v2/images/{id}/locations", get(info::locations))
+        .route(
+            "/v2/stores/{store}/{id}",
+            axum::routing::delete(info::delete_from_store),
+        )
+        .route("/v2/tasks", get(tasks::list).post(tasks::create_legacy))
+        .route("/v2/tasks/{id}", get(tasks::show))
+        .route("/v2/schemas/task", get(schemas::task))
+        .route("/v2/schemas/tasks", get(schemas::tasks))
         .route("/v2/images/{id}/links", post(links::create))
         .route("/v2/cache", get(cache::list).delete(cache::clear))
         .route("/v2/cache/clean", post(cache::clean))
@@ -121,12 +142,30 @@ pub fn router(state: Shared) -> Router {
         .route("/metrics", get(crate::metrics::serve))
         .merge(v2)
         .layer(middleware::from_fn(head::check))
+        .layer(middleware::from_fn(request_id))
         .layer(middleware::from_fn(crate::error::negotiate))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             crate::metrics::track,
         ))
         .with_state(state)
+}
+
+/// The id of one request (`req-<uuid>`), as Glance's request-id
+/// middleware makes it: in the request's extensions for the handlers (an
+/// import's task records it) and in the `x-openstack-request-id` header of
+/// the response.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = format!("req-{}", uuid::Uuid::new_v4());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-openstack-request-id", v);
+    }
+    resp
 }
 
 /// Checks `X-Auth-Token` and puts the caller's context in the request.

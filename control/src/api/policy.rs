@@ -187,8 +187,8 @@ pub const RULES: &[(Action, &[Who], &str)] = &[
     ),
     (
         Action::ReadStoreDetail,
-        &[Who::Admin],
-        "Only an admin may read the stores' details.",
+        &[Who::Admin, Who::Service],
+        "Only the admin and service roles may read the stores' details.",
     ),
     (
         Action::ReadMetadefs,
@@ -379,7 +379,7 @@ mod tests {
         ),
         (
             Action::ReadStoreDetail,
-            [true, false, false, false, false, false],
+            [true, false, false, false, false, true],
         ),
         (Action::ReadMetadefs, [true, true, true, true, true, false]),
         (

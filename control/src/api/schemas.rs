@@ -114,3 +114,53 @@ pub async fn members() -> Response {
     }))
     .into_response()
 }
+
+/// The task schema.
+pub fn task_schema() -> Value {
+    let string = |d: &str| json!({"type": "string", "description": d});
+    json!({
+        "name": "task",
+        "properties": {
+            "id": {"type": "string", "pattern": UUID_PATTERN, "description": "Task id (UUID)"},
+            "type": {"type": "string", "enum": ["import", "api_image_import", "location_import"],
+                "description": "What the task does"},
+            "status": {"type": "string", "enum": super::tasks::STATUSES, "description": "Where the task stands"},
+            "input": {"type": ["null", "object"], "description": "What was asked"},
+            "result": {"type": ["null", "object"], "description": "What came of it"},
+            "owner": string("The project that asked"),
+            "message": string("Progress, or why the task failed"),
+            "image_id": string("The image the task works on"),
+            "request_id": string("The request that started the task"),
+            "user_id": string("The user that asked"),
+            "expires_at": {"type": ["null", "string"], "description": "When the ended task may be removed"},
+            "created_at": string("Creation time"),
+            "updated_at": string("Last change"),
+            "self": {"type": "string", "readOnly": true},
+            "schema": {"type": "string", "readOnly": true}
+        }
+    })
+}
+
+/// `GET /v2/schemas/task`.
+pub async fn task() -> Response {
+    axum::Json(task_schema()).into_response()
+}
+
+/// `GET /v2/schemas/tasks`: list entries carry no input, result or message.
+pub async fn tasks() -> Response {
+    let mut item = task_schema();
+    if let Some(p) = item.get_mut("properties").and_then(Value::as_object_mut) {
+        for k in ["input", "result", "message"] {
+            p.remove(k);
+        }
+    }
+    axum::Json(json!({
+        "name": "tasks",
+        "properties": {
+            "tasks": {"type": "array", "items": item},
+            "schema": {"type": "string"}
+        },
+        "links": [{"rel": "describedby", "href": "{schema}"}]
+    }))
+    .into_response()
+}

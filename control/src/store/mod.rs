@@ -43,6 +43,17 @@ impl Store {
         }
     }
 
+    /// The backend URL of image `object`'s data, as Glance shows locations
+    /// (`file://`, `s3://bucket/key`, `swift://container/object`); no
+    /// credentials.
+    pub fn location_url(&self, object: &str) -> String {
+        match self {
+            Store::File(dir) => format!("file://{}", dir.join(object).display()),
+            Store::S3(s3) => format!("s3://{}/{}", s3.bucket_name(), s3.key(object)),
+            Store::Swift(swift) => swift.location_url(object),
+        }
+    }
+
     /// Starts writing the object of image `object`.
     pub async fn writer(&self, object: &str) -> Result<Writer, StoreError> {
         match self {

@@ -73,6 +73,16 @@ impl S3Store {
         Ok(S3Store { bucket, http })
     }
 
+    /// The bucket's name.
+    pub fn bucket_name(&self) -> &str {
+        self.bucket.bucket().name()
+    }
+
+    /// The key of image `object` (the prefix, then the name).
+    pub fn key(&self, object: &str) -> String {
+        self.bucket.key(object)
+    }
+
     /// A presigned GET of `object`, valid for `ttl`: the direct link.
     pub fn presigned_get(&self, object: &str, ttl: Duration) -> String {
         self.bucket.presigned_get(object, ttl).to_string()

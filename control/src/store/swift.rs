@@ -113,6 +113,15 @@ async fn refusal(what: &str, resp: reqwest::Response) -> StoreError {
 }
 
 impl SwiftStore {
+    /// `swift://container/object` of image `object`.
+    pub fn location_url(&self, object: &str) -> String {
+        format!(
+            "swift://{}/{}",
+            self.account.container(),
+            self.account.object_name(object)
+        )
+    }
+
     /// A store in `account`'s container. With `temp_url_key`, it hands out
     /// TempURLs and keeps the container's `Temp-URL-Key` equal to it.
     pub fn new(

@@ -97,6 +97,7 @@ impl App {
             },
             fleet: None,
             tls: None,
+            import: None,
         };
         let config = Config::check(raw, dir.path(), "test").unwrap();
         let state = glance_api::server::state(config).unwrap();

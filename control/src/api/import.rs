@@ -1,0 +1,676 @@
+//! Interoperable image import, as Glance: data is staged (`PUT .../stage`:
+//! `uploading`, hashed as it lands in the staging directory) or fetched
+//! (`web-download`, from URLs the operator's filter passes), then imported
+//! into the store by a task (`importing`, then `active`); a failed import
+//! puts the image back to `queued` without data and says why in the task
+//! and in `os_glance_failed_import`. `copy-image` copies an active image to
+//! the stores that lack it.
+//!
+//! An image being imported carries Glance's lock, `os_glance_import_task`
+//! (the task's id): a second import is refused while the task runs, and a
+//! lock whose task ended, vanished or has not moved for an hour is broken.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::data::{Requeue, receive, requeue};
+use super::extract::ImageId;
+use super::images::{blocking, load_visible, now};
+use super::policy::{self, Action, Target};
+use super::tasks::{self, Task};
+use super::{RequestId, Shared};
+use crate::auth::Context;
+use crate::error::ApiError;
+use crate::import_filter::Passed;
+use crate::model::{Image, Location, Status};
+use crate::store::Store;
+
+/// The image's import lock: the id of the task importing it.
+pub const LOCK: &str = "os_glance_import_task";
+/// Stores an import is still writing to (comma list).
+pub const IMPORTING: &str = "os_glance_importing_to_stores";
+/// Stores an import failed to write to (comma list).
+pub const FAILED: &str = "os_glance_failed_import";
+/// A lock older than this, with its task not ended, is taken to be left by
+/// a glance-api that stopped mid-import.
+const STALE_LOCK: time::Duration = time::Duration::hours(1);
+/// Redirects followed by web-download, each checked by the filter.
+const MAX_REDIRECTS: usize = 5;
+
+/// The staging directory as a store (files named by image id).
+fn staging(state: &Shared) -> Store {
+    Store::File(state.config.import.staging_dir.clone())
+}
+
+/// Removes an image's staged data (gone already is fine).
+pub async fn unstage(state: &Shared, id: Uuid) {
+    if let Err(e) = staging(state).delete(&id.to_string()).await {
+        tracing::warn!(image = %id, error = %e, "cannot remove staged data");
+    }
+}
+
+fn offered(state: &Shared, method: &str) -> bool {
+    state.config.import.methods.iter().any(|m| m == method)
+}
+
+/// `GET /v2/info/import`.
+pub async fn info(State(state): State<Shared>) -> Response {
+    axum::Json(json!({
+        "import-methods": {
+            "description": "Import methods available.",
+            "type": "array",
+            "value": state.config.import.methods,
+        }
+    }))
+    .into_response()
+}
+
+/// `PUT /v2/images/{id}/stage`: streams the body into the staging
+/// directory, hashing it; the image is `uploading` from then on, or back to
+/// `queued` if staging fails.
+pub async fn stage(
+    State(state): State<Shared>,
+    Extension(ctx): Extension<Context>,
+    ImageId(id): ImageId,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if !offered(&state, "glance-direct") {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "'glance-direct' method is not available at this site.",
+        ));
+    }
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !media.starts_with("application/octet-stream") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Staged data must be sent as application/octet-stream, not '{media}'"),
+        ));
+    }
+    let image = load_visible(&state, &ctx, id).await?;
+    policy::check(Action::ImportImage, &ctx, Target::image(&image))?;
+    let stamp = now();
+    blocking(&state, move |m| {
+        m.update(&id, &mut |img| {
+            if img.status != Status::Queued {
+                return Err(format!(
+                    "Image status transition from {} to uploading is not allowed",
+                    img.status.as_str()
+                ));
+            }
+            img.status = Status::Uploading;
+            img.updated_at = stamp.clone();
+            Ok(())
+        })
+    })
+    .await?;
+    let mut guard = Requeue {
+        state: Some(state.clone()),
+        id,
+        from: Status::Uploading,
+    };
+    let staged = staging(&state);
+    let dir = state.config.import.staging_dir.clone();
+    let received = match tokio::fs::create_dir_all(&dir).await {
+        Ok(()) => receive(&state, &staged, &id.to_string(), body).await,
+        Err(e) => Err(ApiError::from_internal(&format!("{}: {e}", dir.display()))),
+    };
+    guard.state = None;
+    let data = match received {
+        Ok(d) => d,
+        Err(e) => {
+            requeue(&state, id, Status::Uploading).await;
+            return Err(e);
+        }
+    };
+    let stamp = now();
+    let recorded = blocking(&state, move |m| {
+        m.update(&id, &mut |img| {
+            if img.status != Status::Uploading {
+                return Err(format!(
+                    "Image {id} changed to {} while staging",
+                    img.status.as_str()
+                ));
+            }
+            img.size = Some(data.size);
+            img.staged = Some(crate::model::Staged {
+                size: data.size,
+                md5: data.md5.clone(),
+                sha512: data.sha512.clone(),
+            });
+            img.updated_at = stamp.clone();
+            Ok(())
+        })
+    })
+    .await;
+    if let Err(e) = recorded {
+        unstage(&state, id).await;
+        requeue(&state, id, Status::Uploading).await;
+        return Err(e);
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// What an import was asked to do, checked.
+#[derive(Debug, Clone)]
+enum Method {
+    /// From the staging directory.
+    GlanceDirect,
+    /// From a URL the filter passed.
+    WebDownload(Passed),
+    /// From the image's store into others.
+    CopyImage,
+}
+
+impl Method {
+    fn name(&self) -> &'static str {
+        match self {
+            Method::GlanceDirect => "glance-direct",
+            Method::WebDownload(_) => "web-download",
+            Method::CopyImage => "copy-image",
+        }
+    }
+}
+
+/// A boolean field of the import body (absent: `false`).
+fn flag(body: &Value, key: &str) -> Result<bool, ApiError> {
+    match body.get(key) {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "'{key}' must be boolean value only"
+        ))),
+    }
+}
+
+/// The stores an import writes to: `stores`, the `X-Image-Meta-Store`
+/// header, every store (`all_stores`), or the default one.
+fn target_stores(
+    state: &Shared,
+    body: &Value,
+    headers: &HeaderMap,
+) -> Result<(Vec<String>, bool), ApiError> {
+    let all = flag(body, "all_stores")?;
+    let header = headers
+        .get("x-image-meta-store")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let listed = match body.get("stores") {
+        None => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|s| s.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| ApiError::bad_request("'stores' must be a list of store ids"))?,
+        ),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "'stores' must be a list of store ids",
+            ));
+        }
+    };
+    let configured = [state.config.store_id.to_string()];
+    if all && (listed.is_some() || header.is_some()) {
+        return Err(ApiError::bad_request(
+            "All_stores parameter can't be used with x-image-meta-store header or stores parameter",
+        ));
+    }
+    if listed.is_some() && header.is_some() {
+        return Err(ApiError::bad_request(
+            "Stores parameter and x-image-meta-store header can't be both specified",
+        ));
+    }
+    let stores = match (all, listed, header) {
+        (true, _, _) => configured.to_vec(),
+        (_, Some(list), _) => list,
+        (_, None, Some(h)) => vec![h],
+        _ => configured.to_vec(),
+    };
+    if let Some(unknown) = stores.iter().find(|s| !configured.contains(s)) {
+        return Err(ApiError::conflict(format!(
+            "Unknown store '{unknown}': this site has {}",
+            configured.join(", ")
+        )));
+    }
+    Ok((stores, all))
+}
+
+/// `POST /v2/images/{id}/import`: checks the request, records the task and
+/// locks the image, answers `202`, and imports in the background.
+pub async fn import(
+    State(state): State<Shared>,
+    Extension(ctx): Extension<Context>,
+    Extension(request): Extension<RequestId>,
+    ImageId(id): ImageId,
+    headers: HeaderMap,
+    raw: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("Body expected in request."));
+    }
+    let body: Value = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::bad_request(format!("The request body is not JSON: {e}")))?;
+    let method = body
+        .get("method")
+        .ok_or_else(|| ApiError::bad_request("Import request requires a 'method' field."))?;
+    let name = method
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_request("Import request requires a 'name' field."))?
+        .to_owned();
+    if !offered(&state, &name) {
+        return Err(ApiError::bad_request(format!(
+            "Unknown import method name '{name}'."
+        )));
+    }
+    flag(&body, "all_stores_must_succeed")?;
+    let image = load_visible(&state, &ctx, id).await?;
+    check_status(&image, &name)?;
+    let action = if name == "copy-image" {
+        Action::CopyImage
+    } else {
+        Action::ImportImage
+    };
+    policy::check(action, &ctx, Target::image(&image))?;
+    let (mut stores, all) = target_stores(&state, &body, &headers)?;
+    if name == "copy-image" {
+        let held = image.location.as_ref().map(|l| l.store.clone());
+        if !all && let Some(s) = stores.iter().find(|s| Some(*s) == held.as_ref()) {
+            return Err(ApiError::bad_request(format!(
+                "Image is already present at store '{s}'"
+            )));
+        }
+        stores.retain(|s| Some(s) != held.as_ref());
+    }
+    let method = match name.as_str() {
+        "glance-direct" => Method::GlanceDirect,
+        "copy-image" => Method::CopyImage,
+        _ => {
+            let uri = method.get("uri").and_then(Value::as_str).unwrap_or("");
+            let passed = state
+                .config
+                .import
+                .web_download
+                .pass(uri)
+                .await
+                .map_err(|why| {
+                    ApiError::bad_request(format!(
+                        "URI for web-download does not pass filtering: {uri} ({why})"
+                    ))
+                })?;
+            Method::WebDownload(passed)
+        }
+    };
+    let input = json!({"image_id": id, "import_req": body, "backend": stores});
+    let task = Task::new("api_image_import", &ctx, &request.0, Some(id), input);
+    tasks::create(&state, &task).await?;
+    if let Err(e) = lock(&state, &image, &task, &method, &stores).await {
+        tasks::finish(&state, task.id, Err(e.message.clone())).await;
+        return Err(e);
+    }
+    let state2 = Arc::clone(&state);
+    let task_id = task.id;
+    tokio::spawn(async move { run(state2, task_id, id, method, stores).await });
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Glance's status rules for each method (`409`).
+fn check_status(image: &Image, method: &str) -> Result<(), ApiError> {
+    let refuse = |m: String| Err(ApiError::conflict(m));
+    match (image.status, method) {
+        (Status::Active, "copy-image") => {}
+        (_, "copy-image") => {
+            return refuse("Only images with status active can be targeted for copying".into());
+        }
+        (Status::Active, _) => {
+            return refuse("Image with status active cannot be target for import".into());
+        }
+        (Status::Queued, "web-download") | (Status::Uploading, "glance-direct") => {}
+        (_, "glance-direct") => {
+            return refuse(
+                "Image needs to be staged before 'glance-direct' method can be used".into(),
+            );
+        }
+        (_, m) => {
+            return refuse(format!(
+                "Image needs to be in 'queued' state to use '{m}' method"
+            ));
+        }
+    }
+    if method != "copy-image" {
+        if image.container_format.is_none() {
+            return refuse("'container_format' needs to be set before import".into());
+        }
+        if image.disk_format.is_none() {
+            return refuse("'disk_format' needs to be set before import".into());
+        }
+    }
+    Ok(())
+}
+
+/// Whether the lock held by `holder` (a task id) may be broken: its task
+/// ended, vanished, or has not moved for [`STALE_LOCK`].
+async fn stale(state: &Shared, holder: &str) -> Result<bool, ApiError> {
+    let Ok(id) = Uuid::try_parse(holder) else {
+        return Ok(true);
+    };
+    let Some(task) = tasks::load(state, id).await? else {
+        return Ok(true);
+    };
+    let moved = crate::model::parse_time(&task.updated_at);
+    let old = moved.is_none_or(|t| time::OffsetDateTime::now_utc() - t >= STALE_LOCK);
+    let broken = task.status == "success" || task.status == "failure" || old;
+    if broken && old && task.status != "success" && task.status != "failure" {
+        tasks::finish(state, id, Err("Expired lock preempted".into())).await;
+    }
+    Ok(broken)
+}
+
+/// Takes the image's import lock for `task` and marks the import begun.
+async fn lock(
+    state: &Shared,
+    image: &Image,
+    task: &Task,
+    method: &Method,
+    stores: &[String],
+) -> Result<(), ApiError> {
+    let breakable = match image.properties.get(LOCK) {
+        Some(holder) if !holder.is_empty() => stale(state, holder).await?.then(|| holder.clone()),
+        _ => None,
+    };
+    let (id, task_id, stamp) = (image.id, task.id.to_string(), now());
+    let (copy, list) = (matches!(method, Method::CopyImage), stores.join(","));
+    let expected = (image.status, breakable);
+    let result =
+        blocking(state, move |m| {
+            m.update(&id, &mut |img| {
+            let holder = img.properties.get(LOCK).filter(|h| !h.is_empty());
+            if holder.is_some() && holder != expected.1.as_ref() {
+                return Err(format!(
+                    "Image has active task: another operation on image {id} is still in progress"
+                ));
+            }
+            if img.status != expected.0 {
+                return Err(format!("Image {id} changed to {} meanwhile", img.status.as_str()));
+            }
+            img.properties.insert(LOCK.into(), task_id.clone());
+            img.properties.insert(IMPORTING.into(), list.clone());
+            img.properties.insert(FAILED.into(), String::new());
+            if !copy {
+                img.status = Status::Importing;
+            }
+            img.updated_at = stamp.clone();
+            Ok(())
+        })
+        })
+        .await;
+    result.map(|_| ())
+}
+
+/// Runs an import to its end: the task and the image say how it went.
+async fn run(state: Shared, task: Uuid, id: Uuid, method: Method, stores: Vec<String>) {
+    tasks::record(&state, task, |t| t.status = "processing".into()).await;
+    tracing::info!(image = %id, %task, method = method.name(), "import started");
+    let outcome = match &method {
+        Method::CopyImage => Ok(None),
+        Method::GlanceDirect => into_store(&state, id, true).await.map(Some),
+        Method::WebDownload(passed) => match download(&state, id, passed).await {
+            Ok(()) => into_store(&state, id, false).await.map(Some),
+            Err(e) => Err(e),
+        },
+    };
+    unstage(&state, id).await;
+    let failed = outcome.as_ref().err().cloned();
+    let (copy, list) = (matches!(method, Method::CopyImage), stores.join(","));
+    let store = state.config.store_id.to_string();
+    let stamp = now();
+    let written = outcome.as_ref().ok().cloned().flatten();
+    let recorded = blocking(&state, move |m| {
+        m.update(&id, &mut |img| {
+            img.properties.remove(LOCK);
+            img.properties.insert(IMPORTING.into(), String::new());
+            img.staged = None;
+            img.updated_at = stamp.clone();
+            match (&written, &failed) {
+                (Some(data), _) => {
+                    img.status = Status::Active;
+                    img.size = Some(data.size);
+                    img.virtual_size = match img.disk_format.as_deref() {
+                        Some("raw") | Some("iso") => Some(data.size),
+                        _ => None,
+                    };
+                    img.checksum = Some(data.md5.clone());
+                    img.os_hash_algo = Some("sha512".into());
+                    img.os_hash_value = Some(data.sha512.clone());
+                    img.location = Some(Location {
+                        store: store.clone(),
+                        key: id.to_string(),
+                    });
+                    img.properties.insert(FAILED.into(), String::new());
+                }
+                (None, Some(_)) => {
+                    img.properties.insert(FAILED.into(), list.clone());
+                    if !copy && img.status == Status::Importing {
+                        img.status = Status::Queued;
+                        img.size = None;
+                    }
+                }
+                (None, None) => {
+                    img.properties.insert(FAILED.into(), String::new());
+                }
+            }
+            Ok(())
+        })
+    })
+    .await;
+    let outcome = match (outcome, recorded) {
+        (Ok(data), Ok(_)) => {
+            let mib = data.map_or(0, |d| d.size >> 20);
+            let message = match &method {
+                Method::CopyImage => {
+                    "Nothing to copy: the image is in every store asked for".to_owned()
+                }
+                _ => format!("Copied {mib} MiB"),
+            };
+            Ok((json!({"image_id": id}), message))
+        }
+        (Ok(_), Err(e)) => {
+            // The image was deleted meanwhile: its new data goes too.
+            if let Err(d) = state.config.store.delete(&id.to_string()).await {
+                tracing::error!(image = %id, error = %d, "cannot remove the data of an import that did not land");
+            }
+            Err(format!("The import could not be recorded: {}", e.message))
+        }
+        (Err(e), _) => Err(e),
+    };
+    match &outcome {
+        Ok(_) => tracing::info!(image = %id, %task, "import done"),
+        Err(e) => tracing::warn!(image = %id, %task, error = %e, "import failed"),
+    }
+    tasks::finish(&state, task, outcome).await;
+}
+
+/// Copies the staged file into the store, hashing it again; `check`: the
+/// hashes must equal those measured when it was staged.
+async fn into_store(
+    state: &Shared,
+    id: Uuid,
+    check: bool,
+) -> Result<super::data::Received, String> {
+    let path = state.config.import.staging_dir.join(id.to_string());
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| format!("No staged data for image {id}: {e}"))?;
+    let staged = if check {
+        let image = blocking(state, move |m| m.get(&id))
+            .await
+            .map_err(|e| e.message)?;
+        Some(
+            image
+                .and_then(|i| i.staged)
+                .ok_or_else(|| format!("Image {id} has no staged data on record"))?,
+        )
+    } else {
+        None
+    };
+    let body = Body::from_stream(tokio_util_stream(file));
+    let data = receive(state, &state.config.store, &id.to_string(), body)
+        .await
+        .map_err(|e| e.message)?;
+    if let Some(s) = staged
+        && (s.size != data.size || s.md5 != data.md5 || s.sha512 != data.sha512)
+    {
+        if let Err(e) = state.config.store.delete(&id.to_string()).await {
+            tracing::error!(image = %id, error = %e, "cannot remove data that failed its check");
+        }
+        return Err(format!(
+            "The staged data changed before its import: {} bytes, sha512 {}, where {} bytes, sha512 {} were staged",
+            data.size, data.sha512, s.size, s.sha512
+        ));
+    }
+    Ok(data)
+}
+
+/// A file's bytes as a stream of chunks.
+fn tokio_util_stream(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    futures_util::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = bytes::BytesMut::with_capacity(1 << 20);
+        match file.read_buf(&mut buf).await {
+            Ok(0) => None,
+            Ok(_) => Some((Ok(buf.freeze()), file)),
+            Err(e) => Some((Err(e), file)),
+        }
+    })
+}
+
+/// Fetches a web-download URL into the staging directory, following
+/// redirects that the filter passes, each connection pinned to the
+/// addresses checked.
+async fn download(state: &Shared, id: Uuid, first: &Passed) -> Result<(), String> {
+    let mut passed = first.clone();
+    for _ in 0..=MAX_REDIRECTS {
+        let client = state
+            .config
+            .roots
+            .client()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(std::time::Duration::from_secs(15))
+            .read_timeout(std::time::Duration::from_secs(60))
+            .resolve_to_addrs(&passed.host, &passed.addrs)
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        let resp = client
+            .get(passed.url.clone())
+            .send()
+            .await
+            .map_err(|e| format!("Cannot fetch {}: {e}", passed.url))?;
+        if resp.status().is_redirection() {
+            let to = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| passed.url.join(l).ok())
+                .ok_or_else(|| format!("{} redirects nowhere", passed.url))?;
+            passed = state
+                .config
+                .import
+                .web_download
+                .pass(to.as_str())
+                .await
+                .map_err(|why| {
+                    format!(
+                        "{} redirects to {to}, which does not pass filtering ({why})",
+                        passed.url
+                    )
+                })?;
+            continue;
+        }
+        if !resp.status().is_success() {
+            return Err(format!("{} answered {}", passed.url, resp.status()));
+        }
+        let expected = resp.content_length();
+        tokio::fs::create_dir_all(&state.config.import.staging_dir)
+            .await
+            .map_err(|e| format!("{}: {e}", state.config.import.staging_dir.display()))?;
+        let body = Body::from_stream(resp.bytes_stream());
+        let data = receive(state, &staging(state), &id.to_string(), body)
+            .await
+            .map_err(|e| format!("Downloading {}: {}", passed.url, e.message))?;
+        if let Some(n) = expected
+            && n != data.size
+        {
+            unstage(state, id).await;
+            return Err(format!(
+                "{} announced {n} bytes and sent {}",
+                passed.url, data.size
+            ));
+        }
+        return Ok(());
+    }
+    Err(format!(
+        "{} redirects more than {MAX_REDIRECTS} times",
+        first.url
+    ))
+}
+
+/// The image an import task of the older task API creates, from its
+/// `image_properties`.
+pub async fn image_for_task(
+    state: &Shared,
+    ctx: &Context,
+    props: &Value,
+) -> Result<Uuid, ApiError> {
+    let fields = props
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("'image_properties' must be a JSON object"))?;
+    let id = Uuid::new_v4();
+    let mut image = Image::new(id, Some(ctx.project_id.clone()), &now());
+    for (k, v) in fields {
+        super::patch::set_property(ctx, &mut image, k, v)?;
+    }
+    blocking(state, move |m| m.create(&image)).await?;
+    Ok(id)
+}
+
+/// Starts the task API's import of `image` from a URL that passed: a
+/// web-download into the default store.
+pub async fn start_download(state: &Shared, task: &Task, image: Uuid, passed: Passed) {
+    let stores = vec![state.config.store_id.to_string()];
+    let loaded = blocking(state, move |m| m.get(&image)).await;
+    let locked = match loaded {
+        Ok(Some(img)) => {
+            lock(
+                state,
+                &img,
+                task,
+                &Method::WebDownload(passed.clone()),
+                &stores,
+            )
+            .await
+        }
+        Ok(None) => Err(ApiError::no_image(image)),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = locked {
+        tasks::finish(state, task.id, Err(e.message)).await;
+        return;
+    }
+    let (state, id) = (Arc::clone(state), task.id);
+    tokio::spawn(async move { run(state, id, image, Method::WebDownload(passed), stores).await });
+}
