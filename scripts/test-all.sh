@@ -66,7 +66,7 @@ cargo test --workspace --profile ci --test sql -- --include-ignored
 step "kernel TLS: proxy/tests/kernel_tls.rs in a VM booting Debian's kernel (this one has no TLS offload)"
 scripts/kernel-tls-vm.sh run
 
-step "end-to-end, real OpenStack clients (python-openstackclient, python-glanceclient, openstacksdk) and a real Keystone"
+step "end-to-end, real OpenStack clients (python-openstackclient, python-glanceclient, openstacksdk), a real Keystone and tempest's image API tests"
 # A venv of the project's own, pinned by OpenStack's upper constraints.
 venv=.venv
 if [ ! -x "$venv/bin/openstack" ] || [ ! -x "$venv/bin/pytest" ]; then
@@ -78,6 +78,8 @@ fi
 # A real Keystone (PyPI keystone, under gunicorn) in the same venv: the tests
 # in tests/keystone start it through tests/keystone/keystone.sh serve.
 tests/keystone/keystone.sh install "$venv"
+# tempest, whose image API tests tests/tempest/test_tempest.py runs.
+tests/tempest/tempest.sh install "$venv"
 GLANCE_BIN_DIR="$PWD/target/ci" "$venv/bin/pytest" -q -p no:cacheprovider tests
 
 if [ "$FUZZ_SECONDS" -gt 0 ]; then
