@@ -59,7 +59,7 @@ scripts/sql.sh start "$sqldir" >"$sqldir/env"
 # --workspace throughout: the same features as the run above, so nothing
 # is built again.
 for backend in postgres mariadb; do
-  GLANCE_TEST_METADATA=$backend cargo test --workspace --profile ci --test api --test metadefs
+  GLANCE_TEST_METADATA=$backend cargo test --workspace --profile ci --test api --test metadefs --test import
 done
 cargo test --workspace --profile ci --test sql -- --include-ignored
 

@@ -93,15 +93,23 @@ pub async fn usage(
     .into_response())
 }
 
-/// `GET /v2/images/{id}/locations` (the service role): where the data is,
-/// as URLs of the backend.
+/// `GET /v2/images/{id}/locations` (the service role, which Nova's own
+/// user holds, whatever project owns the image): where the data is, as
+/// URLs of the backend.
 pub async fn locations(
     State(state): State<Shared>,
     Extension(ctx): Extension<Context>,
     super::extract::ImageId(id): super::extract::ImageId,
 ) -> Result<Response, ApiError> {
-    let image = load_visible(&state, &ctx, id).await?;
-    policy::check(Action::ReadLocations, &ctx, Target::image(&image))?;
+    let image = if policy::allowed(Action::ReadLocations, &ctx, Target::default()) {
+        blocking(&state, move |m| m.get(&id))
+            .await?
+            .ok_or_else(|| ApiError::no_image(id))?
+    } else {
+        let image = load_visible(&state, &ctx, id).await?;
+        policy::check(Action::ReadLocations, &ctx, Target::image(&image))?;
+        image
+    };
     let list: Vec<Value> = image
         .location
         .iter()

@@ -20,6 +20,7 @@ pub const ADMIN: &str = "admin-token-0123456789";
 pub const MEMBER_A: &str = "member-a-token-0123456789";
 pub const READER_A: &str = "reader-a-token-0123456789";
 pub const MEMBER_B: &str = "member-b-token-0123456789";
+pub const SERVICE: &str = "service-token-0123456789";
 pub const PATCH: &str = "application/openstack-images-v2.1-json-patch";
 
 /// The API with its state and the directory it keeps files in.
@@ -60,6 +61,11 @@ impl App {
     }
 
     pub fn with_cap(cap: u64) -> App {
+        App::with(cap, None)
+    }
+
+    /// With an `[import]` table.
+    pub fn with(cap: u64, import: Option<glance_api::config::RawImport>) -> App {
         let dir = tempfile::tempdir().unwrap();
         let keyring = dir.path().join("keyring.toml");
         std::fs::write(
@@ -92,12 +98,13 @@ impl App {
                     token(MEMBER_A, "alice", "proj-a", &["member", "reader"]),
                     token(READER_A, "rita", "proj-a", &["reader"]),
                     token(MEMBER_B, "bob", "proj-b", &["member", "reader"]),
+                    token(SERVICE, "nova", "service", &["service"]),
                 ],
                 keystone: None,
             },
             fleet: None,
             tls: None,
-            import: None,
+            import,
         };
         let config = Config::check(raw, dir.path(), "test").unwrap();
         let state = glance_api::server::state(config).unwrap();
