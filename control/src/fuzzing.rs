@@ -140,3 +140,49 @@ pub fn config(data: &[u8]) {
         }
     }
 }
+
+/// Any JSON never panics the metadata definitions' property checker; a
+/// definition it accepts has only known fields, a `default` kept as text, a
+/// name of 1 to 80 characters, and checks again to itself; a refused one is
+/// a 400 or a 403.
+pub fn metadef_property(data: &[u8]) {
+    let Some((top, body)) = data.split_first() else {
+        return;
+    };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return;
+    };
+    let top_level = top & 1 == 1;
+    match crate::api::metadefs::model::property_definition(&value, top_level) {
+        Err(e) => assert!(
+            e.status.as_u16() == 400 || e.status.as_u16() == 403,
+            "{} for a bad definition",
+            e.status
+        ),
+        Ok(def) => {
+            assert!(def.get("default").is_none_or(|d| d.is_string()), "{def:?}");
+            if let Some(name) = def.get("name") {
+                let n = name.as_str().map_or(0, |s| s.chars().count());
+                assert!((1..=80).contains(&n), "name {name}");
+            }
+            let again = crate::api::metadefs::model::property_definition(
+                &serde_json::Value::Object(def.clone()),
+                top_level,
+            );
+            assert_eq!(again.ok().as_ref(), Some(&def), "not stable");
+        }
+    }
+}
+
+/// Any text never panics web-download's URL filter (the default one); a URL
+/// it passes is http or https on port 80 or 443, with a host.
+pub fn import_uri(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok((url, host, port)) = crate::import_filter::UriFilter::default().check_url(text) {
+        assert!(matches!(url.scheme(), "http" | "https"), "{url}");
+        assert!(port == 80 || port == 443, "{url}");
+        assert!(!host.is_empty(), "{url}");
+    }
+}
