@@ -53,8 +53,12 @@ pub struct RawConfig {
     /// Where metadata lives: a redb file's path, or a `[metadata]` table
     /// with a database `url`.
     pub metadata: RawMetadata,
-    /// The store uploads go to.
+    /// The store uploads go to (the default store).
     pub store: RawStore,
+    /// More stores (`[[stores]]`), which imports may write to and
+    /// `copy-image` copies into, and uploads choose with `X-Image-Meta-Store`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stores: Vec<RawStore>,
     /// Authentication.
     pub auth: RawAuth,
     /// The stream-node fleet: health checks, placement, keyring pushes.
@@ -556,6 +560,8 @@ pub struct Config {
     pub store_id: glance_link::StoreId,
     /// The store uploads go to.
     pub store: crate::store::Store,
+    /// The other stores, by id, in the order configured.
+    pub extra_stores: Vec<(glance_link::StoreId, crate::store::Store)>,
     /// Authentication.
     pub auth: AuthConfig,
     /// The certificate and key served (`None`: plain HTTP).
@@ -567,6 +573,24 @@ pub struct Config {
 }
 
 impl Config {
+    /// The store with this id.
+    pub fn store_by_id(&self, id: &str) -> Option<&crate::store::Store> {
+        if id == self.store_id.as_str() {
+            return Some(&self.store);
+        }
+        self.extra_stores
+            .iter()
+            .find(|(i, _)| i.as_str() == id)
+            .map(|(_, s)| s)
+    }
+
+    /// Every store's id, the default first.
+    pub fn store_ids(&self) -> Vec<String> {
+        std::iter::once(self.store_id.to_string())
+            .chain(self.extra_stores.iter().map(|(i, _)| i.to_string()))
+            .collect()
+    }
+
     /// Reads and checks the file; relative paths are taken from its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
@@ -632,20 +656,36 @@ impl Config {
             .map_err(|e| bad(format!("[store] id: {e}")))?;
         let store =
             check_store(&raw.store, base, &roots).map_err(|m| bad(format!("[store] {m}")))?;
-        let most = match &store {
-            crate::store::Store::File(_) => None,
-            crate::store::Store::S3(_) => Some(("an S3 upload", crate::store::MAX_S3_OBJECT)),
-            crate::store::Store::Swift(swift) => {
-                Some(("a Swift large object of 1000 segments", swift.max_object()))
+        let mut extra_stores: Vec<(glance_link::StoreId, crate::store::Store)> = Vec::new();
+        for more in &raw.stores {
+            let id = glance_link::StoreId::new(&more.id)
+                .map_err(|e| bad(format!("[[stores]] id: {e}")))?;
+            if id == store_id || extra_stores.iter().any(|(i, _)| *i == id) {
+                return Err(bad(format!(
+                    "[[stores]] id {:?}: two stores have that id",
+                    more.id
+                )));
             }
-        };
-        if let Some((what, most)) = most
-            && raw.image_size_cap > most
-        {
-            return Err(bad(format!(
-                "image_size_cap = {} is more than {what} can hold ({most} bytes)",
-                raw.image_size_cap,
-            )));
+            let checked = check_store(more, base, &roots)
+                .map_err(|m| bad(format!("[[stores]] {}: {m}", more.id)))?;
+            extra_stores.push((id, checked));
+        }
+        for s in std::iter::once(&store).chain(extra_stores.iter().map(|(_, s)| s)) {
+            let most = match s {
+                crate::store::Store::File(_) => None,
+                crate::store::Store::S3(_) => Some(("an S3 upload", crate::store::MAX_S3_OBJECT)),
+                crate::store::Store::Swift(swift) => {
+                    Some(("a Swift large object of 1000 segments", swift.max_object()))
+                }
+            };
+            if let Some((what, most)) = most
+                && raw.image_size_cap > most
+            {
+                return Err(bad(format!(
+                    "image_size_cap = {} is more than {what} can hold ({most} bytes)",
+                    raw.image_size_cap,
+                )));
+            }
         }
         let auth = check_auth(raw.auth, base, &roots).map_err(bad)?;
         let import = check_import(raw.import.unwrap_or_default(), base).map_err(bad)?;
@@ -660,6 +700,7 @@ impl Config {
             metadata: check_metadata(raw.metadata, base).map_err(bad)?,
             store_id,
             store,
+            extra_stores,
             auth,
             tls,
             roots,

@@ -92,7 +92,12 @@ pub async fn direct(
             image.id
         )));
     };
-    let store = &state.config.store;
+    let Some(store) = state.config.store_by_id(&location.store) else {
+        return Err(ApiError::conflict(format!(
+            "Image {} is in store {}, which is not configured",
+            image.id, location.store
+        )));
+    };
     let none = || {
         ApiError::conflict(format!(
             "Image {} is in store {} (kind {}), which has no direct links",
@@ -101,9 +106,6 @@ pub async fn direct(
             store.kind()
         ))
     };
-    if location.store != state.config.store_id.as_str() {
-        return Err(none());
-    }
     match store {
         crate::store::Store::S3(s3) => Ok((
             s3.presigned_get(&location.key, state.config.link_ttl),

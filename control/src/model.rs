@@ -149,8 +149,11 @@ pub struct Image {
     pub tags: BTreeSet<String>,
     /// Extra (custom) properties, shown at the top level of the JSON.
     pub properties: BTreeMap<String, String>,
-    /// Where the data lives, once uploaded.
+    /// Where the data lives, once uploaded (the store downloads read first).
     pub location: Option<Location>,
+    /// Copies in other stores (imports to several stores, `copy-image`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<Location>,
     /// Data staged for an import (never shown to API users).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staged: Option<Staged>,
@@ -236,6 +239,7 @@ impl Image {
             tags: BTreeSet::new(),
             properties: BTreeMap::new(),
             location: None,
+            copies: Vec::new(),
             staged: None,
         }
     }
@@ -274,10 +278,39 @@ impl Image {
         if let Value::Object(b) = base {
             m.extend(b);
         }
-        if let Some(loc) = &self.location {
-            m.insert("stores".into(), Value::String(loc.store.clone()));
+        if self.location.is_some() {
+            // A set of stores, written in name order (clients compare it
+            // with the sorted ids of /v2/info/stores).
+            let mut stores: Vec<&str> = self.locations().map(|l| l.store.as_str()).collect();
+            stores.sort_unstable();
+            m.insert("stores".into(), Value::String(stores.join(",")));
         }
         Value::Object(m)
+    }
+
+    /// Records data that landed: `active`, its size (the virtual size too
+    /// for raw and iso, whose disk is the data), md5, sha512 and where it is.
+    pub fn set_data(&mut self, size: u64, md5: &str, sha512: &str, location: Location) {
+        self.status = Status::Active;
+        self.size = Some(size);
+        self.virtual_size = match self.disk_format.as_deref() {
+            Some("raw") | Some("iso") => Some(size),
+            _ => None,
+        };
+        self.checksum = Some(md5.to_owned());
+        self.os_hash_algo = Some("sha512".into());
+        self.os_hash_value = Some(sha512.to_owned());
+        self.location = Some(location);
+    }
+
+    /// Every location of the data: the first, then the copies.
+    pub fn locations(&self) -> impl Iterator<Item = &Location> {
+        self.location.iter().chain(self.copies.iter())
+    }
+
+    /// The location in store `store`, if the data is there.
+    pub fn location_in(&self, store: &str) -> Option<&Location> {
+        self.locations().find(|l| l.store == store)
     }
 
     /// The value of a property by its API name, for filters and sorting.

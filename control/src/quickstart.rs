@@ -66,6 +66,11 @@ pub struct Args {
         hide_env_values = true
     )]
     pub metadata_url: Option<String>,
+    /// Add a file store with this id (images in DIR/images-ID), which
+    /// imports may write to and copy-image copies into; repeat for more.
+    /// The default store stays the first.
+    #[arg(long, value_name = "ID")]
+    pub extra_file_store: Vec<String>,
     /// Let web-download imports fetch from this host (and port, when given:
     /// HOST:PORT), even on a loopback address; repeat for more. Without it,
     /// web-download fetches from any host that is not loopback or
@@ -240,6 +245,7 @@ fn prepare(args: &Args, nodes: &[QuickNode]) -> Result<RawConfig, String> {
             image_size_cap: 1 << 40,
             metadata: "glance.redb".into(),
             store: quick_store(args)?,
+            stores: Vec::new(),
             auth: RawAuth {
                 mode: "static".into(),
                 tokens: vec![
@@ -266,6 +272,16 @@ fn prepare(args: &Args, nodes: &[QuickNode]) -> Result<RawConfig, String> {
     // Ports, host, nodes, the store and Keystone follow the command line on
     // every run.
     raw.store = quick_store(args)?;
+    raw.stores = args
+        .extra_file_store
+        .iter()
+        .map(|id| RawStore {
+            id: id.clone(),
+            kind: "file".into(),
+            path: Some(format!("images-{id}").into()),
+            ..RawStore::default()
+        })
+        .collect();
     if let Some(auth) = keystone_auth(args)? {
         raw.auth = auth;
     }
@@ -298,7 +314,7 @@ fn prepare(args: &Args, nodes: &[QuickNode]) -> Result<RawConfig, String> {
     let text = toml::to_string(&raw).map_err(|e| e.to_string())?;
     write_private(&api_path, &text)?;
     for node in nodes {
-        prepare_node(args, node, &raw.store)?;
+        prepare_node(args, node, &raw.store, &raw.stores)?;
     }
     Ok(raw)
 }
@@ -346,7 +362,12 @@ fn web_download_filter(allowed: &[String]) -> Result<Option<crate::config::RawIm
 /// through the cache, as a shared directory would be, so the cache API and
 /// pre-warming work on the quickstart too; a Swift store is served too when
 /// uploads go there (images of earlier runs stay in the directory).
-fn prepare_node(args: &Args, node: &QuickNode, store: &RawStore) -> Result<(), String> {
+fn prepare_node(
+    args: &Args,
+    node: &QuickNode,
+    store: &RawStore,
+    extra: &[RawStore],
+) -> Result<(), String> {
     let err = |e: std::io::Error| format!("cannot create {}: {e}", node.dir.display());
     std::fs::create_dir_all(node.dir.join("cache")).map_err(err)?;
     let keyring = node.dir.join("keyring.toml");
@@ -379,11 +400,20 @@ fn prepare_node(args: &Args, node: &QuickNode, store: &RawStore) -> Result<(), S
         ),
         _ => String::new(),
     };
+    let extra: String = extra
+        .iter()
+        .map(|s| {
+            format!(
+                "[stores.{}]\nkind = \"file\"\npath = \"../images-{}\"\ncache = true\n",
+                s.id, s.id
+            )
+        })
+        .collect();
     let config = format!(
         "listen = \"{listen}\"\npublic_url = \"{}\"\nkeyring = \"keyring.toml\"\nthreads = 0\n\
          [admin]\ntoken_file = \"../stream-admin-token\"\n\
          [cache]\ndir = \"cache\"\nmax_bytes = 21474836480\n\
-         [stores.{FILE_STORE}]\nkind = \"file\"\npath = \"../images\"\ncache = true\n{swift}{tls}",
+         [stores.{FILE_STORE}]\nkind = \"file\"\npath = \"../images\"\ncache = true\n{extra}{swift}{tls}",
         node.url
     );
     std::fs::write(node.dir.join("glance-stream.toml"), config).map_err(err)

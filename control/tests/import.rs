@@ -558,3 +558,211 @@ async fn the_task_api_imports_from_a_url_it_passes() {
     assert_eq!(img["name"], "from-task");
     assert_eq!(img["os_hash_value"], sha512(&bytes));
 }
+
+/// An API with a second file store, `archive`.
+fn two_stores() -> App {
+    App::configured(|raw| {
+        raw.stores = vec![glance_api::config::RawStore {
+            id: "archive".into(),
+            kind: "file".into(),
+            path: Some("archive".into()),
+            ..Default::default()
+        }]
+    })
+}
+
+#[tokio::test]
+async fn several_stores_take_uploads_imports_copies_and_deletes() {
+    let app = two_stores();
+    let stores = app.get("/v2/info/stores", MEMBER_A).await.json();
+    assert_eq!(
+        stores,
+        json!({"stores": [{"id": "local", "default": "true"}, {"id": "archive"}]})
+    );
+    let created = app
+        .create(MEMBER_A, serde_json::from_str(RAW).unwrap())
+        .await;
+    assert_eq!(created.header("openstack-image-store-ids"), "local,archive");
+    let bytes = data(2 << 20);
+    let file = |store: &str, id: &str| {
+        app.dir
+            .path()
+            .join(if store == "local" { "images" } else { store })
+            .join(id)
+    };
+
+    // An upload to the store X-Image-Meta-Store names; an unknown one: 400.
+    let id = new_image(&app).await;
+    let upload = |store: &'static str, id: String, bytes: Vec<u8>| {
+        let app = &app;
+        async move {
+            let req = axum::http::Request::builder()
+                .method("PUT")
+                .uri(format!("/v2/images/{id}/file"))
+                .header("X-Auth-Token", MEMBER_A)
+                .header("Content-Type", "application/octet-stream")
+                .header("X-Image-Meta-Store", store)
+                .body(Body::from(bytes))
+                .unwrap();
+            app.request(req).await
+        }
+    };
+    assert_eq!(
+        upload("tape", id.clone(), bytes.clone()).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        upload("archive", id.clone(), bytes.clone()).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.get(&format!("/v2/images/{id}"), MEMBER_A).await.json()["stores"],
+        "archive"
+    );
+    assert_eq!(std::fs::read(file("archive", &id)).unwrap(), bytes);
+    assert!(!file("local", &id).exists());
+
+    // copy-image into the store that lacks it: both hold the same bytes.
+    let r = app
+        .import(
+            ADMIN,
+            &id,
+            json!({"method": {"name": "copy-image"}, "stores": ["local"]}),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let img = app
+        .wait_image(&id, |i| i["stores"] == "archive,local")
+        .await;
+    assert_eq!(img["status"], "active");
+    assert_eq!(std::fs::read(file("local", &id)).unwrap(), bytes);
+    assert_eq!(app.ended_task_as(ADMIN, &id).await["status"], "success");
+    let locations = app
+        .get(&format!("/v2/images/{id}/locations"), SERVICE)
+        .await
+        .json();
+    assert_eq!(locations.as_array().unwrap().len(), 2);
+    assert_eq!(
+        app.get("/v2/info/usage", MEMBER_A).await.json()["usage"]["image_size_total"]["usage"],
+        4,
+        "each copy counts"
+    );
+    // ?prefer= picks the copy a download reads; an unknown store is a 400.
+    assert_eq!(
+        app.get(&format!("/v2/images/{id}/file?prefer=tape"), MEMBER_A)
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    for store in ["local", "archive"] {
+        let r = app
+            .get(&format!("/v2/images/{id}/file?prefer={store}"), MEMBER_A)
+            .await;
+        assert_eq!(r.status, StatusCode::TEMPORARY_REDIRECT);
+        let link = r.header("location");
+        assert!(link.contains(&format!("store={store}")), "{link}");
+    }
+
+    // Deleting from one store keeps the other; the last one is refused.
+    assert_eq!(
+        app.send("DELETE", &format!("/v2/stores/archive/{id}"), ADMIN)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert!(!file("archive", &id).exists());
+    let img = app.get(&format!("/v2/images/{id}"), MEMBER_A).await.json();
+    assert_eq!(img["stores"], "local");
+    let r = app.get(&format!("/v2/images/{id}/file"), MEMBER_A).await;
+    assert!(
+        r.header("location").contains("store=local"),
+        "downloads read the copy left"
+    );
+    assert_eq!(
+        app.send("DELETE", &format!("/v2/stores/archive/{id}"), ADMIN)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.send("DELETE", &format!("/v2/stores/local/{id}"), ADMIN)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    // glance-direct to every store, then the image's delete empties both.
+    let both = new_image(&app).await;
+    app.stage(&both, bytes.clone()).await;
+    let r = app
+        .import(
+            MEMBER_A,
+            &both,
+            json!({"method": {"name": "glance-direct"}, "all_stores": true}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let img = app.wait_image(&both, |i| i["status"] == "active").await;
+    assert_eq!(img["stores"], "archive,local");
+    assert_eq!(std::fs::read(file("archive", &both)).unwrap(), bytes);
+    assert_eq!(
+        app.send("DELETE", &format!("/v2/images/{both}"), MEMBER_A)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert!(!file("archive", &both).exists() && !file("local", &both).exists());
+}
+
+#[tokio::test]
+async fn an_import_that_must_land_everywhere_leaves_nothing_when_one_store_fails() {
+    let app = two_stores();
+    let id = new_image(&app).await;
+    app.stage(&id, data(4096)).await;
+    // The archive store cannot be written: its directory is now a file.
+    let archive = app.dir.path().join("archive");
+    std::fs::remove_dir_all(&archive).unwrap();
+    std::fs::write(&archive, b"not a directory").unwrap();
+    let r = app
+        .import(
+            MEMBER_A,
+            &id,
+            json!({"method": {"name": "glance-direct"}, "stores": ["local", "archive"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let task = app.ended_task(&id).await;
+    assert_eq!(task["status"], "failure");
+    assert!(
+        task["message"].as_str().unwrap().starts_with("archive:"),
+        "{task}"
+    );
+    let img = app.wait_image(&id, |i| i["status"] == "queued").await;
+    assert_eq!(img["os_glance_failed_import"], "archive");
+    assert!(img.get("stores").is_none());
+    assert!(
+        !app.dir.path().join("images").join(&id).exists(),
+        "what landed in local was removed"
+    );
+
+    // Allowed to fail in some: what landed stays, the failures are named.
+    let other = new_image(&app).await;
+    app.stage(&other, data(4096)).await;
+    let r = app
+        .import(
+            MEMBER_A,
+            &other,
+            json!({"method": {"name": "glance-direct"}, "stores": ["archive", "local"], "all_stores_must_succeed": false}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let img = app.wait_image(&other, |i| i["status"] == "active").await;
+    assert_eq!(img["stores"], "local");
+    assert_eq!(img["os_glance_failed_import"], "archive");
+    assert_eq!(app.ended_task(&other).await["status"], "success");
+}

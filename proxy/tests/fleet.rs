@@ -137,6 +137,7 @@ impl Fleet {
                 prefix: Some(PREFIX.into()),
                 ..RawStore::default()
             },
+            stores: Vec::new(),
             auth: RawAuth {
                 mode: "static".into(),
                 tokens: vec![

@@ -18,7 +18,10 @@
 #       `tempest run --regex REGEX` (default `^tempest\.api\.image\.v2\.`,
 #       two workers). Prints tempest's summary and writes the result of
 #       every test, one per line as `STATUS TEST_ID` (STATUS is ok, fail or
-#       skip), to DIR/results. Stops everything it started, then exits 0
+#       skip), to DIR/results. With EXTRA_STORES="id ..." in the
+#       environment, glance-api has these file stores beside the default one
+#       (quickstart --extra-file-store), for the multi-store tests. Stops
+#       everything it started, then exits 0
 #       whatever the tests' outcome (the caller reads DIR/results), or 1
 #       when something could not start.
 set -euo pipefail
@@ -100,6 +103,7 @@ run() {
   "$bin/glance-api" quickstart --dir "$dir/var" --port "$port" --stream-port "$stream_port" \
     --keystone-url "$auth_url" --keystone-user glance --keystone-password "$password" \
     --keystone-project service --web-download-allow "127.0.0.1:$web_port" \
+    $(for s in ${EXTRA_STORES:-}; do printf -- '--extra-file-store %s ' "$s"; done) \
     >"$dir/quickstart.out" 2>"$dir/quickstart.log" &
   qs_pid=$!
   QS_PID=$qs_pid

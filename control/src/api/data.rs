@@ -26,10 +26,23 @@ pub async fn upload(
     State(state): State<Shared>,
     Extension(ctx): Extension<Context>,
     ImageId(id): ImageId,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let image = load_visible(&state, &ctx, id).await?;
     policy::check(Action::UploadImage, &ctx, Target::image(&image))?;
+    // `X-Image-Meta-Store` picks the store; the default one otherwise.
+    let store_id = match headers.get("x-image-meta-store").map(|v| v.to_str()) {
+        None => state.config.store_id.to_string(),
+        Some(Ok(s)) if state.config.store_by_id(s).is_some() => s.to_owned(),
+        Some(s) => {
+            return Err(ApiError::bad_request(format!(
+                "Store for identifier {} not found; this site has {}",
+                s.unwrap_or("?"),
+                state.config.store_ids().join(", ")
+            )));
+        }
+    };
     let stamp = now();
     blocking(&state, move |m| {
         m.update(&id, &mut |img| {
@@ -52,7 +65,11 @@ pub async fn upload(
         id,
         from: Status::Saving,
     };
-    let data = match receive(&state, &state.config.store, &id.to_string(), body).await {
+    let target = state
+        .config
+        .store_by_id(&store_id)
+        .unwrap_or(&state.config.store);
+    let data = match receive(&state, target, &id.to_string(), body).await {
         Ok(data) => data,
         Err(e) => {
             guard.state = None;
@@ -60,7 +77,7 @@ pub async fn upload(
             return Err(e);
         }
     };
-    let store = state.config.store_id.to_string();
+    let store = store_id.clone();
     let stamp = now();
     let ours = (data.md5.clone(), data.sha512.clone());
     let recorded = blocking(&state, move |m| {
@@ -71,19 +88,11 @@ pub async fn upload(
                     img.status.as_str()
                 ));
             }
-            img.status = Status::Active;
-            img.size = Some(data.size);
-            img.virtual_size = match img.disk_format.as_deref() {
-                Some("raw") | Some("iso") => Some(data.size),
-                _ => None,
-            };
-            img.checksum = Some(data.md5.clone());
-            img.os_hash_algo = Some("sha512".into());
-            img.os_hash_value = Some(data.sha512.clone());
-            img.location = Some(Location {
+            let at = Location {
                 store: store.clone(),
                 key: id.to_string(),
-            });
+            };
+            img.set_data(data.size, &data.md5, &data.sha512, at);
             img.updated_at = stamp.clone();
             Ok(())
         })
@@ -104,7 +113,7 @@ pub async fn upload(
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
         // The image was deleted (or changed) meanwhile: its data goes too.
-        if let Err(d) = state.config.store.delete(&id.to_string()).await {
+        if let Err(d) = target.delete(&id.to_string()).await {
             tracing::error!(image = %id, error = %d, "cannot remove the data of an upload that did not land");
         }
         requeue(&state, id, Status::Saving).await;
@@ -276,14 +285,46 @@ pub(super) fn no_node() -> ApiError {
     )
 }
 
+/// The copy a download reads: the first in a store `?prefer=a,b` names, in
+/// that order, else the image's first location. An unknown store is a
+/// `400`.
+fn preferred(
+    state: &Shared,
+    image: &crate::model::Image,
+    query: Option<&str>,
+) -> Result<Option<Location>, ApiError> {
+    let Some(list) = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "prefer")
+        .map(|(_, v)| v.into_owned())
+    else {
+        return Ok(None);
+    };
+    let mut found = None;
+    for store in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if state.config.store_by_id(store).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "Store '{store}' is not configured."
+            )));
+        }
+        if found.is_none() {
+            found = image.location_in(store).cloned();
+        }
+    }
+    Ok(found)
+}
+
 /// `GET /v2/images/{id}/file`: `307` to a signed link on the stream node that
 /// rendezvous hashing picks for this image; `204` when there is no data.
 pub async fn download(
     State(state): State<Shared>,
     Extension(ctx): Extension<Context>,
     ImageId(id): ImageId,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<Response, ApiError> {
-    let image = load_visible(&state, &ctx, id).await?;
+    let mut image = load_visible(&state, &ctx, id).await?;
+    if let Some(chosen) = preferred(&state, &image, query.as_deref())? {
+        image.location = Some(chosen);
+    }
     policy::check(Action::DownloadImage, &ctx, Target::image(&image))?;
     if image.status == Status::Deactivated {
         policy::check(Action::DownloadDeactivated, &ctx, Target::image(&image))?;

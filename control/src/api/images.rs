@@ -102,7 +102,7 @@ pub async fn create(
     if let Ok(v) = HeaderValue::from_str(&state.config.import.methods.join(",")) {
         h.insert("openstack-image-import-methods", v);
     }
-    if let Ok(v) = HeaderValue::from_str(state.config.store_id.as_str()) {
+    if let Ok(v) = HeaderValue::from_str(&state.config.store_ids().join(",")) {
         h.insert("openstack-image-store-ids", v);
     }
     Ok(resp)
@@ -135,17 +135,25 @@ pub async fn delete(
     if image.staged.is_some() || matches!(image.status, Status::Uploading | Status::Importing) {
         super::import::unstage(&state, id).await;
     }
-    // An image without data may still have segments in Swift, from an
-    // upload cut short by a crash: the store's delete removes those too.
-    let object = match (&image.location, &state.config.store) {
-        (Some(location), _) => Some(location.key.clone()),
-        (None, crate::store::Store::Swift(_)) => Some(id.to_string()),
-        (None, _) => None,
-    };
-    if let Some(object) = object
-        && let Err(e) = state.config.store.delete(&object).await
-    {
-        tracing::warn!(image = %id, error = %e, "image deleted but its data could not be removed");
+    // The data in every store that holds it. An image without data may
+    // still have segments in Swift, from an upload cut short by a crash:
+    // the store's delete removes those too.
+    let mut objects: Vec<(&crate::store::Store, String)> = image
+        .locations()
+        .filter_map(|l| {
+            state
+                .config
+                .store_by_id(&l.store)
+                .map(|s| (s, l.key.clone()))
+        })
+        .collect();
+    if image.location.is_none() && matches!(state.config.store, crate::store::Store::Swift(_)) {
+        objects.push((&state.config.store, id.to_string()));
+    }
+    for (store, object) in objects {
+        if let Err(e) = store.delete(&object).await {
+            tracing::warn!(image = %id, error = %e, "image deleted but its data could not be removed");
+        }
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -221,7 +221,7 @@ fn target_stores(
             ));
         }
     };
-    let configured = [state.config.store_id.to_string()];
+    let configured = state.config.store_ids();
     if all && (listed.is_some() || header.is_some()) {
         return Err(ApiError::bad_request(
             "All_stores parameter can't be used with x-image-meta-store header or stores parameter",
@@ -233,10 +233,10 @@ fn target_stores(
         ));
     }
     let stores = match (all, listed, header) {
-        (true, _, _) => configured.to_vec(),
+        (true, _, _) => configured.clone(),
         (_, Some(list), _) => list,
         (_, None, Some(h)) => vec![h],
-        _ => configured.to_vec(),
+        _ => vec![state.config.store_id.to_string()],
     };
     if let Some(unknown) = stores.iter().find(|s| !configured.contains(s)) {
         return Err(ApiError::conflict(format!(
@@ -286,13 +286,12 @@ pub async fn import(
     policy::check(action, &ctx, Target::image(&image))?;
     let (mut stores, all) = target_stores(&state, &body, &headers)?;
     if name == "copy-image" {
-        let held = image.location.as_ref().map(|l| l.store.clone());
-        if !all && let Some(s) = stores.iter().find(|s| Some(*s) == held.as_ref()) {
+        if !all && let Some(s) = stores.iter().find(|s| image.location_in(s).is_some()) {
             return Err(ApiError::bad_request(format!(
                 "Image is already present at store '{s}'"
             )));
         }
-        stores.retain(|s| Some(s) != held.as_ref());
+        stores.retain(|s| image.location_in(s).is_none());
     }
     let method = match name.as_str() {
         "glance-direct" => Method::GlanceDirect,
@@ -313,6 +312,10 @@ pub async fn import(
             Method::WebDownload(passed)
         }
     };
+    let must_succeed = body
+        .get("all_stores_must_succeed")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
     let input = json!({"image_id": id, "import_req": body, "backend": stores});
     let task = Task::new("api_image_import", &ctx, &request.0, Some(id), input);
     tasks::create(&state, &task).await?;
@@ -322,7 +325,14 @@ pub async fn import(
     }
     let state2 = Arc::clone(&state);
     let task_id = task.id;
-    tokio::spawn(async move { run(state2, task_id, id, method, stores).await });
+    let job = Job {
+        task: task_id,
+        image: id,
+        method,
+        stores,
+        must_succeed,
+    };
+    tokio::spawn(async move { run(state2, job).await });
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
@@ -419,81 +429,87 @@ async fn lock(
     result.map(|_| ())
 }
 
+/// One import to run.
+struct Job {
+    task: Uuid,
+    image: Uuid,
+    method: Method,
+    /// The stores to write to, in order.
+    stores: Vec<String>,
+    /// Fail the whole import when one store fails (else keep what landed).
+    must_succeed: bool,
+}
+
+/// What the data should measure: as staged, downloaded, or as the image
+/// records it (a copy).
+type Expected = crate::model::Staged;
+
 /// Runs an import to its end: the task and the image say how it went.
-async fn run(state: Shared, task: Uuid, id: Uuid, method: Method, stores: Vec<String>) {
+async fn run(state: Shared, job: Job) {
+    let (task, id) = (job.task, job.image);
     tasks::record(&state, task, |t| t.status = "processing".into()).await;
-    tracing::info!(image = %id, %task, method = method.name(), "import started");
-    let outcome = match &method {
-        Method::CopyImage => Ok(None),
-        Method::GlanceDirect => into_store(&state, id, true).await.map(Some),
-        Method::WebDownload(passed) => match download(&state, id, passed).await {
-            Ok(()) => into_store(&state, id, false).await.map(Some),
-            Err(e) => Err(e),
-        },
-    };
-    unstage(&state, id).await;
-    let failed = outcome.as_ref().err().cloned();
-    let (copy, list) = (matches!(method, Method::CopyImage), stores.join(","));
-    let store = state.config.store_id.to_string();
-    let stamp = now();
-    let written = outcome.as_ref().ok().cloned().flatten();
-    let recorded = blocking(&state, move |m| {
-        m.update(&id, &mut |img| {
-            img.properties.remove(LOCK);
-            img.properties.insert(IMPORTING.into(), String::new());
-            img.staged = None;
-            img.updated_at = stamp.clone();
-            match (&written, &failed) {
-                (Some(data), _) => {
-                    img.status = Status::Active;
-                    img.size = Some(data.size);
-                    img.virtual_size = match img.disk_format.as_deref() {
-                        Some("raw") | Some("iso") => Some(data.size),
-                        _ => None,
-                    };
-                    img.checksum = Some(data.md5.clone());
-                    img.os_hash_algo = Some("sha512".into());
-                    img.os_hash_value = Some(data.sha512.clone());
-                    img.location = Some(Location {
-                        store: store.clone(),
-                        key: id.to_string(),
-                    });
-                    img.properties.insert(FAILED.into(), String::new());
-                }
-                (None, Some(_)) => {
-                    img.properties.insert(FAILED.into(), list.clone());
-                    if !copy && img.status == Status::Importing {
-                        img.status = Status::Queued;
-                        img.size = None;
+    tracing::info!(image = %id, %task, method = job.method.name(), "import started");
+    let source = prepare(&state, &job).await;
+    let mut written: Vec<String> = Vec::new();
+    let mut failed: Vec<(String, String)> = Vec::new();
+    let mut measured = None;
+    match &source {
+        Err(e) => failed.extend(job.stores.iter().map(|s| (s.clone(), e.clone()))),
+        Ok((from, expected)) => {
+            for store in &job.stores {
+                match copy_to(&state, id, from, store, expected).await {
+                    Ok(()) => {
+                        written.push(store.clone());
+                        progress(&state, id, store).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(image = %id, store = %store, error = %e, "import into a store failed");
+                        failed.push((store.clone(), e));
+                        if job.must_succeed {
+                            break;
+                        }
                     }
                 }
-                (None, None) => {
-                    img.properties.insert(FAILED.into(), String::new());
-                }
             }
-            Ok(())
-        })
-    })
-    .await;
-    let outcome = match (outcome, recorded) {
-        (Ok(data), Ok(_)) => {
-            let mib = data.map_or(0, |d| d.size >> 20);
-            let message = match &method {
-                Method::CopyImage => {
+            measured = Some(expected.clone());
+        }
+    }
+    unstage(&state, id).await;
+    let ok = if job.must_succeed {
+        failed.is_empty()
+    } else {
+        !written.is_empty() || job.stores.is_empty()
+    };
+    if !ok {
+        // Nothing of a failed import stays: the stores written are emptied.
+        for store in written.drain(..) {
+            remove_from(&state, &store, id).await;
+        }
+    }
+    let failed_list: Vec<String> = failed.iter().map(|(s, _)| s.clone()).collect();
+    let recorded = finish_image(&state, &job, ok, &written, &failed_list, measured).await;
+    let outcome = match (ok, recorded) {
+        (true, Ok(())) => {
+            let mib = source.as_ref().map_or(0, |(_, e)| e.size >> 20);
+            let message = match (&job.method, written.is_empty()) {
+                (Method::CopyImage, true) => {
                     "Nothing to copy: the image is in every store asked for".to_owned()
                 }
                 _ => format!("Copied {mib} MiB"),
             };
             Ok((json!({"image_id": id}), message))
         }
-        (Ok(_), Err(e)) => {
-            // The image was deleted meanwhile: its new data goes too.
-            if let Err(d) = state.config.store.delete(&id.to_string()).await {
-                tracing::error!(image = %id, error = %d, "cannot remove the data of an import that did not land");
+        (true, Err(e)) => {
+            for store in &written {
+                remove_from(&state, store, id).await;
             }
             Err(format!("The import could not be recorded: {}", e.message))
         }
-        (Err(e), _) => Err(e),
+        (false, _) => Err(failed
+            .iter()
+            .map(|(s, e)| format!("{s}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ")),
     };
     match &outcome {
         Ok(_) => tracing::info!(image = %id, %task, "import done"),
@@ -502,66 +518,182 @@ async fn run(state: Shared, task: Uuid, id: Uuid, method: Method, stores: Vec<St
     tasks::finish(&state, task, outcome).await;
 }
 
-/// Copies the staged file into the store, hashing it again; `check`: the
-/// hashes must equal those measured when it was staged.
-async fn into_store(
-    state: &Shared,
-    id: Uuid,
-    check: bool,
-) -> Result<super::data::Received, String> {
-    let path = state.config.import.staging_dir.join(id.to_string());
-    let file = tokio::fs::File::open(&path)
+/// Where the data comes from and what it must measure: the staging file
+/// (staged, or downloaded now), or the image's first store (a copy).
+async fn prepare(state: &Shared, job: &Job) -> Result<(Source, Expected), String> {
+    let id = job.image;
+    let image = blocking(state, move |m| m.get(&id))
         .await
-        .map_err(|e| format!("No staged data for image {id}: {e}"))?;
-    let staged = if check {
-        let image = blocking(state, move |m| m.get(&id))
-            .await
-            .map_err(|e| e.message)?;
-        Some(
-            image
-                .and_then(|i| i.staged)
-                .ok_or_else(|| format!("Image {id} has no staged data on record"))?,
-        )
-    } else {
-        None
-    };
-    let body = Body::from_stream(tokio_util_stream(file));
-    let data = receive(state, &state.config.store, &id.to_string(), body)
-        .await
-        .map_err(|e| e.message)?;
-    if let Some(s) = staged
-        && (s.size != data.size || s.md5 != data.md5 || s.sha512 != data.sha512)
-    {
-        if let Err(e) = state.config.store.delete(&id.to_string()).await {
-            tracing::error!(image = %id, error = %e, "cannot remove data that failed its check");
+        .map_err(|e| e.message)?
+        .ok_or_else(|| format!("Image {id} was deleted"))?;
+    match &job.method {
+        Method::GlanceDirect => {
+            let staged = image
+                .staged
+                .ok_or_else(|| format!("Image {id} has no staged data on record"))?;
+            Ok((Source::Staging, staged))
         }
-        return Err(format!(
-            "The staged data changed before its import: {} bytes, sha512 {}, where {} bytes, sha512 {} were staged",
-            data.size, data.sha512, s.size, s.sha512
-        ));
+        Method::WebDownload(passed) => Ok((Source::Staging, download(state, id, passed).await?)),
+        Method::CopyImage => {
+            let (Some(from), Some(size), Some(md5), Some(sha512)) = (
+                image.location.clone(),
+                image.size,
+                image.checksum,
+                image.os_hash_value,
+            ) else {
+                return Err(format!("Image {id} has no data to copy"));
+            };
+            Ok((Source::Store(from), Expected { size, md5, sha512 }))
+        }
     }
-    Ok(data)
 }
 
-/// A file's bytes as a stream of chunks.
-fn tokio_util_stream(
-    file: tokio::fs::File,
-) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
-    futures_util::stream::unfold(file, |mut file| async move {
-        use tokio::io::AsyncReadExt as _;
-        let mut buf = bytes::BytesMut::with_capacity(1 << 20);
-        match file.read_buf(&mut buf).await {
-            Ok(0) => None,
-            Ok(_) => Some((Ok(buf.freeze()), file)),
-            Err(e) => Some((Err(e), file)),
+/// Where an import reads its data.
+enum Source {
+    /// The file named by the image id in the staging directory.
+    Staging,
+    /// A store holding the image.
+    Store(Location),
+}
+
+/// How long reading an image from a remote store for a copy may take.
+const COPY_READ: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// Writes the data into `store`, hashing it again; it must measure what
+/// `expected` says, or it is removed.
+async fn copy_to(
+    state: &Shared,
+    id: Uuid,
+    from: &Source,
+    store: &str,
+    expected: &Expected,
+) -> Result<(), String> {
+    let target = state
+        .config
+        .store_by_id(store)
+        .ok_or_else(|| format!("store {store} is not configured"))?;
+    let stream = match from {
+        Source::Staging => {
+            let path = state.config.import.staging_dir.join(id.to_string());
+            let file = tokio::fs::File::open(&path)
+                .await
+                .map_err(|e| format!("No staged data for image {id}: {e}"))?;
+            Box::pin(crate::store::file_stream(file)) as crate::store::ByteStream
         }
+        Source::Store(location) => {
+            let source = state
+                .config
+                .store_by_id(&location.store)
+                .ok_or_else(|| format!("store {} is not configured", location.store))?;
+            source
+                .reader(&location.key, COPY_READ)
+                .await
+                .map_err(|e| e.0)?
+        }
+    };
+    let data = receive(state, target, &id.to_string(), Body::from_stream(stream))
+        .await
+        .map_err(|e| e.message)?;
+    if data.size != expected.size || data.md5 != expected.md5 || data.sha512 != expected.sha512 {
+        remove_from(state, store, id).await;
+        return Err(format!(
+            "the data changed on its way: {} bytes, sha512 {}, where {} bytes, sha512 {} were expected",
+            data.size, data.sha512, expected.size, expected.sha512
+        ));
+    }
+    Ok(())
+}
+
+/// Removes image `id`'s object from `store` (logged on failure).
+async fn remove_from(state: &Shared, store: &str, id: Uuid) {
+    if let Some(s) = state.config.store_by_id(store)
+        && let Err(e) = s.delete(&id.to_string()).await
+    {
+        tracing::error!(image = %id, store, error = %e, "cannot remove data an import wrote");
+    }
+}
+
+/// Takes `store` off the image's `os_glance_importing_to_stores`.
+async fn progress(state: &Shared, id: Uuid, store: &str) {
+    let store = store.to_owned();
+    let result = blocking(state, move |m| {
+        m.update(&id, &mut |img| {
+            if let Some(list) = img.properties.get_mut(IMPORTING) {
+                let left: Vec<&str> = list
+                    .split(',')
+                    .filter(|s| !s.is_empty() && *s != store)
+                    .collect();
+                *list = left.join(",");
+            }
+            Ok(())
+        })
     })
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(image = %id, error = %e.message, "cannot record an import's progress");
+    }
+}
+
+/// Records the import's end on the image: its data and locations when it
+/// succeeded (`active`), back to `queued` without data when an import of
+/// new data failed; the lock released either way.
+async fn finish_image(
+    state: &Shared,
+    job: &Job,
+    ok: bool,
+    written: &[String],
+    failed: &[String],
+    measured: Option<Expected>,
+) -> Result<(), ApiError> {
+    let id = job.image;
+    let copy = matches!(job.method, Method::CopyImage);
+    let (written, failed, stamp) = (written.to_vec(), failed.join(","), now());
+    blocking(state, move |m| {
+        m.update(&id, &mut |img| {
+            img.properties.remove(LOCK);
+            img.properties.insert(IMPORTING.into(), String::new());
+            img.properties.insert(FAILED.into(), failed.clone());
+            img.staged = None;
+            img.updated_at = stamp.clone();
+            let at = |store: &String| Location {
+                store: store.clone(),
+                key: id.to_string(),
+            };
+            if copy {
+                if ok {
+                    img.copies.extend(
+                        written
+                            .iter()
+                            .filter(|s| img.location_in(s).is_none())
+                            .map(at)
+                            .collect::<Vec<_>>(),
+                    );
+                }
+                return Ok(());
+            }
+            match (ok, &measured, written.split_first()) {
+                (true, Some(data), Some((first, rest))) => {
+                    img.set_data(data.size, &data.md5, &data.sha512, at(first));
+                    img.copies = rest.iter().map(at).collect();
+                }
+                _ => {
+                    if img.status == Status::Importing {
+                        img.status = Status::Queued;
+                        img.size = None;
+                    }
+                }
+            }
+            Ok(())
+        })
+    })
+    .await
+    .map(|_| ())
 }
 
 /// Fetches a web-download URL into the staging directory, following
 /// redirects that the filter passes, each connection pinned to the
 /// addresses checked.
-async fn download(state: &Shared, id: Uuid, first: &Passed) -> Result<(), String> {
+async fn download(state: &Shared, id: Uuid, first: &Passed) -> Result<Expected, String> {
     let mut passed = first.clone();
     for _ in 0..=MAX_REDIRECTS {
         let client = state
@@ -621,7 +753,11 @@ async fn download(state: &Shared, id: Uuid, first: &Passed) -> Result<(), String
                 passed.url, data.size
             ));
         }
-        return Ok(());
+        return Ok(Expected {
+            size: data.size,
+            md5: data.md5,
+            sha512: data.sha512,
+        });
     }
     Err(format!(
         "{} redirects more than {MAX_REDIRECTS} times",
@@ -671,6 +807,13 @@ pub async fn start_download(state: &Shared, task: &Task, image: Uuid, passed: Pa
         tasks::finish(state, task.id, Err(e.message)).await;
         return;
     }
-    let (state, id) = (Arc::clone(state), task.id);
-    tokio::spawn(async move { run(state, id, image, Method::WebDownload(passed), stores).await });
+    let job = Job {
+        task: task.id,
+        image,
+        method: Method::WebDownload(passed),
+        stores,
+        must_succeed: true,
+    };
+    let state = Arc::clone(state);
+    tokio::spawn(async move { run(state, job).await });
 }

@@ -25,22 +25,33 @@ pub async fn stores_detail(
     Extension(ctx): Extension<Context>,
 ) -> Result<Response, ApiError> {
     policy::check(Action::ReadStoreDetail, &ctx, Target::default())?;
-    let store = &state.config.store;
-    let properties = match store {
-        Store::File(dir) => json!({"data_dir": dir.display().to_string()}),
-        Store::S3(s3) => json!({"bucket": s3.bucket_name()}),
-        Store::Swift(_) => json!({"location": store.location_url("")}),
-    };
-    Ok(axum::Json(json!({
-        "stores": [{
-            "id": state.config.store_id.as_str(),
-            "default": "true",
-            "type": store.kind(),
-            "weight": 0,
-            "properties": properties,
-        }]
-    }))
-    .into_response())
+    let stores: Vec<Value> = state
+        .config
+        .store_ids()
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, id)| {
+            let store = state.config.store_by_id(&id)?;
+            let properties = match store {
+                Store::File(dir) => json!({"data_dir": dir.display().to_string()}),
+                Store::S3(s3) => json!({"bucket": s3.bucket_name()}),
+                Store::Swift(_) => json!({"location": store.location_url("")}),
+            };
+            let mut entry = json!({
+                "id": id,
+                "type": store.kind(),
+                "weight": 0,
+                "properties": properties,
+            });
+            if i == 0
+                && let Some(o) = entry.as_object_mut()
+            {
+                o.insert("default".into(), json!("true"));
+            }
+            Some(entry)
+        })
+        .collect();
+    Ok(axum::Json(json!({ "stores": stores })).into_response())
 }
 
 /// One usage figure: no limit is enforced beyond `image_size_cap` per
@@ -64,9 +75,8 @@ pub async fn usage(
     let (mut count, mut bytes, mut staged, mut uploading) = (0u64, 0u64, 0u64, 0u64);
     for image in mine {
         count += 1;
-        if image.location.is_some() {
-            bytes += image.size.unwrap_or(0);
-        }
+        // Each copy counts, as in Glance.
+        bytes += image.size.unwrap_or(0) * image.locations().count() as u64;
         let importing = image
             .properties
             .get(IMPORTING)
@@ -111,9 +121,11 @@ pub async fn locations(
         image
     };
     let list: Vec<Value> = image
-        .location
-        .iter()
-        .map(|l| json!({"url": state.config.store.location_url(&l.key), "metadata": {"store": l.store}}))
+        .locations()
+        .filter_map(|l| {
+            let store = state.config.store_by_id(&l.store)?;
+            Some(json!({"url": store.location_url(&l.key), "metadata": {"store": l.store}}))
+        })
         .collect();
     Ok(axum::Json(Value::Array(list)).into_response())
 }
@@ -125,11 +137,11 @@ pub async fn delete_from_store(
     Extension(ctx): Extension<Context>,
     Path((store, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    if store != state.config.store_id.as_str() {
+    let Some(backend) = state.config.store_by_id(&store) else {
         return Err(ApiError::conflict(format!(
             "The selected store {store} is not available on this node."
         )));
-    }
+    };
     let id = Uuid::try_parse(&id).map_err(|_| ApiError::no_image(&id))?;
     let image = load_visible(&state, &ctx, id).await?;
     policy::check(Action::DeleteFromStore, &ctx, Target::image(&image))?;
@@ -138,13 +150,37 @@ pub async fn delete_from_store(
             "It's not allowed to remove image data from store if image status is not 'active'",
         ));
     }
-    match &image.location {
-        Some(l) if l.store == store => Err(ApiError::forbidden(
-            "Cannot delete image data from the only store containing it. Consider deleting the image instead.",
-        )),
-        _ => Err(ApiError::new(
+    let Some(location) = image.location_in(&store).cloned() else {
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("Image {id} is not stored in store {store}."),
-        )),
+        ));
+    };
+    if image.locations().count() == 1 {
+        return Err(ApiError::forbidden(
+            "Cannot delete image data from the only store containing it. Consider deleting the image instead.",
+        ));
     }
+    // The record first: no download is sent to data about to go.
+    let (gone, stamp) = (store.clone(), super::images::now());
+    blocking(&state, move |m| {
+        m.update(&id, &mut |img| {
+            if img.locations().count() < 2 || img.location_in(&gone).is_none() {
+                return Err(format!("Image {id} changed meanwhile; try again"));
+            }
+            if img.location.as_ref().is_some_and(|l| l.store == gone) {
+                // A copy becomes the location downloads read first.
+                img.location = Some(img.copies.remove(0));
+            } else {
+                img.copies.retain(|l| l.store != gone);
+            }
+            img.updated_at = stamp.clone();
+            Ok(())
+        })
+    })
+    .await?;
+    if let Err(e) = backend.delete(&location.key).await {
+        tracing::warn!(image = %id, store, error = %e, "removed from the record, but the data could not be deleted");
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

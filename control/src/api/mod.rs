@@ -254,8 +254,15 @@ async fn versions_multiple(State(state): State<Shared>) -> Response {
 }
 
 async fn info_stores(State(state): State<Shared>) -> Response {
-    axum::Json(json!({
-        "stores": [{"id": state.config.store_id.as_str(), "default": "true"}]
-    }))
-    .into_response()
+    let stores: Vec<serde_json::Value> = state
+        .config
+        .store_ids()
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| match i {
+            0 => json!({"id": id, "default": "true"}),
+            _ => json!({"id": id}),
+        })
+        .collect();
+    axum::Json(json!({ "stores": stores })).into_response()
 }

@@ -74,6 +74,32 @@ impl Store {
         }
     }
 
+    /// Reads the object of image `object` as a stream of chunks (for
+    /// copying it to another store); a remote read may take `timeout`.
+    pub async fn reader(
+        &self,
+        object: &str,
+        timeout: std::time::Duration,
+    ) -> Result<ByteStream, StoreError> {
+        use futures_util::StreamExt as _;
+        let response = match self {
+            Store::File(dir) => {
+                let path = dir.join(object);
+                let file = tokio::fs::File::open(&path)
+                    .await
+                    .map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
+                return Ok(Box::pin(file_stream(file)));
+            }
+            Store::S3(s3) => s3.read(object, timeout).await?,
+            Store::Swift(swift) => swift.read(object, timeout).await?,
+        };
+        Ok(Box::pin(
+            response
+                .bytes_stream()
+                .map(|r| r.map_err(std::io::Error::other)),
+        ))
+    }
+
     /// Removes the object of image `object` (gone already is fine).
     pub async fn delete(&self, object: &str) -> Result<(), StoreError> {
         match self {
@@ -86,6 +112,25 @@ impl Store {
             Store::Swift(swift) => swift.delete(object).await,
         }
     }
+}
+
+/// An object's bytes, as a store reads them.
+pub type ByteStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static>>;
+
+/// A file's bytes as a stream of chunks of up to 1 MiB.
+pub fn file_stream(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    futures_util::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = bytes::BytesMut::with_capacity(1 << 20);
+        match file.read_buf(&mut buf).await {
+            Ok(0) => None,
+            Ok(_) => Some((Ok(buf.freeze()), file)),
+            Err(e) => Some((Err(e), file)),
+        }
+    })
 }
 
 /// An upload in progress. Dropped before [`Writer::commit`] (a request

@@ -88,6 +88,29 @@ impl S3Store {
         self.bucket.presigned_get(object, ttl).to_string()
     }
 
+    /// Reads the object of image `object`, allowing `timeout` for all of it.
+    pub async fn read(
+        &self,
+        object: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, StoreError> {
+        let url = self.bucket.presigned_get(object, Duration::from_secs(3600));
+        let resp = self
+            .http
+            .get(url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| StoreError(format!("GET {object}: {}", e.without_url())))?;
+        if !resp.status().is_success() {
+            return Err(StoreError(format!(
+                "GET {object}: S3 answered {}",
+                resp.status()
+            )));
+        }
+        Ok(resp)
+    }
+
     /// Sends one presigned request; the response if it is a 2xx.
     async fn send(
         &self,

@@ -399,6 +399,23 @@ impl SwiftStore {
             .ok_or_else(|| StoreError(format!("PUT {name}: Swift sent no ETag")))
     }
 
+    /// Reads the object of image `object` (a large object whole, as Swift
+    /// joins its segments), allowing `timeout` for all of it.
+    pub async fn read(
+        &self,
+        object: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, StoreError> {
+        let name = self.account.object_name(object);
+        let resp = self
+            .call_within(timeout, Method::GET, &format!("/{name}"), &[], None)
+            .await?;
+        if !resp.status().is_success() {
+            return Err(refusal(&format!("GET {name}"), resp).await);
+        }
+        Ok(resp)
+    }
+
     /// Deletes object `name`; gone already is fine.
     async fn delete_one(&self, rel: &str) -> Result<(), StoreError> {
         let resp = self.call(Method::DELETE, rel, &[], None).await?;

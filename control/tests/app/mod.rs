@@ -61,11 +61,19 @@ impl App {
     }
 
     pub fn with_cap(cap: u64) -> App {
-        App::with(cap, None)
+        App::configured(|raw| raw.image_size_cap = cap)
     }
 
     /// With an `[import]` table.
     pub fn with(cap: u64, import: Option<glance_api::config::RawImport>) -> App {
+        App::configured(|raw| {
+            raw.image_size_cap = cap;
+            raw.import = import;
+        })
+    }
+
+    /// With the test config changed by `edit` first.
+    pub fn configured(edit: impl FnOnce(&mut RawConfig)) -> App {
         let dir = tempfile::tempdir().unwrap();
         let keyring = dir.path().join("keyring.toml");
         std::fs::write(
@@ -83,7 +91,7 @@ impl App {
                 RawNode::Url("http://stream-a:9393".into()),
                 RawNode::Url("http://stream-b:9393".into()),
             ],
-            image_size_cap: cap,
+            image_size_cap: 1 << 30,
             metadata: common::metadata_for_test(),
             store: RawStore {
                 id: "local".into(),
@@ -91,6 +99,7 @@ impl App {
                 path: Some("images".into()),
                 ..RawStore::default()
             },
+            stores: Vec::new(),
             auth: RawAuth {
                 mode: "static".into(),
                 tokens: vec![
@@ -104,8 +113,10 @@ impl App {
             },
             fleet: None,
             tls: None,
-            import,
+            import: None,
         };
+        let mut raw = raw;
+        edit(&mut raw);
         let config = Config::check(raw, dir.path(), "test").unwrap();
         let state = glance_api::server::state(config).unwrap();
         App { dir, state }
