@@ -128,6 +128,39 @@ pub struct ImportConfig {
     pub web_download: crate::import_filter::UriFilter,
 }
 
+/// Refuses stores that would share their objects (the same directory,
+/// bucket and prefix, or container and prefix) and a staging directory
+/// that is a store's: deleting from one would delete from the other.
+fn check_apart(
+    default_id: &glance_link::StoreId,
+    default: &crate::store::Store,
+    extra: &[(glance_link::StoreId, crate::store::Store)],
+    staging: &Path,
+) -> Result<(), String> {
+    let all: Vec<(&str, &crate::store::Store)> = std::iter::once((default_id.as_str(), default))
+        .chain(extra.iter().map(|(i, s)| (i.as_str(), s)))
+        .collect();
+    for (i, (id, store)) in all.iter().enumerate() {
+        let probe = store.location_url("probe");
+        if let Some((other, _)) = all[..i]
+            .iter()
+            .find(|(_, s)| s.location_url("probe") == probe)
+        {
+            return Err(format!(
+                "stores {other} and {id} would keep their images in the same place"
+            ));
+        }
+        if let crate::store::Store::File(dir) = store
+            && dir == staging
+        {
+            return Err(format!(
+                "[import] staging_dir is the directory of store {id}; give it one of its own"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks `[import]`.
 fn check_import(raw: RawImport, base: &Path) -> Result<ImportConfig, String> {
     let methods = raw
@@ -689,6 +722,7 @@ impl Config {
         }
         let auth = check_auth(raw.auth, base, &roots).map_err(bad)?;
         let import = check_import(raw.import.unwrap_or_default(), base).map_err(bad)?;
+        check_apart(&store_id, &store, &extra_stores, &import.staging_dir).map_err(bad)?;
         Ok(Config {
             listen,
             public_url,

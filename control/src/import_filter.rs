@@ -57,7 +57,7 @@ impl UriFilter {
                 "allowed_schemes: {s:?} cannot be fetched; use http and https"
             ));
         }
-        let lower = |v: Vec<String>| v.into_iter().map(|h| h.to_ascii_lowercase()).collect();
+        let lower = |v: Vec<String>| v.iter().map(|h| canonical_host(h)).collect();
         Ok(UriFilter {
             allowed_schemes,
             disallowed_schemes: raw.disallowed_schemes,
@@ -71,6 +71,10 @@ impl UriFilter {
     /// The syntactic checks: scheme, host and port. `Err` says why not.
     pub fn check_url(&self, raw: &str) -> Result<(url::Url, String, u16), String> {
         let url = url::Url::parse(raw).map_err(|e| format!("not a URL: {e}"))?;
+        // Credentials would be sent, and shown in the task's input.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("credentials in the URL are not allowed".into());
+        }
         let scheme = url.scheme();
         let scheme_ok = if self.allowed_schemes.is_empty() {
             !self.disallowed_schemes.iter().any(|s| s == scheme)
@@ -82,7 +86,7 @@ impl UriFilter {
         }
         let host = match url.host() {
             Some(url::Host::Ipv6(a)) => a.to_string(),
-            Some(h) => h.to_string().to_ascii_lowercase(),
+            Some(h) => canonical_host(&h.to_string()),
             None => return Err("no host".into()),
         };
         let host_ok = if self.allowed_hosts.is_empty() {
@@ -127,7 +131,22 @@ impl UriFilter {
         }
         if !named && let Some(a) = addrs.iter().find(|a| internal(a.ip())) {
             return Err(format!(
-                "host {host:?} is at {}, a loopback or link-local address",
+                "host {host:?} is at {}, a loopback, link-local, unspecified or metadata address",
+                a.ip()
+            ));
+        }
+        // A refused address is refused however the URL spells it.
+        let denied: Vec<IpAddr> = self
+            .disallowed_hosts
+            .iter()
+            .filter_map(|h| h.parse::<IpAddr>().ok())
+            .map(plain)
+            .collect();
+        if self.allowed_hosts.is_empty()
+            && let Some(a) = addrs.iter().find(|a| denied.contains(&plain(a.ip())))
+        {
+            return Err(format!(
+                "host {host:?} is at {}, which is not allowed",
                 a.ip()
             ));
         }
@@ -135,15 +154,54 @@ impl UriFilter {
     }
 }
 
-/// Loopback, link-local or unspecified: this host, not the network.
+/// A host name as compared: lower case, without the root's trailing dot;
+/// an IP address in its canonical form.
+fn canonical_host(h: &str) -> String {
+    let h = h.trim().trim_start_matches('[').trim_end_matches(']');
+    match h.parse::<IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => h.trim_end_matches('.').to_ascii_lowercase(),
+    }
+}
+
+/// The IPv4 address an IPv6 one carries (mapped, compatible, NAT64's
+/// 64:ff9b::/96, 6to4's 2002::/16), else the address itself.
+fn plain(ip: IpAddr) -> IpAddr {
+    let IpAddr::V6(a) = ip else {
+        return ip;
+    };
+    let s = a.segments();
+    let v4 = |hi: u16, lo: u16| {
+        IpAddr::V4(std::net::Ipv4Addr::new(
+            (hi >> 8) as u8,
+            hi as u8,
+            (lo >> 8) as u8,
+            lo as u8,
+        ))
+    };
+    if let Some(m) = a.to_ipv4_mapped() {
+        return IpAddr::V4(m);
+    }
+    match s {
+        [0, 0, 0, 0, 0, 0, hi, lo] if hi != 0 => v4(hi, lo),
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => v4(hi, lo),
+        [0x2002, hi, lo, ..] => v4(hi, lo),
+        _ => ip,
+    }
+}
+
+/// Loopback, link-local, unspecified or a cloud's metadata address: this
+/// host or its hypervisor, not the network.
 fn internal(ip: IpAddr) -> bool {
-    match ip {
+    match plain(ip) {
         IpAddr::V4(a) => a.is_loopback() || a.is_link_local() || a.is_unspecified(),
         IpAddr::V6(a) => {
-            if let Some(v4) = a.to_ipv4_mapped() {
-                return internal(IpAddr::V4(v4));
-            }
-            a.is_loopback() || a.is_unspecified() || (a.segments()[0] & 0xffc0) == 0xfe80
+            // fd00:ec2::254: the instance metadata service over IPv6.
+            let metadata = a.segments() == [0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254];
+            a.is_loopback()
+                || a.is_unspecified()
+                || (a.segments()[0] & 0xffc0) == 0xfe80
+                || metadata
         }
     }
 }

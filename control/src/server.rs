@@ -53,14 +53,19 @@ pub fn state(config: Config) -> Result<Arc<AppState>, StartError> {
         // Checked before the start is announced; `serve` loads it for use.
         glance_link::tls::server_config(files).map_err(StartError::Tls)?;
     }
-    let stores = std::iter::once(&config.store).chain(config.extra_stores.iter().map(|(_, s)| s));
-    for store in stores {
-        if let crate::store::Store::File(dir) = store {
-            std::fs::create_dir_all(dir).map_err(|source| StartError::Store {
-                path: dir.display().to_string(),
-                source,
-            })?;
-        }
+    // The file stores' directories, and the staging directory.
+    let dirs = std::iter::once(&config.store)
+        .chain(config.extra_stores.iter().map(|(_, s)| s))
+        .filter_map(|s| match s {
+            crate::store::Store::File(dir) => Some(dir),
+            _ => None,
+        })
+        .chain(std::iter::once(&config.import.staging_dir));
+    for dir in dirs {
+        std::fs::create_dir_all(dir).map_err(|source| StartError::Store {
+            path: dir.display().to_string(),
+            source,
+        })?;
     }
     let metadata: Arc<dyn MetadataStore> = crate::metadata::open(&config.metadata)?;
     let lifetime = config.link_ttl.saturating_add(config.fleet.key_grace);

@@ -82,6 +82,17 @@ fn sha512(data: &[u8]) -> String {
 /// A one-shot HTTP server on loopback answering every request with
 /// `status` and `body`; returns its port.
 async fn web_server(status: &'static str, body: Vec<u8>) -> u16 {
+    web_server_with(status, "", None, body).await
+}
+
+/// [`web_server`] with extra header lines (each ending `\r\n`) and, when
+/// given, a `Content-Length` other than the body's.
+async fn web_server_with(
+    status: &'static str,
+    extra: &'static str,
+    announced: Option<usize>,
+    body: Vec<u8>,
+) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -91,8 +102,8 @@ async fn web_server(status: &'static str, body: Vec<u8>) -> u16 {
                 let mut buf = [0u8; 4096];
                 let _ = sock.read(&mut buf).await;
                 let head = format!(
-                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
+                    "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    announced.unwrap_or(body.len())
                 );
                 let _ = sock.write_all(head.as_bytes()).await;
                 let _ = sock.write_all(&body).await;
@@ -314,8 +325,18 @@ async fn web_download_fetches_only_what_the_filter_passes() {
     let bytes = data(1 << 20);
     let port = web_server("200 OK", bytes.clone()).await;
     let url = format!("http://127.0.0.1:{port}/cirros.img");
-    // By default loopback is refused, with the reason.
-    let strict = App::new();
+    // By default loopback is refused, with the reason, even on a port the
+    // filter allows.
+    let strict = App::with(
+        1 << 30,
+        Some(RawImport {
+            web_download: Some(RawUriFilter {
+                allowed_ports: Some(vec![port]),
+                ..RawUriFilter::default()
+            }),
+            ..RawImport::default()
+        }),
+    );
     let id = new_image(&strict).await;
     let r = strict
         .import(
@@ -326,7 +347,10 @@ async fn web_download_fetches_only_what_the_filter_passes() {
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let message = r.json()["message"].as_str().unwrap().to_owned();
-    assert!(message.contains("does not pass filtering"), "{message}");
+    assert!(
+        message.contains("does not pass filtering") && message.contains("loopback"),
+        "{message}"
+    );
     assert_eq!(
         strict
             .get(&format!("/v2/images/{id}"), MEMBER_A)
@@ -383,7 +407,7 @@ async fn a_failed_web_download_puts_the_image_back_to_queued() {
     assert_eq!(img["os_glance_failed_import"], "local");
     assert!(img.get("os_glance_import_task").is_none());
     assert!(img["size"].is_null() && img["os_hash_value"].is_null());
-    // The lock is gone: it can be imported again.
+    // The lock is gone: it can be imported again (and fails again).
     let again = app
         .import(
             MEMBER_A,
@@ -392,6 +416,201 @@ async fn a_failed_web_download_puts_the_image_back_to_queued() {
         )
         .await;
     assert_eq!(again.status, StatusCode::ACCEPTED);
+    app.wait_image(&id, |i| {
+        i["status"] == "queued" && i.get("os_glance_import_task").is_none()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn web_download_checks_redirects_and_lengths() {
+    let bytes = data(4096);
+    // A redirect to a host the filter refuses.
+    let away = web_server_with(
+        "302 Found",
+        "Location: http://169.254.169.254/latest/meta-data\r\n",
+        None,
+        Vec::new(),
+    )
+    .await;
+    // A body shorter than announced.
+    let short = web_server_with("200 OK", "", Some(bytes.len() * 2), bytes.clone()).await;
+    let app = App::with(
+        1 << 30,
+        Some(RawImport {
+            web_download: Some(RawUriFilter {
+                allowed_hosts: vec!["127.0.0.1".into()],
+                allowed_ports: Some(vec![away, short, 80]),
+                ..RawUriFilter::default()
+            }),
+            ..RawImport::default()
+        }),
+    );
+    for (port, why) in [(away, "does not pass filtering"), (short, "")] {
+        let id = new_image(&app).await;
+        let url = format!("http://127.0.0.1:{port}/c.img");
+        let r = app
+            .import(
+                MEMBER_A,
+                &id,
+                json!({"method": {"name": "web-download", "uri": url}}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED);
+        let task = app.ended_task(&id).await;
+        assert_eq!(task["status"], "failure", "{task}");
+        assert!(task["message"].as_str().unwrap().contains(why), "{task}");
+        let img = app.wait_image(&id, |i| i["status"] == "queued").await;
+        assert!(img["os_hash_value"].is_null());
+        assert!(!app.dir.path().join("staging").join(&id).exists());
+        assert!(!app.dir.path().join("images").join(&id).exists());
+    }
+}
+
+#[tokio::test]
+async fn stores_are_named_once_and_methods_follow_the_config() {
+    let app = App::configured(|raw| {
+        raw.import = Some(RawImport {
+            methods: Some(vec!["glance-direct".into()]),
+            ..RawImport::default()
+        })
+    });
+    let id = new_image(&app).await;
+    app.stage(&id, data(100)).await;
+    for body in [
+        json!({"method": {"name": "glance-direct"}, "stores": ["local", "local"]}),
+        json!({"method": {"name": "glance-direct"}, "stores": []}),
+        json!({"method": {"name": "web-download", "uri": "http://images.example/c"}}),
+    ] {
+        let r = app.import(MEMBER_A, &id, body.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
+    }
+    let info = app.get("/v2/info/import", MEMBER_A).await.json();
+    assert_eq!(info["import-methods"]["value"], json!(["glance-direct"]));
+    let created = app
+        .create(MEMBER_A, serde_json::from_str(RAW).unwrap())
+        .await;
+    assert_eq!(
+        created.header("openstack-image-import-methods"),
+        "glance-direct"
+    );
+    let task = json!({"type": "import", "input": {"import_from": "http://images.example/c", "image_properties": {}}});
+    let r = app
+        .call(
+            "POST",
+            "/v2/tasks",
+            Some(ADMIN),
+            Body::from(task.to_string()),
+            Some("application/json"),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "no URL imports without web-download"
+    );
+    assert_eq!(
+        app.get("/v2/images", ADMIN).await.json()["images"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_stale_lock_is_broken_and_the_image_imported_again() {
+    let app = App::new();
+    let id = new_image(&app).await;
+    let bytes = data(5000);
+    app.stage(&id, bytes.clone()).await;
+    // As a glance-api that stopped mid-import leaves it: importing, locked
+    // by a task that no longer exists.
+    let uuid = uuid::Uuid::parse_str(&id).unwrap();
+    app.state
+        .metadata
+        .update(&uuid, &mut |img| {
+            img.status = glance_api::model::Status::Importing;
+            img.properties.insert(
+                "os_glance_import_task".into(),
+                uuid::Uuid::new_v4().to_string(),
+            );
+            img.properties
+                .insert("os_glance_importing_to_stores".into(), "local".into());
+            Ok(())
+        })
+        .unwrap();
+    let r = app
+        .import(MEMBER_A, &id, json!({"method": {"name": "glance-direct"}}))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let img = app.wait_image(&id, |i| i["status"] == "active").await;
+    assert_eq!(img["os_hash_value"], sha512(&bytes));
+}
+
+#[tokio::test]
+async fn a_live_lock_refuses_a_second_import() {
+    let app = two_stores();
+    let id = new_image(&app).await;
+    app.upload(MEMBER_A, &id, data(10)).await;
+    // Another import's task, running and recently moved, holds the lock.
+    let holder = uuid::Uuid::new_v4();
+    let stamp = glance_api::model::timestamp(time::OffsetDateTime::now_utc());
+    let task = json!({
+        "id": holder, "type": "api_image_import", "status": "processing", "owner": "ops",
+        "input": {}, "result": null, "message": "", "image_id": id, "request_id": "req-x",
+        "user_id": "root", "expires_at": null, "created_at": stamp, "updated_at": stamp
+    });
+    app.state
+        .metadata
+        .doc_create(
+            glance_api::metadata::DocKind::Task,
+            &holder.to_string(),
+            &task,
+        )
+        .unwrap();
+    let uuid = uuid::Uuid::parse_str(&id).unwrap();
+    app.state
+        .metadata
+        .update(&uuid, &mut |img| {
+            img.properties
+                .insert("os_glance_import_task".into(), holder.to_string());
+            Ok(())
+        })
+        .unwrap();
+    let copy = json!({"method": {"name": "copy-image"}, "stores": ["archive"]});
+    let r = app.import(ADMIN, &id, copy.clone()).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("active task")
+    );
+    // Once that task ends, its lock no longer counts.
+    app.state
+        .metadata
+        .doc_update(
+            glance_api::metadata::DocKind::Task,
+            &holder.to_string(),
+            None,
+            &mut |t| {
+                t["status"] = json!("success");
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        app.import(ADMIN, &id, copy).await.status,
+        StatusCode::ACCEPTED
+    );
+    app.wait_image(&id, |i| i["stores"] == "archive,local")
+        .await;
 }
 
 #[tokio::test]

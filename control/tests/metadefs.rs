@@ -710,3 +710,41 @@ async fn every_metadefs_schema_is_served_to_any_caller() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn a_namespace_holds_a_bounded_number_of_definitions() {
+    let app = App::new();
+    app.namespace(json!({"namespace": "big"})).await;
+    let tags = |n: usize| json!({"tags": (0..n).map(|i| json!({"name": format!("t{i}")})).collect::<Vec<_>>()});
+    let r = app
+        .json_call(
+            "POST",
+            "/v2/metadefs/namespaces/big/tags",
+            ADMIN,
+            tags(1000),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = app
+        .json_call(
+            "POST",
+            "/v2/metadefs/namespaces/big/tags",
+            ADMIN,
+            tags(1001),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let one_more = app
+        .send("POST", "/v2/metadefs/namespaces/big/tags/extra", ADMIN)
+        .await;
+    assert_eq!(one_more.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let kept = app
+        .get("/v2/metadefs/namespaces/big/tags", ADMIN)
+        .await
+        .json();
+    assert_eq!(
+        kept["tags"].as_array().unwrap().len(),
+        1000,
+        "nothing changed"
+    );
+}

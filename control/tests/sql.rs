@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::{Api, Server, start};
-use glance_api::metadata::{DocKind, MetadataStore as _, RedbStore, SqlStore};
+use glance_api::metadata::{DocKind, MetadataError, MetadataStore as _, RedbStore, SqlStore};
 use glance_api::model::{Image, KeyRecord, Member, MemberStatus, StreamNode};
 use md5::Digest as _;
 use serde_json::{Value, json};
@@ -470,5 +470,63 @@ fn db_migrate_copies_a_redb_file_whole_and_only_into_an_empty_database() {
             "{server:?}: {said}"
         );
         assert_eq!(sql.list().unwrap().len(), 5);
+    }
+}
+
+#[test]
+#[ignore = "needs PostgreSQL and MariaDB: run by scripts/test-all.sh"]
+fn documents_rename_atomically_and_concurrent_changes_all_land() {
+    for server in Server::ALL {
+        let url = server.synced_database();
+        let sql = std::sync::Arc::new(SqlStore::open(&url, 8).unwrap());
+        let ns = DocKind::MetadefNamespace;
+        for key in ["a", "b"] {
+            sql.doc_create(ns, key, &serde_json::json!({"n": 0}))
+                .unwrap();
+        }
+        // A rename onto a taken key is refused and changes nothing.
+        let clash = sql.doc_update(ns, "a", Some("b"), &mut |d| {
+            d["n"] = serde_json::json!(9);
+            Ok(())
+        });
+        assert!(
+            matches!(clash, Err(MetadataError::DocExists(..))),
+            "{server:?}: {clash:?}"
+        );
+        assert_eq!(sql.doc_get(ns, "a").unwrap().unwrap()["n"], 0);
+        let moved = sql.doc_update(ns, "a", Some("c"), &mut |_| Ok(())).unwrap();
+        assert_eq!(moved["n"], 0);
+        assert!(sql.doc_get(ns, "a").unwrap().is_none());
+        // 4 threads x 25 increments of one document: every one lands.
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let sql = std::sync::Arc::clone(&sql);
+                std::thread::spawn(move || {
+                    for _ in 0..25 {
+                        sql.doc_update(ns, "c", None, &mut |d| {
+                            let n = d["n"].as_u64().unwrap_or(0);
+                            d["n"] = serde_json::json!(n + 1);
+                            Ok(())
+                        })
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(
+            sql.doc_get(ns, "c").unwrap().unwrap()["n"],
+            100,
+            "{server:?}"
+        );
+        let keys: Vec<String> = sql
+            .doc_list(ns)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["b", "c"]);
     }
 }

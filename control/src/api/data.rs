@@ -32,13 +32,12 @@ pub async fn upload(
     let image = load_visible(&state, &ctx, id).await?;
     policy::check(Action::UploadImage, &ctx, Target::image(&image))?;
     // `X-Image-Meta-Store` picks the store; the default one otherwise.
-    let store_id = match headers.get("x-image-meta-store").map(|v| v.to_str()) {
+    let store_id = match store_header(&headers)? {
         None => state.config.store_id.to_string(),
-        Some(Ok(s)) if state.config.store_by_id(s).is_some() => s.to_owned(),
+        Some(s) if state.config.store_by_id(&s).is_some() => s,
         Some(s) => {
             return Err(ApiError::bad_request(format!(
-                "Store for identifier {} not found; this site has {}",
-                s.unwrap_or("?"),
+                "Store for identifier {s} not found; this site has {}",
                 state.config.store_ids().join(", ")
             )));
         }
@@ -120,6 +119,18 @@ pub async fn upload(
         return Err(e);
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The store `X-Image-Meta-Store` names, if any (`400` when it is not text).
+pub(super) fn store_header(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    headers
+        .get("x-image-meta-store")
+        .map(|v| {
+            v.to_str()
+                .map(|s| s.trim().to_owned())
+                .map_err(|_| ApiError::bad_request("X-Image-Meta-Store must be a store id"))
+        })
+        .transpose()
 }
 
 /// Puts the image back to `queued` when dropped armed (see [`upload`]).

@@ -151,9 +151,9 @@ pub async fn delete(
         objects.push((&state.config.store, id.to_string()));
     }
     for (store, object) in objects {
-        if let Err(e) = store.delete(&object).await {
-            tracing::warn!(image = %id, error = %e, "image deleted but its data could not be removed");
-        }
+        store
+            .delete_logged(&object, "the data of a deleted image")
+            .await;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

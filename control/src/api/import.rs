@@ -41,6 +41,10 @@ pub const FAILED: &str = "os_glance_failed_import";
 /// A lock older than this, with its task not ended, is taken to be left by
 /// a glance-api that stopped mid-import.
 const STALE_LOCK: time::Duration = time::Duration::hours(1);
+/// How often a running import shows its task is alive.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(60);
+/// The longest a web-download may take, whatever the server's pace.
+const DOWNLOAD_LIMIT: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 /// Redirects followed by web-download, each checked by the filter.
 const MAX_REDIRECTS: usize = 5;
 
@@ -51,9 +55,9 @@ fn staging(state: &Shared) -> Store {
 
 /// Removes an image's staged data (gone already is fine).
 pub async fn unstage(state: &Shared, id: Uuid) {
-    if let Err(e) = staging(state).delete(&id.to_string()).await {
-        tracing::warn!(image = %id, error = %e, "cannot remove staged data");
-    }
+    staging(state)
+        .delete_logged(&id.to_string(), "staged data")
+        .await;
 }
 
 fn offered(state: &Shared, method: &str) -> bool {
@@ -120,12 +124,8 @@ pub async fn stage(
         id,
         from: Status::Uploading,
     };
-    let staged = staging(&state);
-    let dir = state.config.import.staging_dir.clone();
-    let received = match tokio::fs::create_dir_all(&dir).await {
-        Ok(()) => receive(&state, &staged, &id.to_string(), body).await,
-        Err(e) => Err(ApiError::from_internal(&format!("{}: {e}", dir.display()))),
-    };
+    // The staging directory is made at start, with the stores'.
+    let received = receive(&state, &staging(&state), &id.to_string(), body).await;
     guard.state = None;
     let data = match received {
         Ok(d) => d,
@@ -202,10 +202,7 @@ fn target_stores(
     headers: &HeaderMap,
 ) -> Result<(Vec<String>, bool), ApiError> {
     let all = flag(body, "all_stores")?;
-    let header = headers
-        .get("x-image-meta-store")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let header = super::data::store_header(headers)?;
     let listed = match body.get("stores") {
         None => None,
         Some(Value::Array(items)) => Some(
@@ -244,6 +241,13 @@ fn target_stores(
             configured.join(", ")
         )));
     }
+    for (i, store) in stores.iter().enumerate() {
+        if stores[..i].contains(store) {
+            return Err(ApiError::bad_request(format!(
+                "'stores' names {store} twice"
+            )));
+        }
+    }
     Ok((stores, all))
 }
 
@@ -257,11 +261,7 @@ pub async fn import(
     headers: HeaderMap,
     raw: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    if raw.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("Body expected in request."));
-    }
-    let body: Value = serde_json::from_slice(&raw)
-        .map_err(|e| ApiError::bad_request(format!("The request body is not JSON: {e}")))?;
+    let body = Value::Object(super::metadefs::model::body_object(&raw)?);
     let method = body
         .get("method")
         .ok_or_else(|| ApiError::bad_request("Import request requires a 'method' field."))?;
@@ -277,6 +277,7 @@ pub async fn import(
     }
     flag(&body, "all_stores_must_succeed")?;
     let image = load_visible(&state, &ctx, id).await?;
+    let image = recover_stale(&state, image).await?;
     check_status(&image, &name)?;
     let action = if name == "copy-image" {
         Action::CopyImage
@@ -292,25 +293,22 @@ pub async fn import(
             )));
         }
         stores.retain(|s| image.location_in(s).is_none());
+    } else if stores.is_empty() {
+        return Err(ApiError::bad_request(
+            "'stores' names no store to import into",
+        ));
     }
     let method = match name.as_str() {
         "glance-direct" => Method::GlanceDirect,
         "copy-image" => Method::CopyImage,
-        _ => {
-            let uri = method.get("uri").and_then(Value::as_str).unwrap_or("");
-            let passed = state
-                .config
-                .import
-                .web_download
-                .pass(uri)
-                .await
-                .map_err(|why| {
-                    ApiError::bad_request(format!(
-                        "URI for web-download does not pass filtering: {uri} ({why})"
-                    ))
-                })?;
-            Method::WebDownload(passed)
-        }
+        _ => Method::WebDownload(
+            web_download_url(
+                &state,
+                method.get("uri").and_then(Value::as_str),
+                "web-download",
+            )
+            .await?,
+        ),
     };
     let must_succeed = body
         .get("all_stores_must_succeed")
@@ -318,22 +316,130 @@ pub async fn import(
         .unwrap_or(true);
     let input = json!({"image_id": id, "import_req": body, "backend": stores});
     let task = Task::new("api_image_import", &ctx, &request.0, Some(id), input);
-    tasks::create(&state, &task).await?;
-    if let Err(e) = lock(&state, &image, &task, &method, &stores).await {
-        tasks::finish(&state, task.id, Err(e.message.clone())).await;
-        return Err(e);
-    }
-    let state2 = Arc::clone(&state);
-    let task_id = task.id;
     let job = Job {
-        task: task_id,
+        task: task.id,
         image: id,
         method,
         stores,
         must_succeed,
     };
-    tokio::spawn(async move { run(state2, job).await });
+    start(&state, image, task, job).await?;
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Checks a web-download URL (`what` names the API asking, for the
+/// message): `400` with the filter's reason when it does not pass.
+pub(super) async fn web_download_url(
+    state: &Shared,
+    uri: Option<&str>,
+    what: &str,
+) -> Result<Passed, ApiError> {
+    let uri = uri.unwrap_or("");
+    state
+        .config
+        .import
+        .web_download
+        .pass(uri)
+        .await
+        .map_err(|why| {
+            ApiError::bad_request(format!(
+                "URI for {what} does not pass filtering: {uri} ({why})"
+            ))
+        })
+}
+
+/// Takes the image's lock for the job, records its task, and runs it, all
+/// in a task of its own (a request dropped half-way leaves neither a lock
+/// without its job nor a job without its task); answers once the lock and
+/// the task are in place.
+async fn start(state: &Shared, image: Image, task: Task, job: Job) -> Result<(), ApiError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        let began = async {
+            lock(&state, &image, &job).await?;
+            if let Err(e) = tasks::create(&state, &task).await {
+                release(&state, &job).await;
+                return Err(e);
+            }
+            Ok(())
+        }
+        .await;
+        let ok = began.is_ok();
+        let _ = tx.send(began);
+        if ok {
+            run(state, job).await;
+        }
+    });
+    rx.await
+        .unwrap_or_else(|_| Err(ApiError::from_internal(&"the import's task ended early")))
+}
+
+/// Releases a lock taken for a job that will not run.
+async fn release(state: &Shared, job: &Job) {
+    let (id, holder, status) = (job.image, job.task.to_string(), Status::Importing);
+    let copy = matches!(job.method, Method::CopyImage);
+    let result = blocking(state, move |m| {
+        m.update(&id, &mut |img| {
+            if img.properties.get(LOCK) == Some(&holder) {
+                img.properties.remove(LOCK);
+                img.properties.insert(IMPORTING.into(), String::new());
+                if !copy && img.status == status {
+                    img.status = if img.staged.is_some() {
+                        Status::Uploading
+                    } else {
+                        Status::Queued
+                    };
+                }
+            }
+            Ok(())
+        })
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::error!(image = %id, error = %e.message, "cannot release an import lock");
+    }
+}
+
+/// An image left `importing` by an import that will never end (its lock is
+/// stale: see [`stale`]) goes back to `uploading` when its staged data is
+/// still on record, else to `queued`, so that it can be imported again.
+async fn recover_stale(state: &Shared, image: Image) -> Result<Image, ApiError> {
+    let Some(holder) = image
+        .properties
+        .get(LOCK)
+        .filter(|h| !h.is_empty())
+        .cloned()
+    else {
+        return Ok(image);
+    };
+    if image.status != Status::Importing || !stale(state, &holder).await? {
+        return Ok(image);
+    }
+    let (id, stamp) = (image.id, now());
+    tracing::warn!(image = %id, task = %holder, "breaking the stale lock of an import that stopped");
+    blocking(state, move |m| {
+        m.update(&id, &mut |img| {
+            if img.properties.get(LOCK) != Some(&holder) || img.status != Status::Importing {
+                return Ok(());
+            }
+            let left = img.properties.get(IMPORTING).cloned().unwrap_or_default();
+            img.properties.remove(LOCK);
+            img.properties.insert(IMPORTING.into(), String::new());
+            img.properties.insert(FAILED.into(), left);
+            img.status = if img.staged.is_some() {
+                Status::Uploading
+            } else {
+                Status::Queued
+            };
+            if img.status == Status::Queued {
+                img.size = None;
+            }
+            img.updated_at = stamp.clone();
+            Ok(())
+        })
+    })
+    .await
 }
 
 /// Glance's status rules for each method (`409`).
@@ -347,7 +453,8 @@ fn check_status(image: &Image, method: &str) -> Result<(), ApiError> {
         (Status::Active, _) => {
             return refuse("Image with status active cannot be target for import".into());
         }
-        (Status::Queued, "web-download") | (Status::Uploading, "glance-direct") => {}
+        (Status::Queued, "web-download") => {}
+        (Status::Uploading, "glance-direct") if image.staged.is_some() => {}
         (_, "glance-direct") => {
             return refuse(
                 "Image needs to be staged before 'glance-direct' method can be used".into(),
@@ -388,24 +495,21 @@ async fn stale(state: &Shared, holder: &str) -> Result<bool, ApiError> {
     Ok(broken)
 }
 
-/// Takes the image's import lock for `task` and marks the import begun.
-async fn lock(
-    state: &Shared,
-    image: &Image,
-    task: &Task,
-    method: &Method,
-    stores: &[String],
-) -> Result<(), ApiError> {
+/// Takes the image's import lock for the job's task and marks the import
+/// begun (`409` when another import holds it).
+async fn lock(state: &Shared, image: &Image, job: &Job) -> Result<(), ApiError> {
     let breakable = match image.properties.get(LOCK) {
         Some(holder) if !holder.is_empty() => stale(state, holder).await?.then(|| holder.clone()),
         _ => None,
     };
-    let (id, task_id, stamp) = (image.id, task.id.to_string(), now());
-    let (copy, list) = (matches!(method, Method::CopyImage), stores.join(","));
+    let (id, task_id, stamp) = (image.id, job.task.to_string(), now());
+    let (copy, list) = (
+        matches!(job.method, Method::CopyImage),
+        job.stores.join(","),
+    );
     let expected = (image.status, breakable);
-    let result =
-        blocking(state, move |m| {
-            m.update(&id, &mut |img| {
+    let result = blocking(state, move |m| {
+        m.update(&id, &mut |img| {
             let holder = img.properties.get(LOCK).filter(|h| !h.is_empty());
             if holder.is_some() && holder != expected.1.as_ref() {
                 return Err(format!(
@@ -413,7 +517,10 @@ async fn lock(
                 ));
             }
             if img.status != expected.0 {
-                return Err(format!("Image {id} changed to {} meanwhile", img.status.as_str()));
+                return Err(format!(
+                    "Image {id} changed to {} meanwhile",
+                    img.status.as_str()
+                ));
             }
             img.properties.insert(LOCK.into(), task_id.clone());
             img.properties.insert(IMPORTING.into(), list.clone());
@@ -424,8 +531,8 @@ async fn lock(
             img.updated_at = stamp.clone();
             Ok(())
         })
-        })
-        .await;
+    })
+    .await;
     result.map(|_| ())
 }
 
@@ -449,6 +556,17 @@ async fn run(state: Shared, job: Job) {
     let (task, id) = (job.task, job.image);
     tasks::record(&state, task, |t| t.status = "processing".into()).await;
     tracing::info!(image = %id, %task, method = job.method.name(), "import started");
+    // The task moves at least every minute while the import runs, so its
+    // lock is never taken for stale (see `stale`).
+    let heartbeat = {
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT).await;
+                tasks::record(&state, task, |_| {}).await;
+            }
+        })
+    };
     let source = prepare(&state, &job).await;
     let mut written: Vec<String> = Vec::new();
     let mut failed: Vec<(String, String)> = Vec::new();
@@ -460,7 +578,7 @@ async fn run(state: Shared, job: Job) {
                 match copy_to(&state, id, from, store, expected).await {
                     Ok(()) => {
                         written.push(store.clone());
-                        progress(&state, id, store).await;
+                        progress(&state, id, task, store).await;
                     }
                     Err(e) => {
                         tracing::warn!(image = %id, store = %store, error = %e, "import into a store failed");
@@ -511,6 +629,7 @@ async fn run(state: Shared, job: Job) {
             .collect::<Vec<_>>()
             .join("; ")),
     };
+    heartbeat.abort();
     match &outcome {
         Ok(_) => tracing::info!(image = %id, %task, "import done"),
         Err(e) => tracing::warn!(image = %id, %task, error = %e, "import failed"),
@@ -575,9 +694,10 @@ async fn copy_to(
     let stream = match from {
         Source::Staging => {
             let path = state.config.import.staging_dir.join(id.to_string());
-            let file = tokio::fs::File::open(&path)
-                .await
-                .map_err(|e| format!("No staged data for image {id}: {e}"))?;
+            let file = tokio::fs::File::open(&path).await.map_err(|e| {
+                tracing::error!(image = %id, path = %path.display(), error = %e, "cannot open staged data");
+                format!("No staged data for image {id}")
+            })?;
             Box::pin(crate::store::file_stream(file)) as crate::store::ByteStream
         }
         Source::Store(location) => {
@@ -606,18 +726,21 @@ async fn copy_to(
 
 /// Removes image `id`'s object from `store` (logged on failure).
 async fn remove_from(state: &Shared, store: &str, id: Uuid) {
-    if let Some(s) = state.config.store_by_id(store)
-        && let Err(e) = s.delete(&id.to_string()).await
-    {
-        tracing::error!(image = %id, store, error = %e, "cannot remove data an import wrote");
+    if let Some(s) = state.config.store_by_id(store) {
+        s.delete_logged(&id.to_string(), "data an import wrote")
+            .await;
     }
 }
 
-/// Takes `store` off the image's `os_glance_importing_to_stores`.
-async fn progress(state: &Shared, id: Uuid, store: &str) {
-    let store = store.to_owned();
+/// Takes `store` off the image's `os_glance_importing_to_stores`, while the
+/// image is still locked by `task`.
+async fn progress(state: &Shared, id: Uuid, task: Uuid, store: &str) {
+    let (store, holder) = (store.to_owned(), task.to_string());
     let result = blocking(state, move |m| {
         m.update(&id, &mut |img| {
+            if img.properties.get(LOCK) != Some(&holder) {
+                return Err(format!("image {id} is no longer locked by task {holder}"));
+            }
             if let Some(list) = img.properties.get_mut(IMPORTING) {
                 let left: Vec<&str> = list
                     .split(',')
@@ -648,8 +771,17 @@ async fn finish_image(
     let id = job.image;
     let copy = matches!(job.method, Method::CopyImage);
     let (written, failed, stamp) = (written.to_vec(), failed.join(","), now());
+    let holder = job.task.to_string();
     blocking(state, move |m| {
         m.update(&id, &mut |img| {
+            // Only the import holding the lock records its end: an image
+            // deleted (and made again under its id) or taken over meanwhile
+            // is not this import's any more.
+            if img.properties.get(LOCK) != Some(&holder) {
+                return Err(format!(
+                    "image {id} is no longer locked by this import's task"
+                ));
+            }
             img.properties.remove(LOCK);
             img.properties.insert(IMPORTING.into(), String::new());
             img.properties.insert(FAILED.into(), failed.clone());
@@ -694,6 +826,21 @@ async fn finish_image(
 /// redirects that the filter passes, each connection pinned to the
 /// addresses checked.
 async fn download(state: &Shared, id: Uuid, first: &Passed) -> Result<Expected, String> {
+    match tokio::time::timeout(DOWNLOAD_LIMIT, fetch(state, id, first)).await {
+        Ok(r) => r,
+        Err(_) => {
+            unstage(state, id).await;
+            Err(format!(
+                "{} took more than {} s",
+                first.url,
+                DOWNLOAD_LIMIT.as_secs()
+            ))
+        }
+    }
+}
+
+/// [`download`] without its time limit.
+async fn fetch(state: &Shared, id: Uuid, first: &Passed) -> Result<Expected, String> {
     let mut passed = first.clone();
     for _ in 0..=MAX_REDIRECTS {
         let client = state
@@ -719,6 +866,9 @@ async fn download(state: &Shared, id: Uuid, first: &Passed) -> Result<Expected, 
                 .and_then(|v| v.to_str().ok())
                 .and_then(|l| passed.url.join(l).ok())
                 .ok_or_else(|| format!("{} redirects nowhere", passed.url))?;
+            if passed.url.scheme() == "https" && to.scheme() != "https" {
+                return Err(format!("{} redirects from https to {to}", passed.url));
+            }
             passed = state
                 .config
                 .import
@@ -737,9 +887,6 @@ async fn download(state: &Shared, id: Uuid, first: &Passed) -> Result<Expected, 
             return Err(format!("{} answered {}", passed.url, resp.status()));
         }
         let expected = resp.content_length();
-        tokio::fs::create_dir_all(&state.config.import.staging_dir)
-            .await
-            .map_err(|e| format!("{}: {e}", state.config.import.staging_dir.display()))?;
         let body = Body::from_stream(resp.bytes_stream());
         let data = receive(state, &staging(state), &id.to_string(), body)
             .await
@@ -785,35 +932,22 @@ pub async fn image_for_task(
 }
 
 /// Starts the task API's import of `image` from a URL that passed: a
-/// web-download into the default store.
-pub async fn start_download(state: &Shared, task: &Task, image: Uuid, passed: Passed) {
-    let stores = vec![state.config.store_id.to_string()];
-    let loaded = blocking(state, move |m| m.get(&image)).await;
-    let locked = match loaded {
-        Ok(Some(img)) => {
-            lock(
-                state,
-                &img,
-                task,
-                &Method::WebDownload(passed.clone()),
-                &stores,
-            )
-            .await
-        }
-        Ok(None) => Err(ApiError::no_image(image)),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = locked {
-        tasks::finish(state, task.id, Err(e.message)).await;
-        return;
-    }
+/// web-download into the default store, recorded as `task`.
+pub async fn start_download(
+    state: &Shared,
+    task: Task,
+    image: Uuid,
+    passed: Passed,
+) -> Result<(), ApiError> {
+    let img = blocking(state, move |m| m.get(&image))
+        .await?
+        .ok_or_else(|| ApiError::no_image(image))?;
     let job = Job {
         task: task.id,
         image,
         method: Method::WebDownload(passed),
-        stores,
+        stores: vec![state.config.store_id.to_string()],
         must_succeed: true,
     };
-    let state = Arc::clone(state);
-    tokio::spawn(async move { run(state, job).await });
+    start(state, img, task, job).await
 }

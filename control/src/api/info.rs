@@ -179,8 +179,8 @@ pub async fn delete_from_store(
         })
     })
     .await?;
-    if let Err(e) = backend.delete(&location.key).await {
-        tracing::warn!(image = %id, store, error = %e, "removed from the record, but the data could not be deleted");
-    }
+    backend
+        .delete_logged(&location.key, "data removed from an image's record")
+        .await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -94,10 +94,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v2/info/stores/detail", get(info::stores_detail))
         .route("/v2/info/import", get(import::info))
         .route("/v2/info/usage", get(info::usage))
-        .route(
-            "/v2/images/{id}/stage",
-            put(import::stage).layer(DefaultBodyLimit::disable()),
-        )
+        .route("/v2/images/{id}/stage", put(import::stage))
         .route("/v2/images/{id}/import", post(import::import))
         .route("/v2/images/{id}/tasks", get(tasks::of_image))
         .route("/v2/images/{id}/locations", get(info::locations))

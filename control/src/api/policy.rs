@@ -48,8 +48,10 @@ pub enum Action {
     CopyImage,
     /// Remove an image's data from one store (`DELETE /v2/stores/...`).
     DeleteFromStore,
-    /// Read tasks (`/v2/tasks`, an image's tasks).
+    /// Read tasks (`/v2/tasks`).
     ReadTasks,
+    /// Start a task through the task API (`POST /v2/tasks`).
+    CreateTask,
     /// Read an image's locations (`GET /v2/images/{id}/locations`).
     ReadLocations,
     /// Read the stores' details (`/v2/info/stores/detail`).
@@ -179,6 +181,11 @@ pub const RULES: &[(Action, &[Who], &str)] = &[
         Action::ReadTasks,
         &[Who::Admin],
         "Only an admin may read tasks.",
+    ),
+    (
+        Action::CreateTask,
+        &[Who::Admin],
+        "Only an admin may create tasks.",
     ),
     (
         Action::ReadLocations,
@@ -373,6 +380,10 @@ mod tests {
             [true, false, false, false, false, false],
         ),
         (Action::ReadTasks, [true, false, false, false, false, false]),
+        (
+            Action::CreateTask,
+            [true, false, false, false, false, false],
+        ),
         (
             Action::ReadLocations,
             [false, false, false, false, false, true],

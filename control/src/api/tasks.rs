@@ -256,6 +256,7 @@ pub async fn list(
     policy::check(Action::ReadTasks, &ctx, Target::default())?;
     let (mut limit, mut marker, mut descending) = (25usize, None, true);
     let (mut status, mut kind) = (None, None);
+    let mut sort_key = "created_at".to_owned();
     let mut base = Vec::new();
     for (k, v) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
         let (k, v) = (k.into_owned(), v.into_owned());
@@ -281,14 +282,11 @@ pub async fn list(
                     }
                 }
             }
-            "sort_key"
-                if v != "created_at"
-                    && v != "updated_at"
-                    && v != "id"
-                    && v != "status"
-                    && v != "type" =>
-            {
-                return Err(ApiError::bad_request(format!("Invalid sort key: {v}")));
+            "sort_key" => {
+                if !["created_at", "updated_at", "id", "status", "type"].contains(&v.as_str()) {
+                    return Err(ApiError::bad_request(format!("Invalid sort key: {v}")));
+                }
+                sort_key = v.clone();
             }
             "status" => {
                 if !STATUSES.contains(&v.as_str()) {
@@ -309,6 +307,14 @@ pub async fn list(
     let mut tasks = all(&state).await?;
     tasks.retain(|t| {
         status.as_ref().is_none_or(|s| *s == t.status) && kind.as_ref().is_none_or(|k| *k == t.kind)
+    });
+    // Stable: ties stay in creation order.
+    tasks.sort_by(|a, b| match sort_key.as_str() {
+        "updated_at" => a.updated_at.cmp(&b.updated_at),
+        "id" => a.id.cmp(&b.id),
+        "status" => a.status.cmp(&b.status),
+        "type" => a.kind.cmp(&b.kind),
+        _ => std::cmp::Ordering::Equal,
     });
     if descending {
         tasks.reverse();
@@ -376,11 +382,10 @@ pub async fn create_legacy(
     Extension(request): Extension<RequestId>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    policy::check(Action::ReadTasks, &ctx, Target::default())?;
-    let body: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("The request body is not JSON: {e}")))?;
+    policy::check(Action::CreateTask, &ctx, Target::default())?;
+    let body = super::metadefs::model::body_object(&body)?;
     for key in ["type", "input"] {
-        if body.get(key).is_none() {
+        if !body.contains_key(key) {
             return Err(ApiError::bad_request(format!("Task '{key}' is required")));
         }
     }
@@ -389,32 +394,41 @@ pub async fn create_legacy(
             "Invalid type value: only 'import' tasks are served",
         ));
     }
-    let input = body.get("input").cloned().unwrap_or(Value::Null);
-    let from = input
-        .get("import_from")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::bad_request("Invalid location: None"))?;
-    let passed = state
+    // The task API's import is a web-download: offered only with it.
+    if !state
         .config
         .import
-        .web_download
-        .pass(from)
-        .await
-        .map_err(|why| {
-            ApiError::bad_request(format!(
-                "URI for legacy import task does not pass filtering: {from} ({why})"
-            ))
-        })?;
+        .methods
+        .iter()
+        .any(|m| m == "web-download")
+    {
+        return Err(ApiError::bad_request(
+            "Imports from a URL are not offered at this site (web-download is not enabled)",
+        ));
+    }
+    let input = body.get("input").cloned().unwrap_or(Value::Null);
+    let from = input.get("import_from").and_then(Value::as_str);
+    if from.is_none() {
+        return Err(ApiError::bad_request("Invalid location: None"));
+    }
+    let passed = super::import::web_download_url(&state, from, "legacy import task").await?;
     let props = input
         .get("image_properties")
         .cloned()
         .unwrap_or_else(|| json!({}));
     let image = super::import::image_for_task(&state, &ctx, &props).await?;
     let task = Task::new("import", &ctx, &request.0, Some(image), input);
-    create(&state, &task).await?;
-    super::import::start_download(&state, &task, image, passed).await;
-    let mut resp = (StatusCode::CREATED, axum::Json(task.to_json())).into_response();
-    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("/v2/tasks/{}", task.id)) {
+    let shown = task.to_json();
+    let id = task.id;
+    if let Err(e) = super::import::start_download(&state, task, image, passed).await {
+        // The image made for it goes too.
+        if let Err(d) = blocking(&state, move |m| m.delete(&image)).await {
+            tracing::warn!(%image, error = %d.message, "cannot remove the image of a task that did not start");
+        }
+        return Err(e);
+    }
+    let mut resp = (StatusCode::CREATED, axum::Json(shown)).into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("/v2/tasks/{id}")) {
         resp.headers_mut().insert(axum::http::header::LOCATION, v);
     }
     Ok(resp)

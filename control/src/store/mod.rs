@@ -100,6 +100,14 @@ impl Store {
         ))
     }
 
+    /// [`Store::delete`], a failure logged (`what` says what was deleted):
+    /// for clean-ups that must not fail the request they follow.
+    pub async fn delete_logged(&self, object: &str, what: &str) {
+        if let Err(e) = self.delete(object).await {
+            tracing::warn!(object, error = %e, "cannot delete {what}");
+        }
+    }
+
     /// Removes the object of image `object` (gone already is fine).
     pub async fn delete(&self, object: &str) -> Result<(), StoreError> {
         match self {

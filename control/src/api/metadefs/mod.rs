@@ -155,7 +155,7 @@ async fn change<T: Send + 'static>(
             &mut |doc| {
                 let mut ns: Namespace =
                     serde_json::from_value(doc.clone()).map_err(|e| e.to_string())?;
-                match change(&mut ns, &stamp) {
+                match change(&mut ns, &stamp).and_then(|t| ns.check_size().map(|()| t)) {
                     Ok(t) => out = Some(t),
                     Err(e) => {
                         let message = e.message.clone();

@@ -17,6 +17,11 @@ pub const MAX_DESCRIPTION: usize = 500;
 /// Longest namespace owner.
 pub const MAX_OWNER: usize = 255;
 
+/// The most objects, property definitions, tags or associations one
+/// namespace holds: a namespace is one stored document, rewritten whole at
+/// each change.
+pub const MAX_PER_NAMESPACE: usize = 1000;
+
 /// The types a property definition may have.
 pub const PROPERTY_TYPES: [&str; 6] = ["array", "boolean", "integer", "number", "object", "string"];
 
@@ -139,6 +144,28 @@ pub const SEEDED_RESOURCE_TYPES: [&str; 6] = [
 ];
 
 impl Namespace {
+    /// `413` when the namespace holds more than [`MAX_PER_NAMESPACE`] of
+    /// any kind.
+    pub fn check_size(&self) -> Result<(), ApiError> {
+        for (what, n) in [
+            ("objects", self.objects.len()),
+            ("property definitions", self.properties.len()),
+            ("tags", self.tags.len()),
+            ("resource type associations", self.associations.len()),
+        ] {
+            if n > MAX_PER_NAMESPACE {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "Namespace {} would hold {n} {what}; at most {MAX_PER_NAMESPACE} are kept",
+                        self.namespace
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The object named `name`.
     pub fn object(&self, name: &str) -> Option<&Object> {
         self.objects.iter().find(|o| o.name == name)

@@ -158,6 +158,7 @@ pub async fn create(
     let stamp = now();
     let mut ns = namespace_from(&ctx, &fields, &stamp)?;
     children_from(&mut ns, &fields, &stamp)?;
+    ns.check_size()?;
     let doc = serde_json::to_value(&ns).map_err(|e| ApiError::from_internal(&e))?;
     let (key, types) = (
         ns.namespace.clone(),
