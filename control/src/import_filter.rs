@@ -89,6 +89,10 @@ impl UriFilter {
             Some(h) => canonical_host(&h.to_string()),
             None => return Err("no host".into()),
         };
+        // A host of dots alone ("https://./") names nothing.
+        if host.is_empty() {
+            return Err("no host".into());
+        }
         let host_ok = if self.allowed_hosts.is_empty() {
             !self.disallowed_hosts.contains(&host)
         } else {
