@@ -42,28 +42,9 @@ pub async fn upload(
             )));
         }
     };
-    let stamp = now();
-    blocking(&state, move |m| {
-        m.update(&id, &mut |img| {
-            if img.status != Status::Queued {
-                return Err(format!(
-                    "Image status transition from {} to saving is not allowed",
-                    img.status.as_str()
-                ));
-            }
-            img.status = Status::Saving;
-            img.updated_at = stamp.clone();
-            Ok(())
-        })
-    })
-    .await?;
     // Until the image is active, any way out (an error, or the request
     // dropped with its client) puts it back to `queued`.
-    let mut guard = Requeue {
-        state: Some(state.clone()),
-        id,
-        from: Status::Saving,
-    };
+    let mut guard = claim(&state, id, Status::Saving).await?;
     let target = state
         .config
         .store_by_id(&store_id)
@@ -131,6 +112,33 @@ pub(super) fn store_header(headers: &axum::http::HeaderMap) -> Result<Option<Str
                 .map_err(|_| ApiError::bad_request("X-Image-Meta-Store must be a store id"))
         })
         .transpose()
+}
+
+/// Moves a `queued` image to `to` (`saving` for an upload, `uploading` for
+/// staging; `409` from any other status) and returns the guard that puts
+/// it back unless disarmed.
+pub(super) async fn claim(state: &Shared, id: Uuid, to: Status) -> Result<Requeue, ApiError> {
+    let stamp = now();
+    blocking(state, move |m| {
+        m.update(&id, &mut |img| {
+            if img.status != Status::Queued {
+                return Err(format!(
+                    "Image status transition from {} to {} is not allowed",
+                    img.status.as_str(),
+                    to.as_str()
+                ));
+            }
+            img.status = to;
+            img.updated_at = stamp.clone();
+            Ok(())
+        })
+    })
+    .await?;
+    Ok(Requeue {
+        state: Some(state.clone()),
+        id,
+        from: to,
+    })
 }
 
 /// Puts the image back to `queued` when dropped armed (see [`upload`]).

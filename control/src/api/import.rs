@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::data::{Requeue, receive, requeue};
+use super::data::{claim, receive, requeue};
 use super::extract::ImageId;
 use super::images::{blocking, load_visible, now};
 use super::policy::{self, Action, Target};
@@ -104,26 +104,7 @@ pub async fn stage(
     }
     let image = load_visible(&state, &ctx, id).await?;
     policy::check(Action::ImportImage, &ctx, Target::image(&image))?;
-    let stamp = now();
-    blocking(&state, move |m| {
-        m.update(&id, &mut |img| {
-            if img.status != Status::Queued {
-                return Err(format!(
-                    "Image status transition from {} to uploading is not allowed",
-                    img.status.as_str()
-                ));
-            }
-            img.status = Status::Uploading;
-            img.updated_at = stamp.clone();
-            Ok(())
-        })
-    })
-    .await?;
-    let mut guard = Requeue {
-        state: Some(state.clone()),
-        id,
-        from: Status::Uploading,
-    };
+    let mut guard = claim(&state, id, Status::Uploading).await?;
     // The staging directory is made at start, with the stores'.
     let received = receive(&state, &staging(&state), &id.to_string(), body).await;
     guard.state = None;
